@@ -1,0 +1,56 @@
+# Every target works from a fresh clone: it builds the venv it needs first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
+DATA   ?= ../shared/data/twitter_entity
+RUN    ?= runs/binary
+BUNDLE ?= models/sentiment-binary
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: install install-serve test lint serve train export bench load docker clean
+
+$(VENV)/.base:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.all: $(VENV)/.base setup.cfg constraints.txt
+	$(PIP) -e '.[train,export,bench,test]'
+	# tf-keras declares the 570 MB `tensorflow` wheel; tensorflow-cpu already provides it.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps tf-keras==2.21.0
+	touch $@
+
+install-serve: $(VENV)/.base   ## serving runtime only
+install: $(VENV)/.all          ## everything: train, export, bench, test
+
+test: $(VENV)/.all
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.all
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy service export
+
+serve: $(VENV)/.base
+	SENTIMENT_BUNDLE=$(BUNDLE) SENTIMENT_HOST=$(HOST) SENTIMENT_PORT=$(PORT) $(PY) -m service
+
+train: $(VENV)/.all
+	$(PY) -m training --data $(DATA) --out $(RUN) $(TRAIN_ARGS)
+
+export: $(VENV)/.all
+	$(PY) -m export --checkpoint $(RUN)/model --data $(DATA) --out $(BUNDLE) $(EXPORT_ARGS)
+
+bench: $(VENV)/.all
+	$(PY) -m benchmarks --bundle $(BUNDLE) --data $(DATA) $(BENCH_ARGS)
+
+load: $(VENV)/.all
+	$(PY) -m benchmarks.load --bundle $(BUNDLE) --data $(DATA) $(LOAD_ARGS)
+
+docker:
+	docker build -t tweet-sentiment:latest .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
