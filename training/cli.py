@@ -1,0 +1,107 @@
+"""`python -m training`: fine-tune, evaluate under the clean protocol, write checkpoint + report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from training.checkpoint import CheckpointInfo, save_checkpoint
+from training.protocol import build_splits
+from training.report import LEAKY_NOTE, build_metrics, plot_curve, write_metrics
+from training.train import TrainConfig, evaluate_rows, fine_tune
+
+log = logging.getLogger("training")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    p.add_argument("--data", type=Path, required=True, help="folder with twitter_training.csv and twitter_validation.csv")
+    p.add_argument("--out", type=Path, required=True, help="run folder: model/, metrics.json, curve.png")
+    p.add_argument("--labels", default=",".join(d.labels), help="comma-separated label set, in logit order")
+    p.add_argument("--base-model", default=d.base_model, help="'minilm' (offline, default), a DistilBERT checkpoint path or hub id")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=d.learning_rate)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--max-length", type=int, default=d.max_length)
+    p.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--dev-fraction", type=float, default=d.dev_fraction)
+    p.add_argument("--entity-pair", action="store_true", help="feed the entity as the first segment")
+    p.add_argument("--no-leaky", action="store_true", help="skip the second, leaky run (it doubles training time)")
+    p.add_argument("--limit", type=int, default=0, help="use at most N train/dev/test rows each (smoke runs)")
+    p.add_argument("--no-progress", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(args.out / "train.log")],
+    )
+    config = TrainConfig(
+        labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()),
+        base_model=args.base_model,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+        seed=args.seed,
+        dev_fraction=args.dev_fraction,
+        text_pair=args.entity_pair,
+    )
+    started = time.perf_counter()
+    splits = build_splits(args.data, config.labels, seed=config.seed, dev_fraction=config.dev_fraction)
+    train_rows, dev_rows, test_rows = _limit(args.limit, splits.train, splits.dev, splits.test)
+    summary = splits.summary()
+    log.info("data: %s", json.dumps({k: summary[k] for k in ("train", "dev", "test")}))
+    for report in splits.reports:
+        if report.dropped:
+            log.warning("%s: dropped rows %s", report.path, dict(report.dropped))
+
+    model, tokenizer, history = fine_tune(config, train_rows, dev_rows, progress=not args.no_progress)
+    dev = evaluate_rows(model, tokenizer, dev_rows, config)
+    test = evaluate_rows(model, tokenizer, test_rows, config)
+    log.info("CLEAN test: accuracy %.4f macro-F1 %.4f (n=%d)", test["accuracy"], test["macro_f1"], test["n"])
+    save_checkpoint(
+        model,
+        tokenizer,
+        CheckpointInfo(list(config.labels), config.max_length, config.base_model, config.text_pair),
+        args.out / "model",
+    )
+
+    leaky = None
+    if not args.no_leaky:
+        leaky = _leaky_run(args, config)
+    metrics = build_metrics(config, history, test, dev, summary, leaky, time.perf_counter() - started)
+    write_metrics(args.out / "metrics.json", metrics)
+    plot_curve(args.out / "curve.png", history)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+def _leaky_run(args: argparse.Namespace, config: TrainConfig) -> dict[str, object]:
+    splits = build_splits(args.data, config.labels, seed=config.seed, dev_fraction=config.dev_fraction, leaky=True)
+    train_rows, dev_rows, test_rows = _limit(args.limit, splits.train, splits.dev, splits.test)
+    log.info("LEAKY run: training again with the validation tweet_ids included (%d rows)", len(train_rows))
+    model, tokenizer, history = fine_tune(config, train_rows, dev_rows, progress=not args.no_progress)
+    test = evaluate_rows(model, tokenizer, test_rows, config)
+    log.info("LEAKY test: accuracy %.4f macro-F1 %.4f", test["accuracy"], test["macro_f1"])
+    return {"note": LEAKY_NOTE, "test": test, "best_epoch": history.best_epoch, "epochs": history.epochs}
+
+
+def _limit(n: int, *parts: list) -> tuple[list, ...]:
+    return tuple(part[:n] if n else part for part in parts)

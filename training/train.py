@@ -1,0 +1,160 @@
+"""Fine-tuning TFDistilBertForSequenceClassification with a plain, seeded TF loop.
+
+A custom loop (rather than `model.fit`) keeps one traced graph for every batch shape, and lets
+model choice happen on dev only: the best epoch's weights are kept, by dev macro-F1.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from training.batching import Encoded, batch_indices, encode, pad
+from training.data import Row
+from training.evaluate import classification_metrics, cross_entropy, predict_logits
+
+log = logging.getLogger("training")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    labels: tuple[str, ...] = ("Negative", "Positive")
+    base_model: str = "minilm"
+    epochs: int = 4
+    learning_rate: float = 5e-5
+    batch_size: int = 32
+    max_length: int = 128
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    patience: int = 1
+    seed: int = 13
+    dev_fraction: float = 0.1
+    text_pair: bool = False
+
+
+@dataclass
+class History:
+    step_loss: list[float] = field(default_factory=list)
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+
+def set_seed(seed: int) -> None:
+    import tensorflow as tf
+
+    random.seed(seed)
+    np.random.seed(seed)
+    tf.random.set_seed(seed)
+
+
+def load_model(base_model: str, labels: Sequence[str]) -> tuple[Any, Any]:
+    """A classifier head on the base encoder (random head, seeded), and its tokenizer."""
+    from transformers import AutoTokenizer, TFDistilBertForSequenceClassification
+
+    from training.base_model import resolve_base_model
+
+    path = resolve_base_model(base_model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = TFDistilBertForSequenceClassification.from_pretrained(
+        path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        ignore_mismatched_sizes=True,
+    )
+    return model, tokenizer
+
+
+def fine_tune(
+    config: TrainConfig, train_rows: Sequence[Row], dev_rows: Sequence[Row], progress: bool = True
+) -> tuple[Any, Any, History]:
+    import tensorflow as tf
+    from tqdm.auto import tqdm
+    from transformers import create_optimizer
+
+    set_seed(config.seed)
+    model, tokenizer = load_model(config.base_model, config.labels)
+    pad_id = tokenizer.pad_token_id or 0
+    train = encode(tokenizer, train_rows, config.labels, config.max_length, config.text_pair)
+    dev = encode(tokenizer, dev_rows, config.labels, config.max_length, config.text_pair)
+    lengths = [len(x) for x in train.ids]
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    optimizer, _ = create_optimizer(
+        init_lr=config.learning_rate,
+        num_train_steps=total,
+        num_warmup_steps=int(total * config.warmup_ratio),
+        weight_decay_rate=config.weight_decay,
+    )
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    spec = tf.TensorSpec([None, None], tf.int32)
+
+    @tf.function(input_signature=[spec, spec, tf.TensorSpec([None], tf.int32)])
+    def train_step(input_ids: Any, mask: Any, y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            logits = model(input_ids=input_ids, attention_mask=mask, training=True).logits
+            loss = loss_fn(y, logits)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    rng = np.random.default_rng(config.seed)
+    history = History()
+    best_f1, best_weights, stale = -1.0, None, 0
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        batches = batch_indices(lengths, config.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, mininterval=5)
+        losses = []
+        for idx in bar:
+            input_ids, mask = pad([train.ids[i] for i in idx], pad_id)
+            loss = float(train_step(input_ids, mask, train.labels[idx]))
+            losses.append(loss)
+            history.step_loss.append(loss)
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        report = evaluate_split(model, dev, config.labels, pad_id)
+        record = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "dev_loss": report["loss"],
+            "dev_accuracy": report["accuracy"],
+            "dev_macro_f1": report["macro_f1"],
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        history.epochs.append(record)
+        log.info(
+            "epoch %d: train_loss %.4f dev_loss %.4f dev_acc %.4f dev_f1 %.4f (%.0fs)",
+            *(record[k] for k in ("epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "seconds")),
+        )
+        if report["macro_f1"] > best_f1:
+            best_f1, best_weights, stale = report["macro_f1"], model.get_weights(), 0
+            history.best_epoch = epoch
+        else:
+            stale += 1
+            if stale >= config.patience:
+                log.info("dev macro-F1 stopped improving: early stop after epoch %d", epoch)
+                break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    history.seconds = time.perf_counter() - started
+    return model, tokenizer, history
+
+
+def evaluate_split(model: Any, data: Encoded, labels: Sequence[str], pad_id: int = 0) -> dict[str, Any]:
+    logits = predict_logits(model, data, pad_id=pad_id)
+    report = classification_metrics(data.labels, logits.argmax(axis=1), labels)
+    report["loss"] = cross_entropy(logits, data.labels)
+    return report
+
+
+def evaluate_rows(model: Any, tokenizer: Any, rows: Sequence[Row], config: TrainConfig) -> dict[str, Any]:
+    data = encode(tokenizer, rows, config.labels, config.max_length, config.text_pair)
+    return evaluate_split(model, data, config.labels, tokenizer.pad_token_id or 0)
