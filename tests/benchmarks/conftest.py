@@ -102,3 +102,33 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     (folder / "twitter_validation.csv").write_text("\n".join(rows) + "\n")
     return folder
+
+
+def build_tiny_checkpoint(folder: Path) -> Path:
+    """A 1-layer TF DistilBERT checkpoint in the training contract's layout (for the seed peer)."""
+    from transformers import (
+        DistilBertConfig,
+        PreTrainedTokenizerFast,
+        TFDistilBertForSequenceClassification,
+    )
+
+    from training.checkpoint import CheckpointInfo, save_checkpoint
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tiny_tokenizer(folder.parent / "tok.json")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(folder.parent / "tok.json"),
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    config = DistilBertConfig(
+        vocab_size=len(VOCAB), dim=16, n_layers=1, n_heads=2, hidden_dim=32,
+        max_position_embeddings=64, num_labels=len(LABELS),
+    )
+    model = TFDistilBertForSequenceClassification(config)
+    model(model.dummy_inputs)
+    info = CheckpointInfo(labels=LABELS, max_length=32, base_model="tiny-test")
+    return save_checkpoint(model, tokenizer, info, folder)

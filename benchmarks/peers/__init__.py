@@ -1,0 +1,1 @@
+"""Peer servers benchmarked against ours on the same texts, load and machine."""

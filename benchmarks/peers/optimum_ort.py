@@ -1,0 +1,107 @@
+"""Peer 2, what a user would pick instead: optimum's ORTModelForSequenceClassification behind
+a transformers `pipeline`, called per request from the same kind of async handler.
+
+optimum exports from PyTorch, and this project trains in TensorFlow, so the peer loads an ONNX
+graph the project already has (the fp32 graph when given, else the shipped int8 one) together
+with a transformers config.json and the bundle's tokenizer. `prepare_model_dir` builds that
+folder; which graph was used is recorded in the results.
+
+Run: python -m benchmarks.peers.optimum_ort --model-dir DIR --max-length 128 --port 8002
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from benchmarks.peers.common import Predictor, base_parser, make_app, scores_to_result, serve
+
+PEER_DEPS_HINT = (
+    "optimum peer needs the `peers` extra: pip install torch==2.13.0 'optimum[onnxruntime]==2.1.0' "
+    "optimum-onnx==0.1.0"
+)
+
+
+def peer_deps_missing() -> str | None:
+    """Why the optimum peer cannot run here, or None when its packages are installed."""
+    import importlib.util
+
+    for module in ("torch", "optimum.onnxruntime"):
+        try:
+            if importlib.util.find_spec(module) is None:
+                return f"{module} is not installed; {PEER_DEPS_HINT}"
+        except ModuleNotFoundError:
+            return f"{module} is not installed; {PEER_DEPS_HINT}"
+    return None
+
+
+def prepare_model_dir(
+    onnx_model: Path, tokenizer_json: Path, labels: list[str], checkpoint: Path | None, out: Path
+) -> Path:
+    """A folder optimum can load: model.onnx (a link), config.json, tokenizer.json.
+
+    config.json is the training checkpoint's (a DistilBERT config with id2label) when there is
+    one, else a minimal DistilBERT config carrying the bundle's labels.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    link = out / "model.onnx"
+    if link.exists() or link.is_symlink():
+        link.unlink()
+    link.symlink_to(onnx_model.resolve())
+    shutil.copyfile(tokenizer_json, out / "tokenizer.json")
+    if checkpoint is not None and (checkpoint / "config.json").is_file():
+        shutil.copyfile(checkpoint / "config.json", out / "config.json")
+    else:
+        config: dict[str, Any] = {
+            "model_type": "distilbert",
+            "architectures": ["DistilBertForSequenceClassification"],
+            "id2label": {str(i): label for i, label in enumerate(labels)},
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+def load_predictor(model_dir: Path, max_length: int) -> Predictor:
+    """ORTModelForSequenceClassification + text-classification pipeline, warmed with one call."""
+    os.environ["USE_TF"] = "0"  # transformers would otherwise import TensorFlow too
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+    from transformers import PreTrainedTokenizerFast, pipeline
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(model_dir / "tokenizer.json"),
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        model_max_length=max_length,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    model = ORTModelForSequenceClassification.from_pretrained(str(model_dir), file_name="model.onnx")
+    classify = pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None)
+    labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+
+    def predict(text: str) -> dict[str, object]:
+        out = classify(text, truncation=True, max_length=max_length)
+        ranked = out[0] if out and isinstance(out[0], list) else out
+        by_label = {item["label"]: float(item["score"]) for item in ranked}
+        return scores_to_result(labels, [by_label[label] for label in labels])
+
+    predict("warm-up call")
+    return predict
+
+
+def main() -> None:
+    parser = base_parser(__doc__ or "")
+    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--max-length", type=int, default=128)
+    args = parser.parse_args()
+    serve(make_app(load_predictor(args.model_dir, args.max_length)), args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()
