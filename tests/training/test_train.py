@@ -1,0 +1,90 @@
+"""A whole `python -m training` run on a tiny model and tiny, learnable data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training.batching import batch_indices, pad
+from training.checkpoint import CheckpointInfo
+from training.cli import main
+
+
+def test_batches_are_length_bucketed_and_cover_every_row() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 120, size=1000)
+    batches = batch_indices(lengths, 32, rng)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    assert padded < 1.2 * lengths.sum()  # versus ~2x when padding random batches to their max
+
+
+def test_pad_is_right_padding() -> None:
+    ids, mask = pad([np.array([5, 6, 7]), np.array([8])], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, tiny_data: Path) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    code = main(
+        ["--data", str(tiny_data), "--out", str(out), "--base-model", str(tiny_base),
+         "--epochs", "8", "--patience", "8", "--lr", "3e-3", "--batch-size", "8", "--warmup-ratio", "0",
+         "--max-length", "32", "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+@pytest.mark.slow
+def test_tiny_model_learns(run: Path) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())
+    losses = [e["train_loss"] for e in metrics["epochs"]]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert metrics["test"]["accuracy"] >= 0.9  # the tiny data is separable by its words
+
+
+@pytest.mark.slow
+def test_metrics_file_schema(run: Path) -> None:
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("labels", "protocol", "test", "dev", "leaky", "best_epoch", "epochs", "config", "seed",
+                "data", "versions", "wall_time_seconds"):  # fmt: skip
+        assert key in metrics, key
+    assert metrics["protocol"] == "clean" and metrics["labels"] == ["Negative", "Positive"]
+    test = metrics["test"]
+    assert set(test) >= {"n", "accuracy", "macro_f1", "per_class", "confusion_matrix", "loss"}
+    assert test["n"] == 20
+    assert set(test["per_class"]) == {"Negative", "Positive"}
+    assert sum(map(sum, test["confusion_matrix"]["rows_true_cols_pred"])) == 20
+    assert metrics["leaky"]["note"].startswith("LEAKY")
+    assert set(metrics["data"]["data_sha256"]) == {"twitter_training.csv", "twitter_validation.csv"}
+    assert metrics["data"]["load_reports"][0]["dropped"] == {"empty_text": 1}
+    assert 1 <= metrics["best_epoch"] <= len(metrics["epochs"])
+    assert (run / "curve.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_checkpoint_reloads_with_labels(run: Path) -> None:
+    from transformers import TFDistilBertForSequenceClassification
+
+    info = CheckpointInfo.load(run / "model")
+    assert info.labels == ["Negative", "Positive"] and info.max_length == 32
+    model = TFDistilBertForSequenceClassification.from_pretrained(run / "model")
+    assert model.config.id2label == {0: "Negative", 1: "Positive"}
+    assert (run / "model" / "tokenizer.json").is_file()
+
+
+@pytest.mark.slow
+def test_four_class_label_set_trains(tmp_path: Path, tiny_base: Path, shared_data: Path) -> None:
+    out = tmp_path / "four"
+    labels = "Positive,Negative,Neutral,Irrelevant"
+    assert main(["--data", str(shared_data), "--out", str(out), "--base-model", str(tiny_base),
+                 "--labels", labels, "--epochs", "1", "--limit", "64", "--max-length", "32",
+                 "--no-leaky", "--no-progress"]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labels"] == labels.split(",")
+    assert len(metrics["test"]["confusion_matrix"]["rows_true_cols_pred"]) == 4
