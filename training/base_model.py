@@ -73,7 +73,10 @@ def bert_config(model_dir: Path) -> dict[str, Any]:
 def distilbert_config(bert: dict[str, Any], **overrides: Any) -> Any:
     from transformers import DistilBertConfig
 
-    if bert.get("hidden_act") != "gelu" or bert.get("position_embedding_type", "absolute") != "absolute":
+    if (
+        bert.get("hidden_act") != "gelu"
+        or bert.get("position_embedding_type", "absolute") != "absolute"
+    ):
         raise ValueError("only absolute-position, gelu BERT checkpoints map onto DistilBERT")
     return DistilBertConfig(
         vocab_size=bert["vocab_size"],
@@ -91,7 +94,9 @@ def distilbert_config(bert: dict[str, Any], **overrides: Any) -> Any:
     )
 
 
-def assign_bert_weights(distilbert: Any, weights: dict[str, np.ndarray], layer_norm_eps: float) -> None:
+def assign_bert_weights(
+    distilbert: Any, weights: dict[str, np.ndarray], layer_norm_eps: float
+) -> None:
     """Copy BERT tensors (PyTorch names, [out, in] kernels) into a built TF DistilBERT main layer."""
     emb = distilbert.embeddings
     emb.weight.assign(weights["embeddings.word_embeddings.weight"])

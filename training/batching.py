@@ -32,7 +32,9 @@ def encode(
     index = {label: i for i, label in enumerate(labels)}
     texts = [r.text for r in rows]
     if text_pair:
-        batch = tokenizer([r.entity for r in rows], texts, truncation="only_second", max_length=max_length)
+        batch = tokenizer(
+            [r.entity for r in rows], texts, truncation="only_second", max_length=max_length
+        )
     else:
         batch = tokenizer(texts, truncation=True, max_length=max_length)
     return Encoded(

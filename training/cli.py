@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from training.baseline import tfidf_svm
 from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.protocol import build_splits
 from training.report import LEAKY_NOTE, build_metrics, plot_curve, write_metrics
@@ -21,10 +22,23 @@ log = logging.getLogger("training")
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    p.add_argument("--data", type=Path, required=True, help="folder with twitter_training.csv and twitter_validation.csv")
-    p.add_argument("--out", type=Path, required=True, help="run folder: model/, metrics.json, curve.png")
-    p.add_argument("--labels", default=",".join(d.labels), help="comma-separated label set, in logit order")
-    p.add_argument("--base-model", default=d.base_model, help="'minilm' (offline, default), a DistilBERT checkpoint path or hub id")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with twitter_training.csv and twitter_validation.csv",
+    )
+    p.add_argument(
+        "--out", type=Path, required=True, help="run folder: model/, metrics.json, curve.png"
+    )
+    p.add_argument(
+        "--labels", default=",".join(d.labels), help="comma-separated label set, in logit order"
+    )
+    p.add_argument(
+        "--base-model",
+        default=d.base_model,
+        help="'minilm' (offline, default), a DistilBERT checkpoint path or hub id",
+    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--lr", type=float, default=d.learning_rate)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -34,9 +48,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--dev-fraction", type=float, default=d.dev_fraction)
-    p.add_argument("--entity-pair", action="store_true", help="feed the entity as the first segment")
-    p.add_argument("--no-leaky", action="store_true", help="skip the second, leaky run (it doubles training time)")
-    p.add_argument("--limit", type=int, default=0, help="use at most N train/dev/test rows each (smoke runs)")
+    p.add_argument(
+        "--entity-pair", action="store_true", help="feed the entity as the first segment"
+    )
+    p.add_argument(
+        "--no-leaky",
+        action="store_true",
+        help="skip the second, leaky run (it doubles training time)",
+    )
+    p.add_argument(
+        "--limit", type=int, default=0, help="use at most N train/dev/test rows each (smoke runs)"
+    )
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -64,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         text_pair=args.entity_pair,
     )
     started = time.perf_counter()
-    splits = build_splits(args.data, config.labels, seed=config.seed, dev_fraction=config.dev_fraction)
+    splits = build_splits(
+        args.data, config.labels, seed=config.seed, dev_fraction=config.dev_fraction
+    )
     train_rows, dev_rows, test_rows = _limit(args.limit, splits.train, splits.dev, splits.test)
     summary = splits.summary()
     log.info("data: %s", json.dumps({k: summary[k] for k in ("train", "dev", "test")}))
@@ -72,10 +96,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if report.dropped:
             log.warning("%s: dropped rows %s", report.path, dict(report.dropped))
 
-    model, tokenizer, history = fine_tune(config, train_rows, dev_rows, progress=not args.no_progress)
+    model, tokenizer, history = fine_tune(
+        config, train_rows, dev_rows, progress=not args.no_progress
+    )
     dev = evaluate_rows(model, tokenizer, dev_rows, config)
     test = evaluate_rows(model, tokenizer, test_rows, config)
-    log.info("CLEAN test: accuracy %.4f macro-F1 %.4f (n=%d)", test["accuracy"], test["macro_f1"], test["n"])
+    log.info(
+        "CLEAN test: accuracy %.4f macro-F1 %.4f (n=%d)",
+        test["accuracy"],
+        test["macro_f1"],
+        test["n"],
+    )
     save_checkpoint(
         model,
         tokenizer,
@@ -86,7 +117,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     leaky = None
     if not args.no_leaky:
         leaky = _leaky_run(args, config)
-    metrics = build_metrics(config, history, test, dev, summary, leaky, time.perf_counter() - started)
+    metrics = build_metrics(
+        config, history, test, dev, summary, leaky, time.perf_counter() - started
+    )
+    metrics["baselines"] = {"tfidf_svm": tfidf_svm(train_rows, dev_rows, test_rows, config.labels)}
+    log.info(
+        "baseline %s: test accuracy %.4f",
+        metrics["baselines"]["tfidf_svm"]["model"],
+        metrics["baselines"]["tfidf_svm"]["test"]["accuracy"],
+    )
     write_metrics(args.out / "metrics.json", metrics)
     plot_curve(args.out / "curve.png", history)
     log.info("wrote %s", args.out)
@@ -94,13 +133,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _leaky_run(args: argparse.Namespace, config: TrainConfig) -> dict[str, object]:
-    splits = build_splits(args.data, config.labels, seed=config.seed, dev_fraction=config.dev_fraction, leaky=True)
+    splits = build_splits(
+        args.data, config.labels, seed=config.seed, dev_fraction=config.dev_fraction, leaky=True
+    )
     train_rows, dev_rows, test_rows = _limit(args.limit, splits.train, splits.dev, splits.test)
-    log.info("LEAKY run: training again with the validation tweet_ids included (%d rows)", len(train_rows))
-    model, tokenizer, history = fine_tune(config, train_rows, dev_rows, progress=not args.no_progress)
+    log.info(
+        "LEAKY run: training again with the validation tweet_ids included (%d rows)",
+        len(train_rows),
+    )
+    model, tokenizer, history = fine_tune(
+        config, train_rows, dev_rows, progress=not args.no_progress
+    )
     test = evaluate_rows(model, tokenizer, test_rows, config)
     log.info("LEAKY test: accuracy %.4f macro-F1 %.4f", test["accuracy"], test["macro_f1"])
-    return {"note": LEAKY_NOTE, "test": test, "best_epoch": history.best_epoch, "epochs": history.epochs}
+    return {
+        "note": LEAKY_NOTE,
+        "test": test,
+        "best_epoch": history.best_epoch,
+        "epochs": history.epochs,
+    }
 
 
 def _limit(n: int, *parts: list) -> tuple[list, ...]:

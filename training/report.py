@@ -14,7 +14,15 @@ import numpy as np
 
 from training.train import History, TrainConfig
 
-VERSIONED = ("tensorflow-cpu", "transformers", "tokenizers", "keras", "tf-keras", "numpy", "scikit-learn")
+VERSIONED = (
+    "tensorflow-cpu",
+    "transformers",
+    "tokenizers",
+    "keras",
+    "tf-keras",
+    "numpy",
+    "scikit-learn",
+)
 LEAKY_NOTE = (
     "LEAKY: trained with the validation file's tweet_ids (every one of them is also in the training "
     "file), then scored on the validation file. This measures memory, not skill; it is here only "

@@ -112,7 +112,9 @@ def fine_tune(
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         batches = batch_indices(lengths, config.batch_size, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, mininterval=5)
+        bar = tqdm(
+            batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, mininterval=5
+        )
         losses = []
         for idx in bar:
             input_ids, mask = pad([train.ids[i] for i in idx], pad_id)
@@ -132,7 +134,17 @@ def fine_tune(
         history.epochs.append(record)
         log.info(
             "epoch %d: train_loss %.4f dev_loss %.4f dev_acc %.4f dev_f1 %.4f (%.0fs)",
-            *(record[k] for k in ("epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_macro_f1", "seconds")),
+            *(
+                record[k]
+                for k in (
+                    "epoch",
+                    "train_loss",
+                    "dev_loss",
+                    "dev_accuracy",
+                    "dev_macro_f1",
+                    "seconds",
+                )
+            ),
         )
         if report["macro_f1"] > best_f1:
             best_f1, best_weights, stale = report["macro_f1"], model.get_weights(), 0
@@ -148,13 +160,17 @@ def fine_tune(
     return model, tokenizer, history
 
 
-def evaluate_split(model: Any, data: Encoded, labels: Sequence[str], pad_id: int = 0) -> dict[str, Any]:
+def evaluate_split(
+    model: Any, data: Encoded, labels: Sequence[str], pad_id: int = 0
+) -> dict[str, Any]:
     logits = predict_logits(model, data, pad_id=pad_id)
     report = classification_metrics(data.labels, logits.argmax(axis=1), labels)
     report["loss"] = cross_entropy(logits, data.labels)
     return report
 
 
-def evaluate_rows(model: Any, tokenizer: Any, rows: Sequence[Row], config: TrainConfig) -> dict[str, Any]:
+def evaluate_rows(
+    model: Any, tokenizer: Any, rows: Sequence[Row], config: TrainConfig
+) -> dict[str, Any]:
     data = encode(tokenizer, rows, config.labels, config.max_length, config.text_pair)
     return evaluate_split(model, data, config.labels, tokenizer.pad_token_id or 0)

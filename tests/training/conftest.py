@@ -7,8 +7,20 @@ from pathlib import Path
 
 import pytest
 
-POSITIVE = ["love this game", "great update, so good", "best patch ever", "awesome fun night", "happy with it"]
-NEGATIVE = ["hate this game", "awful update, so bad", "worst patch ever", "terrible boring night", "angry with it"]
+POSITIVE = [
+    "love this game",
+    "great update, so good",
+    "best patch ever",
+    "awesome fun night",
+    "happy with it",
+]
+NEGATIVE = [
+    "hate this game",
+    "awful update, so bad",
+    "worst patch ever",
+    "terrible boring night",
+    "angry with it",
+]
 
 
 def write_csv(path: Path, rows: list[tuple[object, ...]]) -> None:
@@ -36,7 +48,15 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer DistilBERT with a WordPiece vocabulary trained on the tiny data's words."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import DistilBertConfig, DistilBertTokenizerFast, TFDistilBertModel
 
     folder = tmp_path_factory.mktemp("tiny_base")

@@ -16,7 +16,9 @@ TWEETS = [
 ]
 
 
-def numpy_bert(weights: dict[str, np.ndarray], ids: np.ndarray, heads: int, eps: float) -> np.ndarray:
+def numpy_bert(
+    weights: dict[str, np.ndarray], ids: np.ndarray, heads: int, eps: float
+) -> np.ndarray:
     """BERT's encoder written straight from the paper's equations, one sequence, no padding."""
 
     def norm(x: np.ndarray, name: str) -> np.ndarray:
@@ -46,7 +48,9 @@ def numpy_bert(weights: dict[str, np.ndarray], ids: np.ndarray, heads: int, eps:
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
         context = (probs @ v).transpose(1, 0, 2).reshape(n, heads * d)
-        h = norm(h + dense(context, f"{p}.attention.output.dense"), f"{p}.attention.output.LayerNorm")
+        h = norm(
+            h + dense(context, f"{p}.attention.output.dense"), f"{p}.attention.output.LayerNorm"
+        )
         inner = dense(h, f"{p}.intermediate.dense")
         inner = 0.5 * inner * (1.0 + erf(inner / np.sqrt(2.0)))
         h = norm(h + dense(inner, f"{p}.output.dense"), f"{p}.output.LayerNorm")
@@ -73,7 +77,10 @@ def test_converted_distilbert_reproduces_bert_on_real_tweets() -> None:
     for row, mask in enumerate(batch["attention_mask"]):
         n = int(mask.sum())
         reference = numpy_bert(
-            weights, batch["input_ids"][row, :n], bert["num_attention_heads"], bert["layer_norm_eps"]
+            weights,
+            batch["input_ids"][row, :n],
+            bert["num_attention_heads"],
+            bert["layer_norm_eps"],
         )
         worst = max(worst, float(np.abs(hidden[row, :n] - reference).max()))
     assert worst <= 1e-4, f"max |Δ hidden| = {worst:.2e}"

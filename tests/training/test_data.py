@@ -8,8 +8,8 @@ from training.data import read_rows
 def test_reader_survives_quotes_commas_emoji_newlines_and_bad_rows(tmp_path: Path) -> None:
     path = tmp_path / "rows.csv"
     path.write_text(
-        "1,Nvidia,Positive,\"a, quoted \"\"text\"\" with commas\"\n"
-        "2,Nvidia,Negative,\"two\nlines 😡\"\n"
+        '1,Nvidia,Positive,"a, quoted ""text"" with commas"\n'
+        '2,Nvidia,Negative,"two\nlines 😡"\n'
         "3,Nvidia,Neutral,   \n"  # whitespace only
         "4,Nvidia,Sarcastic,what label is this\n"  # unknown label
         "x,Nvidia,Positive,bad id\n"

@@ -58,7 +58,10 @@ def test_kaggle_form_keeps_every_paraphrase_of_a_tweet_in_one_split(tmp_path: Pa
     ]
     train += [(3, "E", "Positive", "tweet 3 variant 0")]  # an exact repeat is dropped
     write_csv(tmp_path / "twitter_training.csv", train)
-    write_csv(tmp_path / "twitter_validation.csv", [(i, "E", "Positive", f"tweet {i}") for i in range(0, 200, 10)])
+    write_csv(
+        tmp_path / "twitter_validation.csv",
+        [(i, "E", "Positive", f"tweet {i}") for i in range(0, 200, 10)],
+    )
     splits = build_splits(tmp_path, ["Negative", "Positive"], dev_fraction=0.2)
     assert not ids(splits.train) & ids(splits.dev)
     assert not (ids(splits.train) | ids(splits.dev)) & ids(splits.test)

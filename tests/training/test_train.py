@@ -61,6 +61,7 @@ def test_metrics_file_schema(run: Path) -> None:
     assert set(test["per_class"]) == {"Negative", "Positive"}
     assert sum(map(sum, test["confusion_matrix"]["rows_true_cols_pred"])) == 20
     assert metrics["leaky"]["note"].startswith("LEAKY")
+    assert metrics["baselines"]["tfidf_svm"]["test"]["n"] == 20
     assert set(metrics["data"]["data_sha256"]) == {"twitter_training.csv", "twitter_validation.csv"}
     assert metrics["data"]["load_reports"][0]["dropped"] == {"empty_text": 1}
     assert 1 <= metrics["best_epoch"] <= len(metrics["epochs"])
