@@ -1,0 +1,72 @@
+# syntax=docker/dockerfile:1
+# The tweet-sentiment API as a lean container: `make docker` (needs the bundle from `make export`).
+# builder: resolves the serving dependencies (setup.cfg's base install_requires, pinned by
+#          constraints.txt, binary wheels only) into /opt/venv and checks the bundle's manifest.
+# runtime: python slim + that venv + the `service` package + the bundle. No TensorFlow, no
+#          transformers, no compilers, no pip. tests/deploy checks all of this without an engine.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /build
+COPY setup.cfg constraints.txt ./
+# Only the base install_requires: the project's extras (train, export, ...) pull in TensorFlow.
+# The venv gets no pip of its own; the builder's pip installs into it.
+RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(c['options']['install_requires'].strip())" > requirements.txt \
+    && python -m venv --without-pip /opt/venv \
+    && python -m pip --python /opt/venv/bin/python install --only-binary=:all: -c constraints.txt -r requirements.txt \
+    && python -m pip --python /opt/venv/bin/python check
+WORKDIR /app
+COPY service/ service/
+COPY models/sentiment-binary/ models/sentiment-binary/
+# Fail the build, not the rollout, on a bundle that does not match its manifest (it is checked
+# again at every start); precompile the service so a read-only root filesystem costs nothing.
+RUN /opt/venv/bin/python -c "from service.bundle import load_bundle; load_bundle('models/sentiment-binary')" \
+    && /opt/venv/bin/python -m compileall -q --invalidation-mode checked-hash service
+
+
+FROM ${PYTHON_IMAGE} AS runtime
+ARG PYTHON_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+ARG CREATED=unknown
+LABEL org.opencontainers.image.title="tweet-sentiment" \
+      org.opencontainers.image.description="Tweet sentiment HTTP API: DistilBERT, ONNX Runtime int8, Starlette" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+
+# A fixed numeric uid so Kubernetes' runAsNonRoot can verify it; the app owns no file it runs.
+RUN groupadd --system --gid 10001 app \
+    && useradd --system --no-log-init --uid 10001 --gid app --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin app
+
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /app /app
+
+# Settings are environment variables (service/settings.py); override them with `docker run -e`.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    SENTIMENT_BUNDLE=/app/models/sentiment-binary \
+    SENTIMENT_HOST=0.0.0.0 \
+    SENTIMENT_PORT=8000
+
+WORKDIR /app
+USER 10001:10001
+EXPOSE 8000
+
+# No curl in a slim image: the venv's Python asks the liveness endpoint.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('SENTIMENT_PORT', '8000') + '/health', timeout=2)"]
+
+# Exec form: the server is PID 1 and gets SIGTERM itself, so it drains (/ready turns 503,
+# in-flight requests finish) before it exits. The same command runs outside Docker.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["python", "-m", "service"]
