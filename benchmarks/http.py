@@ -71,8 +71,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -141,6 +140,7 @@ async def _closed_loop(
     window_end = window_start + duration
     counter = 0
     inflight = 0
+    conns: list[_Connection] = []
 
     async def worker(offset: int) -> None:
         nonlocal counter, inflight
@@ -150,6 +150,7 @@ async def _closed_loop(
                 try:
                     async with asyncio.timeout(timeout):
                         _, conn = await loop.create_connection(_Connection, host, port)
+                    conns.append(conn)
                 except (OSError, TimeoutError) as exc:
                     if time.perf_counter() >= window_start:
                         tally.errors[f"connect:{type(exc).__name__}"] += 1
@@ -170,6 +171,9 @@ async def _closed_loop(
             except (OSError, ConnectionError) as exc:
                 error = f"conn:{type(exc).__name__}"
                 conn.close()
+            except Exception as exc:  # a client bug must show up as errors, not a silent stall
+                error = f"client:{type(exc).__name__}"
+                conn.close()
             finally:
                 inflight -= 1
             done = time.perf_counter()
@@ -182,12 +186,14 @@ async def _closed_loop(
             conn.close()
 
     tasks = [asyncio.create_task(worker(i * 7919)) for i in range(concurrency)]
-    # Hard cap: a worker still waiting after the window plus one timeout is abandoned.
-    _, pending = await asyncio.wait(tasks, timeout=warmup + duration + timeout + 5)
-    unfinished = inflight
-    for task in pending:
+    await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
+    unfinished = inflight  # requests still waiting when the window closed (not counted)
+    # The level ends with its window: nothing after it is counted, so nothing is waited for.
+    for task in tasks:
         task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for conn in conns:
+        conn.close()
     return tally, window_start, window_end, unfinished
 
 
