@@ -1,0 +1,81 @@
+"""`python -m export --checkpoint DIR (--data DIR | --texts-file FILE) --out DIR`.
+
+Exit status: 0 bundle written; 1 the graph is not fully fused or the parity gate failed;
+2 bad arguments or inputs. Nothing is written to --out unless the status is 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from export.errors import ExportError, FusionError, GateError
+from export.parity import Thresholds
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    defaults = Thresholds()
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="training checkpoint folder")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--data", help="Twitter Entity data folder (gate runs on its clean test split)"
+    )
+    source.add_argument(
+        "--texts-file", help="TSV of 'label<TAB>text' (or label, entity, text) lines for the gate"
+    )
+    p.add_argument("--out", required=True, help="bundle folder to write (replaced only on success)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
+    p.add_argument(
+        "--per-tensor", action="store_true", help="per-tensor int8 weights (default per-channel)"
+    )
+    p.add_argument(
+        "--max-texts", type=int, help="gate on the first N texts only (tests, smoke runs)"
+    )
+    p.add_argument(
+        "--keep-intermediate", metavar="DIR", help="also keep the fp32/fused graphs here"
+    )
+    p.add_argument(
+        "--model-name", help="model_name in config.json (default: the --out folder name)"
+    )
+    p.add_argument("--max-logit-diff", type=float, default=defaults.max_logit_diff)
+    p.add_argument("--min-agreement", type=float, default=defaults.min_agreement)
+    p.add_argument(
+        "--max-accuracy-delta-pt",
+        type=float,
+        default=defaults.max_accuracy_delta * 100,
+        help="allowed |int8 - fp32| accuracy, in percentage points",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from export.pipeline import export_bundle  # after parsing: --help needs no TensorFlow
+
+    thresholds = Thresholds(
+        max_logit_diff=args.max_logit_diff,
+        min_agreement=args.min_agreement,
+        max_accuracy_delta=args.max_accuracy_delta_pt / 100,
+    )
+    try:
+        export_bundle(
+            args.checkpoint,
+            args.out,
+            data_dir=args.data,
+            texts_file=args.texts_file,
+            opset=args.opset,
+            per_channel=not args.per_tensor,
+            max_texts=args.max_texts,
+            thresholds=thresholds,
+            keep_intermediate=args.keep_intermediate,
+            model_name=args.model_name,
+        )
+    except (FusionError, GateError) as exc:
+        print(f"export failed, nothing written to {args.out}: {exc}", file=sys.stderr)
+        return 1
+    except ExportError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,218 @@
+"""checkpoint → tf2onnx → rewrites → fusion → int8 → parity gate → bundle, in that order.
+
+Every step that changes the graph is followed by a check: fusion counts after the optimizer,
+logits against TF after each fp32 stage, labels and accuracy after quantization. Only when all
+pass is the bundle published.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from export import bundle, convert, fuse, parity, quantize, rewrite, texts
+from export.errors import ExportError, GateError
+from service.bundle import MODEL, write_manifest
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out: Path
+    manifest: dict[str, Any]
+
+
+def _load_texts(
+    data_dir: str | Path | None,
+    texts_file: str | Path | None,
+    labels: list[str],
+    max_texts: int | None,
+) -> texts.Texts:
+    if (data_dir is None) == (texts_file is None):
+        raise ExportError("give exactly one source of parity texts: a data folder or a texts file")
+    if max_texts is not None and max_texts < 1:
+        raise ExportError("max_texts must be at least 1")
+    if data_dir is not None:
+        return texts.from_data(data_dir, labels, max_texts)
+    assert texts_file is not None
+    return texts.from_file(texts_file, labels, max_texts)
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    data_dir: str | Path | None = None,
+    texts_file: str | Path | None = None,
+    opset: int = 17,
+    per_channel: bool = True,
+    max_texts: int | None = None,
+    thresholds: parity.Thresholds | None = None,
+    keep_intermediate: str | Path | None = None,
+    model_name: str | None = None,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Export `checkpoint` to a bundle at `out`; raises FusionError or GateError (and ships
+    nothing) when the graph is not fully fused or not faithful to the checkpoint."""
+    out = Path(out)
+    thresholds = thresholds or parity.Thresholds()
+    started = time.perf_counter()
+    ckpt = convert.load_checkpoint(checkpoint)
+    labels = list(ckpt.info.labels)
+    gate_texts = _load_texts(data_dir, texts_file, labels, max_texts)
+    log(f"checkpoint {ckpt.path}: {ckpt.n_layers} layers, dim {ckpt.dim}, labels {labels}")
+    log(
+        f"parity texts: {len(gate_texts)} ({gate_texts.source['kind']}: {gate_texts.source['path']})"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        work = Path(tmp)
+        try:
+            return _export(
+                ckpt, gate_texts, out, work,
+                opset=opset, per_channel=per_channel, thresholds=thresholds,
+                model_name=model_name or out.name, log=log, started=started,
+            )  # fmt: skip
+        finally:
+            if keep_intermediate is not None:
+                keep = Path(keep_intermediate)
+                keep.mkdir(parents=True, exist_ok=True)
+                for path in work.iterdir():
+                    shutil.copy2(path, keep / path.name)
+                log(f"intermediate files kept in {keep}")
+
+
+def _export(
+    ckpt: convert.Checkpoint,
+    gate_texts: texts.Texts,
+    out: Path,
+    work: Path,
+    *,
+    opset: int,
+    per_channel: bool,
+    thresholds: parity.Thresholds,
+    model_name: str,
+    log: Callable[[str], None],
+    started: float,
+) -> ExportResult:
+    paths = {
+        "tf2onnx": work / "model.fp32.tf2onnx.onnx",
+        "rewritten": work / "model.fp32.rewritten.onnx",
+        "fused": work / "model.fp32.fused.onnx",
+    }
+    int8_path = work / "model.int8.onnx"
+
+    graph = convert.to_onnx(ckpt.model, opset)
+    onnx.save(graph, paths["tf2onnx"])
+    rewrites = rewrite.prepare_for_fusion(graph, ckpt.head_dim)
+    onnx.save(graph, paths["rewritten"])
+    log(f"tf2onnx (opset {opset}) done; rewrites: {rewrites}")
+
+    fused = fuse.fuse(graph, num_heads=ckpt.n_heads, hidden_size=ckpt.dim)
+    onnx.save(fused, paths["fused"])
+    counts = fuse.fusion_counts(fused)
+    log("fusion: " + ", ".join(f"{op} {n}" for op, n in counts.items()))
+    fuse.check_fusion(counts, ckpt.n_layers)
+
+    quantization = quantize.quantize(paths["fused"], int8_path, per_channel=per_channel)
+    sizes = {
+        "fp32_bytes": paths["fused"].stat().st_size,
+        "int8_bytes": int8_path.stat().st_size,
+    }
+    log(
+        f"int8 ({'per-channel' if per_channel else 'per-tensor'}): "
+        f"{sizes['fp32_bytes'] / 1e6:.2f} MB -> {sizes['int8_bytes'] / 1e6:.2f} MB"
+    )
+
+    tokenizer_path = bundle.write_tokenizer(ckpt.path / "tokenizer.json", work)
+    ids = texts.encode(
+        tokenizer_path, gate_texts, max_length=ckpt.info.max_length, text_pair=ckpt.info.text_pair
+    )
+    pad_id = int(ckpt.model.config.pad_token_id or 0)
+    batches = texts.batches(ids, pad_id=pad_id)
+    n = len(gate_texts)
+    tf_logits = parity.run_batches(
+        lambda i, m: convert.reference_logits(ckpt.model, i, m), batches, n
+    )
+    stages = {
+        name: parity.run_batches(parity.onnx_predictor(path), batches, n)
+        for name, path in paths.items()
+    }
+    int8_logits = parity.run_batches(parity.onnx_predictor(int8_path), batches, n)
+    report = parity.gate(
+        tf_logits=tf_logits,
+        fp32_stages=stages,
+        int8_logits=int8_logits,
+        labels=gate_texts.labels,
+        thresholds=thresholds,
+    )
+    (work / "gate.json").write_text(json.dumps(report.metrics, indent=2) + "\n")
+    _log_gate(report, log)
+    if not report.passed:
+        raise GateError("parity gate failed: " + "; ".join(report.failures))
+
+    config = {
+        "model_name": model_name,
+        "labels": list(ckpt.info.labels),
+        "max_length": ckpt.info.max_length,
+        "base_model": ckpt.info.base_model,
+        "text_pair": ckpt.info.text_pair,
+        "lowercase": bundle.lowercases(tokenizer_path),
+        "pad_token_id": pad_id,
+        "padding_side": "right",  # the fused Attention reads the mask as lengths
+        "inputs": {name: "int32" for name in convert.INPUT_NAMES},
+        "output": convert.OUTPUT_NAME,
+    }
+    staging = bundle.staging_folder(out)
+    try:
+        shutil.copy2(int8_path, staging / MODEL)
+        shutil.copy2(tokenizer_path, staging / tokenizer_path.name)
+        bundle.write_config(staging, config)
+        manifest = write_manifest(
+            staging,
+            {
+                "model_name": model_name,
+                "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                "metrics": report.metrics,
+                "fusion": counts,
+                "rewrites": rewrites,
+                "quantization": quantization,
+                "sizes": sizes,
+                "onnx": {"opset": opset, **{k: config[k] for k in ("inputs", "output")}},
+                "versions": bundle.tool_versions(),
+                "source": {
+                    "checkpoint": {
+                        "path": str(ckpt.path),
+                        "files_sha256": bundle.hash_tree(ckpt.path),
+                    },
+                    "data": gate_texts.source,
+                },
+            },
+        )
+        bundle.publish(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"bundle written to {out} in {time.perf_counter() - started:.1f} s")
+    return ExportResult(out=out, manifest=manifest)
+
+
+def _log_gate(report: parity.GateReport, log: Callable[[str], None]) -> None:
+    m, p = report.metrics, report.metrics["parity"]
+    for name in ("tf", "fp32", "int8"):
+        log(f"{name:>5}: accuracy {m[name]['accuracy']:.4f}  macro-F1 {m[name]['macro_f1']:.4f}")
+    stages = ", ".join(f"{k} {v:.2e}" for k, v in p["max_abs_logit_diff_tf_by_stage"].items())
+    log(f"max |Δlogit| vs TF: {stages}")
+    log(
+        f"int8 vs fp32: label agreement {p['label_agreement_int8_fp32']:.2%}, "
+        f"accuracy {p['accuracy_delta_int8_fp32'] * 100:+.2f} pt"
+    )
+    log("parity gate: " + ("PASS" if report.passed else "FAIL"))
