@@ -1,0 +1,100 @@
+"""Locust load test for the sentiment API: `POST /predict` with real tweets, no think time by default.
+
+Uses FastHttpUser (geventhttpclient): several times cheaper per request than HttpUser, so the
+load generator does not starve a 2-core server it shares the machine with.
+
+Run via `make load` (benchmarks/load.py starts the service), or directly against a server:
+    locust -f benchmarks/locustfile.py --headless -u 500 -r 100 -t 60s --host http://127.0.0.1:8000 \\
+        --tweets-data ../shared/data/twitter_entity
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from locust import FastHttpUser, events, task
+
+from benchmarks.texts import load_texts
+
+TEXTS: list[str] = []
+STATE: dict[str, Any] = {}
+
+
+@events.init_command_line_parser.add_listener
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("--tweets-data", default="", help="data folder (built-in sample if absent)")
+    parser.add_argument("--tweets-limit", type=int, default=2000, help="how many tweets to sample")
+    parser.add_argument("--wait-min", type=float, default=0.0, help="think time minimum (s)")
+    parser.add_argument("--wait-max", type=float, default=0.0, help="think time maximum (s)")
+    parser.add_argument("--api-key", default="", help="sent as X-API-Key when set")
+    parser.add_argument("--request-timeout", type=float, default=30.0, help="per request (s)")
+    parser.add_argument("--summary-json", default="", help="write final totals here on exit")
+
+
+@events.init.add_listener
+def load_tweets(environment: Any, **_: Any) -> None:
+    options = environment.parsed_options
+    folder = Path(options.tweets_data) if options and options.tweets_data else None
+    texts, source = load_texts(folder, limit=options.tweets_limit if options else 2000)
+    TEXTS[:] = texts
+    STATE["environment"] = environment
+    STATE["source"] = source
+    print(f"locustfile: {len(texts)} tweets from {source}")
+
+
+@events.quit.add_listener
+def write_summary(exit_code: int, **_: Any) -> None:
+    """Final totals after every user stopped (Locust's CSV is only rewritten once a second)."""
+    environment = STATE.get("environment")
+    options = environment.parsed_options if environment else None
+    if not options or not options.summary_json or environment.runner is None:
+        return
+    total = environment.runner.stats.total
+    summary = {
+        "requests": total.num_requests,
+        "failures": total.num_failures,
+        "rps": round(total.total_rps, 1),
+        "p50_ms": total.get_response_time_percentile(0.5),
+        "p95_ms": total.get_response_time_percentile(0.95),
+        "p99_ms": total.get_response_time_percentile(0.99),
+        "max_ms": total.max_response_time,
+        "users": options.num_users,
+        "run_time": options.run_time,
+        "tweets": STATE.get("source"),
+        "exit_code": exit_code,
+    }
+    Path(options.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+class TweetUser(FastHttpUser):
+    """One closed-loop client: send a tweet, check the answer, wait (0 s by default), repeat."""
+
+    network_timeout = 30.0
+    connection_timeout = 30.0
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.wait_range = (options.wait_min, max(options.wait_min, options.wait_max))
+        self.headers = {"X-API-Key": options.api_key} if options.api_key else {}
+        self.client.network_timeout = options.request_timeout
+        self.rng = random.Random()
+
+    def wait_time(self) -> float:
+        low, high = self.wait_range
+        return self.rng.uniform(low, high) if high > 0 else 0.0
+
+    @task
+    def predict(self) -> None:
+        text = self.rng.choice(TEXTS)
+        with self.client.post(
+            "/predict", json={"text": text}, headers=self.headers, catch_response=True
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+            elif '"label"' not in (response.text or ""):
+                response.failure("200 without a label in the body")
+            else:
+                response.success()
