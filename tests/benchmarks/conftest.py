@@ -7,6 +7,7 @@ layer: the same inputs, outputs and dtypes as the shipped model, at a few KB.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,18 @@ def build_tiny_checkpoint(folder: Path) -> Path:
     model(model.dummy_inputs)
     info = CheckpointInfo(labels=LABELS, max_length=32, base_model="tiny-test")
     return save_checkpoint(model, tokenizer, info, folder)
+
+
+TINY_SERVER = Path(__file__).with_name("tiny_server.py")
+
+
+def _tiny_server_argv(bundle: Path, port: int, *extra: str) -> list[str]:
+    import sys
+
+    return [sys.executable, str(TINY_SERVER), "--bundle", str(bundle), "--port", str(port), *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_server_argv() -> Callable[..., list[str]]:
+    """argv(bundle, port, *extra) that serves the tiny bundle (see tiny_server.py) on loopback."""
+    return _tiny_server_argv
