@@ -1,0 +1,24 @@
+"""Tweet-sentiment HTTP service: `create_app(settings)` and `Settings`.
+
+`create_app` is imported lazily so that `python -m service` can prepare the environment
+(Prometheus multiprocess mode) before any metrics code is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.app import create_app
+
+__all__ = ["Settings", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from service.app import create_app
+
+        return create_app
+    raise AttributeError(f"module 'service' has no attribute {name!r}")

@@ -104,7 +104,9 @@ def verify_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     files = manifest.get("files")
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
         raise BundleError(f"{folder / MANIFEST}: not a format-{MANIFEST_FORMAT} manifest")
-    problems = [f"{name}: not listed in the manifest" for name in REQUIRED_FILES if name not in files]
+    problems = [
+        f"{name}: not listed in the manifest" for name in REQUIRED_FILES if name not in files
+    ]
     for name, entry in sorted(files.items()):
         target = folder / name
         if not target.is_file():

@@ -1,0 +1,136 @@
+"""Text in, probabilities out: the tokenizer and the one ONNX Runtime session of a process.
+
+The engine knows nothing about HTTP or queues. `encode` turns texts into token ids (truncated
+to the bundle's max length), `infer` runs one padded batch. Both are safe to call from several
+threads at once; callers keep them off the event loop when they are not trivially cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from service.bundle import CONFIG, Bundle, BundleError
+
+log = logging.getLogger("service.engine")
+
+Probs = npt.NDArray[np.float32]
+_DTYPES: dict[str, type[np.integer[Any]]] = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """One tokenized text: ids including special tokens, and whether the text was cut."""
+
+    ids: list[int]
+    truncated: bool
+
+
+class Engine:
+    """Tokenizer + InferenceSession for one bundle, with the session's input contract checked."""
+
+    def __init__(self, bundle: Bundle, *, threads: int) -> None:
+        self.bundle = bundle
+        self.labels = bundle.labels
+        self.max_length = bundle.max_length
+        self.tokenizer = self._load_tokenizer(bundle)
+        self.pad_id = self._pad_id(bundle, self.tokenizer)
+        self.session = self._load_session(bundle, threads)
+        self._inputs, self._output = self._check_contract(self.session, len(self.labels))
+
+    @staticmethod
+    def _load_tokenizer(bundle: Bundle) -> Tokenizer:
+        try:
+            tokenizer = Tokenizer.from_file(str(bundle.tokenizer_path))
+        except Exception as exc:
+            raise BundleError(f"{bundle.tokenizer_path}: unreadable tokenizer: {exc}") from exc
+        tokenizer.no_padding()  # padding is done per batch, to the longest row
+        tokenizer.enable_truncation(bundle.max_length)
+        return tokenizer
+
+    @staticmethod
+    def _pad_id(bundle: Bundle, tokenizer: Tokenizer) -> int:
+        config = json.loads((bundle.path / CONFIG).read_text())
+        pad = config.get("pad_token_id")
+        if isinstance(pad, int):
+            return pad
+        found = tokenizer.token_to_id("[PAD]")
+        return 0 if found is None else int(found)
+
+    @staticmethod
+    def _load_session(bundle: Bundle, threads: int) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        try:
+            return ort.InferenceSession(
+                str(bundle.model_path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise BundleError(f"{bundle.model_path}: ONNX Runtime cannot load it: {exc}") from exc
+
+    @staticmethod
+    def _check_contract(
+        session: ort.InferenceSession, n_labels: int
+    ) -> tuple[dict[str, type[np.integer[Any]]], str]:
+        inputs: dict[str, type[np.integer[Any]]] = {}
+        for node in session.get_inputs():
+            if node.type not in _DTYPES:
+                raise BundleError(f"model input {node.name!r} has unsupported type {node.type}")
+            inputs[node.name] = _DTYPES[node.type]
+        known = {"input_ids", "attention_mask", "token_type_ids"}
+        if not {"input_ids", "attention_mask"} <= inputs.keys() or not inputs.keys() <= known:
+            raise BundleError(f"model inputs {sorted(inputs)}; expected input_ids, attention_mask")
+        outputs = [node for node in session.get_outputs()]
+        output = next((node for node in outputs if node.name == "logits"), outputs[0])
+        width = output.shape[-1] if output.shape else None
+        if isinstance(width, int) and width != n_labels:
+            raise BundleError(f"model has {width} logits but config.json lists {n_labels} labels")
+        return inputs, output.name
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        """Tokenize (batch call: the Rust side runs it in parallel, without the GIL)."""
+        if len(texts) == 1:  # skips the batch call's thread-pool hand-off
+            encodings = [self.tokenizer.encode(texts[0])]
+        else:
+            encodings = self.tokenizer.encode_batch(list(texts))
+        return [Encoded(enc.ids, bool(enc.overflowing)) for enc in encodings]
+
+    def infer(self, rows: Sequence[Sequence[int]]) -> Probs:
+        """Softmax probabilities for one batch, right-padded to its longest row."""
+        width = max(len(row) for row in rows)
+        ids_type = self._inputs["input_ids"]
+        ids = np.full((len(rows), width), self.pad_id, dtype=ids_type)
+        mask = np.zeros((len(rows), width), dtype=self._inputs["attention_mask"])
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        feed = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feed["token_type_ids"] = np.zeros_like(ids, dtype=self._inputs["token_type_ids"])
+        logits = np.asarray(self.session.run([self._output], feed)[0], dtype=np.float32)
+        if logits.shape != (len(rows), len(self.labels)):
+            raise RuntimeError(f"model returned logits of shape {logits.shape}")
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs: Probs = shifted / shifted.sum(axis=1, keepdims=True)
+        return probs
+
+    def warmup(self, max_batch: int, max_tokens: int) -> None:
+        """Run the extreme shapes once so the first real requests do not pay for allocation."""
+        cls_sep = self.encode(["warm up"])[0].ids
+        full = [cls_sep[0]] + [cls_sep[1]] * (self.max_length - 1)
+        rows = max(1, min(max_batch, max_tokens // self.max_length))
+        for batch in ([cls_sep], [cls_sep] * max_batch, [full] * rows):
+            self.infer(batch)
+        log.info("warm-up done", extra={"rows": max_batch, "max_length": self.max_length})

@@ -1,0 +1,213 @@
+"""The OpenAPI 3.1 description of the service, written by hand so it says exactly what the
+handlers enforce (limits come from the settings, label names from the loaded bundle)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from service.settings import Settings
+
+# The characters Python's str.isspace() accepts, as an ECMA-262 class (the server treats a text
+# made only of these as empty).
+NOT_ONLY_SPACE = (
+    "[^\\t-\\r\\u001c- \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+)
+
+JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref("Error")}}}
+
+
+def _retry_error(description: str) -> dict[str, Any]:
+    return {
+        **_error(description),
+        "headers": {
+            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+        },
+    }
+
+
+def _ok(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref(schema)}}}
+
+
+def build_openapi(settings: Settings, labels: Sequence[str] | None, version: str) -> dict[str, Any]:
+    """The document for these settings; `labels` is None until the bundle is loaded."""
+    label_schema: dict[str, Any] = {"type": "string"}
+    scores: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "number"}}
+    if labels:
+        label_schema["enum"] = list(labels)
+        probability = {"type": "number", "minimum": 0, "maximum": 1}
+        scores = {
+            "type": "object",
+            "properties": dict.fromkeys(labels, probability),
+            "required": list(labels),
+            "additionalProperties": False,
+        }
+    secured = settings.api_key is not None
+    unauthorized: dict[str, Any] = {"401": _error("Missing or wrong API key")} if secured else {}
+    security: dict[str, Any] = {"security": [{"bearer": []}]} if secured else {}
+    text = {
+        "type": "string",
+        "minLength": 1,
+        "pattern": NOT_ONLY_SPACE,
+        "description": "A tweet. Cut to the model's max length in tokens (then `truncated`).",
+    }
+    schemas: dict[str, Any] = {
+        "Text": text,
+        "PredictOne": {
+            "type": "object",
+            "properties": {"text": _ref("Text")},
+            "required": ["text"],
+            "additionalProperties": False,
+        },
+        "PredictMany": {
+            "type": "object",
+            "properties": {
+                "texts": {
+                    "type": "array",
+                    "items": _ref("Text"),
+                    "minItems": 1,
+                    "maxItems": settings.max_texts,
+                }
+            },
+            "required": ["texts"],
+            "additionalProperties": False,
+        },
+        "Prediction": {
+            "type": "object",
+            "properties": {
+                "label": label_schema,
+                "score": {"type": "number", "minimum": 0, "maximum": 1},
+                "scores": scores,
+                "truncated": {"type": "boolean"},
+            },
+            "required": ["label", "score", "scores", "truncated"],
+            "additionalProperties": False,
+        },
+        "Predictions": {
+            "type": "object",
+            "properties": {"predictions": {"type": "array", "items": _ref("Prediction")}},
+            "required": ["predictions"],
+            "additionalProperties": False,
+        },
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+                    "required": ["type", "message"],
+                }
+            },
+            "required": ["error"],
+        },
+        "Status": {
+            "type": "object",
+            "properties": {"status": {"type": "string"}},
+            "required": ["status"],
+        },
+        "Info": {
+            "type": "object",
+            "properties": {
+                "model_name": {"type": "string"},
+                "labels": {"type": "array", "items": {"type": "string"}},
+                "max_length": {"type": "integer"},
+                "bundle_sha256": {"type": "string"},
+                "manifest": {"type": "object"},
+                "mode": {"type": "string", "enum": ["batched", "direct"]},
+                "versions": {"type": "object", "additionalProperties": {"type": "string"}},
+                "limits": {"type": "object", "additionalProperties": {"type": "number"}},
+            },
+            "required": ["model_name", "labels", "max_length", "bundle_sha256", "versions"],
+        },
+    }
+    predict = {
+        "post": {
+            "operationId": "predict",
+            "summary": "Sentiment of one text or of a list of texts",
+            "description": (
+                f"Send `text` (one prediction) or `texts` (1 to {settings.max_texts}, answered "
+                f"in input order). Body at most {settings.max_body_bytes} bytes of UTF-8 JSON."
+            ),
+            **security,
+            "requestBody": {
+                "required": True,
+                "content": {JSON: {"schema": {"oneOf": [_ref("PredictOne"), _ref("PredictMany")]}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "Predictions (a `Prediction` for `text`, `Predictions` for `texts`)",
+                    "content": {
+                        JSON: {"schema": {"oneOf": [_ref("Prediction"), _ref("Predictions")]}}
+                    },
+                },
+                "400": _error("Body is not valid UTF-8 JSON"),
+                **unauthorized,
+                "413": _error("Body or number of texts over the limit"),
+                "415": _error("Content-Type is not application/json"),
+                "422": _error("JSON does not match the request schema"),
+                "503": _retry_error("Queue full, request timed out, or model not ready"),
+            },
+        }
+    }
+
+    def simple(op: str, summary: str, ok: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        return {"get": {"operationId": op, "summary": summary, "responses": {"200": ok, **extra}}}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Tweet sentiment API",
+            "version": version,
+            "description": "DistilBERT sentiment on CPU, served with ONNX Runtime.",
+        },
+        "paths": {
+            "/predict": predict,
+            "/health": simple("health", "Liveness", _ok("Status", "Process is alive"), {}),
+            "/ready": simple(
+                "ready",
+                "Readiness: model loaded and warm, not draining",
+                _ok("Status", "Ready"),
+                {"503": _ok("Status", "Loading or draining")},
+            ),
+            "/metrics": simple(
+                "metrics",
+                "Prometheus metrics",
+                {"description": "Exposition format", "content": {"text/plain": {}}},
+                {},
+            ),
+            "/info": {
+                "get": {
+                    **simple(
+                        "info",
+                        "Model and service facts",
+                        _ok("Info", "Model facts"),
+                        {**unauthorized, "503": _retry_error("Model not loaded yet")},
+                    )["get"],
+                    **security,
+                }
+            },
+            "/openapi.json": simple(
+                "openapi",
+                "This document",
+                {"description": "OpenAPI 3.1", "content": {JSON: {}}},
+                {},
+            ),
+        },
+        "components": {
+            "schemas": schemas,
+            **(
+                {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
+                if secured
+                else {}
+            ),
+        },
+    }

@@ -1,0 +1,192 @@
+"""Every knob of the service, read once from `SENTIMENT_*` environment variables.
+
+One frozen object, validated as a whole at startup: a bad value stops the process with a
+message naming the variable, instead of surfacing later as a confusing runtime error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+PREFIX = "SENTIMENT_"
+Mode = Literal["batched", "direct"]
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; the message lists every problem."""
+
+
+def available_cpus() -> int:
+    """Cores this process may use: CPU affinity, capped by a cgroup v2 CPU quota (containers)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Service configuration; `from_env` documents the variable behind each field."""
+
+    bundle: Path = Path("models/sentiment-binary")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    threads: int = 0  # intra-op threads per session; 0 = cores // workers
+    pool_size: int = 0  # concurrent session.run calls per worker; 0 = automatic
+    mode: Mode = "batched"
+    max_batch: int = 16  # rows per session.run
+    max_tokens: int = 2048  # rows x padded length per session.run
+    max_wait_ms: float = 2.0  # longest a batch waits for more requests
+    queue_size: int = 512  # texts admitted and not yet answered, per worker
+    request_timeout_s: float = 10.0
+    max_body_bytes: int = 65536
+    max_texts: int = 64
+    api_key: str | None = None
+    log_level: str = "info"
+    access_log: bool = True
+    drain_delay_s: float = 0.0  # on SIGTERM, /ready is 503 this long before the listener closes
+    shutdown_timeout_s: float = 30.0  # longest wait for accepted requests after SIGTERM
+    keepalive_s: int = 5
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        cores = available_cpus()
+        per_worker = max(1, cores // max(1, self.workers))
+        if self.threads == 0:
+            object.__setattr__(self, "threads", per_worker)
+        if self.pool_size == 0:
+            auto = 1 if self.mode == "batched" else max(1, per_worker // max(1, self.threads))
+            object.__setattr__(self, "pool_size", auto)
+        problems = self._problems()
+        if problems:
+            raise SettingsError("invalid settings: " + "; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        checks: list[tuple[bool, str]] = [
+            (str(self.bundle) != "", "SENTIMENT_BUNDLE must not be empty"),
+            (self.host != "", "SENTIMENT_HOST must not be empty"),
+            (0 <= self.port <= 65535, "SENTIMENT_PORT must be in 0..65535"),
+            (self.workers >= 1, "SENTIMENT_WORKERS must be >= 1"),
+            (self.threads >= 1, "SENTIMENT_THREADS must be >= 1"),
+            (self.pool_size >= 1, "SENTIMENT_POOL_SIZE must be >= 1"),
+            (self.mode in ("batched", "direct"), "SENTIMENT_MODE must be 'batched' or 'direct'"),
+            (self.max_batch >= 1, "SENTIMENT_MAX_BATCH must be >= 1"),
+            (self.max_tokens >= 1, "SENTIMENT_MAX_TOKENS must be >= 1"),
+            (0 <= self.max_wait_ms <= 1000, "SENTIMENT_MAX_WAIT_MS must be in 0..1000"),
+            (self.max_texts >= 1, "SENTIMENT_MAX_TEXTS must be >= 1"),
+            (
+                self.queue_size >= self.max_texts,
+                "SENTIMENT_QUEUE_SIZE must be >= SENTIMENT_MAX_TEXTS (a full request must fit)",
+            ),
+            (self.request_timeout_s > 0, "SENTIMENT_REQUEST_TIMEOUT_S must be > 0"),
+            (self.max_body_bytes >= 16, "SENTIMENT_MAX_BODY_BYTES must be >= 16"),
+            (self.api_key is None or self.api_key.strip() != "", "SENTIMENT_API_KEY is blank"),
+            (self.log_level in LOG_LEVELS, f"SENTIMENT_LOG_LEVEL must be one of {LOG_LEVELS}"),
+            (self.drain_delay_s >= 0, "SENTIMENT_DRAIN_DELAY_S must be >= 0"),
+            (self.shutdown_timeout_s > 0, "SENTIMENT_SHUTDOWN_TIMEOUT_S must be > 0"),
+            (self.keepalive_s >= 1, "SENTIMENT_KEEPALIVE_S must be >= 1"),
+        ]
+        return [message for ok, message in checks if not ok]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read `SENTIMENT_<FIELD>` variables (unset or empty = default); `overrides` win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for field in fields(cls):
+            name = PREFIX + field.name.upper()
+            raw = env.get(name, "").strip()
+            if raw == "" or field.name in overrides:
+                continue
+            try:
+                values[field.name] = _PARSERS[field.name](raw)
+            except ValueError as exc:
+                problems.append(f"{name}={raw!r}: {exc}")
+        if problems:
+            raise SettingsError("invalid settings: " + "; ".join(problems))
+        return cls(**{**values, **overrides})
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with `changes`; automatic thread counts are recomputed, not inherited."""
+        auto = {"threads": 0, "pool_size": 0} if "workers" in changes or "mode" in changes else {}
+        return replace(self, **{**auto, **changes})
+
+    def public(self) -> dict[str, Any]:
+        """The settings as JSON-able values, with the API key masked (for /info and logs)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["bundle"] = str(self.bundle)
+        out["api_key"] = "***" if self.api_key else None
+        return out
+
+
+def _bool(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true/false")
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw, 10)
+    except ValueError:
+        hint = " (Kubernetes service links inject SENTIMENT_PORT=tcp://...: set enableServiceLinks: false)"
+        raise ValueError("expected an integer" + (hint if "://" in raw else "")) from None
+
+
+def _float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.lower() not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return raw.lower()
+
+    return parse
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "bundle": Path,
+    "host": str,
+    "port": _int,
+    "workers": _int,
+    "threads": _int,
+    "pool_size": _int,
+    "mode": _choice(("batched", "direct")),
+    "max_batch": _int,
+    "max_tokens": _int,
+    "max_wait_ms": _float,
+    "queue_size": _int,
+    "request_timeout_s": _float,
+    "max_body_bytes": _int,
+    "max_texts": _int,
+    "api_key": str,
+    "log_level": _choice(LOG_LEVELS),
+    "access_log": _bool,
+    "drain_delay_s": _float,
+    "shutdown_timeout_s": _float,
+    "keepalive_s": _int,
+    "warmup": _bool,
+}
