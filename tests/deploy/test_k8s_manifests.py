@@ -1,0 +1,174 @@
+"""deploy/k8s: schema-valid for the Kubernetes versions we support, and consistent with the
+image and the service's own settings (ports, probes, user, drain timing)."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.settings import PREFIX, Settings
+from tests.deploy.conftest import K8S, REPO, Dockerfile
+
+# Oldest supported (preStop `sleep` action is on by default from 1.30) and newest shipped.
+K8S_VERSIONS = ("1.30.0", "1.37.0")
+APP_LABELS = {"app.kubernetes.io/name": "tweet-sentiment", "app.kubernetes.io/component": "api"}
+SHUTDOWN_MARGIN_S = 5  # lifespan teardown after the last request: scheduler, thread pool
+
+
+def kubernetes_validate() -> str:
+    found = shutil.which("kubernetes-validate") or str(
+        Path(sys.executable).with_name("kubernetes-validate")
+    )
+    if not Path(found).is_file():
+        pytest.fail("kubernetes-validate not found: install the test extra")
+    return found
+
+
+def validate(files: list[Path], version: str) -> subprocess.CompletedProcess[str]:
+    command = [kubernetes_validate(), "--strict", "-k", version, *map(str, files)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def container(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    containers = manifests["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    spec: dict[str, Any] = containers[0]
+    return spec
+
+
+def container_env(manifests: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in container(manifests).get("env", [])}
+
+
+def literal_env(manifests: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {k: v["value"] for k, v in container_env(manifests).items() if "value" in v}
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_kubernetes_validate_passes(version: str) -> None:
+    files = sorted(K8S.glob("*.yaml"))
+    assert len(files) >= 4
+    result = validate(files, version)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kubernetes_validate_rejects_a_typo(tmp_path: Path) -> None:
+    """Control: --strict really rejects an unknown field, so a pass above means something."""
+    text = (K8S / "deployment.yaml").read_text()
+    bad = tmp_path / "deployment.yaml"
+    bad.write_text(text.replace("terminationGracePeriodSeconds:", "terminationGracePeriod:"))
+    assert validate([bad], K8S_VERSIONS[-1]).returncode != 0
+
+
+def test_the_four_objects_select_the_same_pods(manifests: dict[str, dict[str, Any]]) -> None:
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"} <= set(
+        manifests
+    )
+    deployment = manifests["Deployment"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels.items() >= APP_LABELS.items()
+    assert deployment["spec"]["selector"]["matchLabels"] == APP_LABELS
+    assert manifests["Service"]["spec"]["selector"] == APP_LABELS
+    assert manifests["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == APP_LABELS
+    target = manifests["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert target == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
+
+
+def test_autoscaling_on_cpu_keeps_a_pod_through_disruptions(
+    manifests: dict[str, dict[str, Any]],
+) -> None:
+    hpa = manifests["HorizontalPodAutoscaler"]["spec"]
+    assert "replicas" not in manifests["Deployment"]["spec"], "the HPA owns the replica count"
+    assert hpa["minReplicas"] >= 2 and hpa["maxReplicas"] > hpa["minReplicas"]
+    (metric,) = hpa["metrics"]
+    assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+    assert 0 < metric["resource"]["target"]["averageUtilization"] < 100
+    pdb = manifests["PodDisruptionBudget"]["spec"]
+    assert pdb.get("maxUnavailable") == 1 or pdb.get("minAvailable") == hpa["minReplicas"] - 1
+    strategy = manifests["Deployment"]["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxUnavailable"] == 0, "rollouts never drop below the current capacity"
+
+
+def test_ports_and_probes_match_the_image(
+    manifests: dict[str, dict[str, Any]], dockerfile: Dockerfile
+) -> None:
+    spec = container(manifests)
+    (port,) = spec["ports"]
+    image_port = int(dockerfile.runtime.env()["SENTIMENT_PORT"])
+    assert port["containerPort"] == image_port
+    assert int(literal_env(manifests).get("SENTIMENT_PORT", image_port)) == image_port
+    service_port = manifests["Service"]["spec"]["ports"][0]
+    assert service_port["targetPort"] in (port["name"], image_port)
+    assert spec["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert spec["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert spec["startupProbe"]["httpGet"]["path"] == "/health"
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert spec[probe]["httpGet"]["port"] in (port["name"], image_port)
+
+
+def test_image_and_user_match_the_dockerfile_and_makefile(
+    manifests: dict[str, dict[str, Any]], dockerfile: Dockerfile
+) -> None:
+    tag = re.search(r"docker build\b.*?-t\s+(\S+)", (REPO / "Makefile").read_text())
+    assert tag is not None, "Makefile has no `docker build -t` target"
+    assert container(manifests)["image"] == tag[1]
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    user = dockerfile.runtime.last("USER")
+    assert user is not None
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert str(pod["securityContext"]["runAsUser"]) == user.args.split(":")[0]
+    hardening = container(manifests)["securityContext"]
+    assert hardening["readOnlyRootFilesystem"] is True
+    assert hardening["allowPrivilegeEscalation"] is False
+    assert hardening["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"] for m in container(manifests).get("volumeMounts", [])}
+    assert "/tmp" in mounts, "workers > 1 keep Prometheus files in a temp dir"
+    assert pod.get("enableServiceLinks") is False, "service links can inject SENTIMENT_PORT"
+
+
+def test_one_pod_is_the_benchmark_machine(manifests: dict[str, dict[str, Any]]) -> None:
+    """2 vCPU, requests == limits (Guaranteed QoS), ORT threads follow the CPU limit."""
+    resources = container(manifests)["resources"]
+    assert resources["requests"] == resources["limits"]
+    assert str(resources["limits"]["cpu"]) == "2"
+    threads = container_env(manifests)["SENTIMENT_THREADS"]["valueFrom"]["resourceFieldRef"]
+    assert threads["resource"] == "limits.cpu" and str(threads["divisor"]) == "1"
+    assert literal_env(manifests)["SENTIMENT_WORKERS"] == "1"
+
+
+def test_environment_is_valid_settings(manifests: dict[str, dict[str, Any]]) -> None:
+    env = container_env(manifests)
+    known = {PREFIX + name.upper() for name in Settings.__dataclass_fields__}
+    assert env.keys() <= known, f"unknown settings: {sorted(env.keys() - known)}"
+    Settings.from_env(literal_env(manifests))  # raises SettingsError on a bad value
+    secret = env["SENTIMENT_API_KEY"]["valueFrom"]["secretKeyRef"]
+    assert secret["optional"] is True, "the API key is opt-in; pods must start without it"
+
+
+def test_grace_period_covers_prestop_and_the_drain(manifests: dict[str, dict[str, Any]]) -> None:
+    """kubelet kills at terminationGracePeriodSeconds, counted from the start of preStop."""
+    pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    settings = Settings.from_env(literal_env(manifests))
+    pre_stop = container(manifests)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pre_stop >= 3, "endpoint removal needs a few seconds to reach every node"
+    assert settings.shutdown_timeout_s >= settings.request_timeout_s, (
+        "an accepted request may run up to the request timeout: drain at least that long"
+    )
+    needed = (
+        pre_stop
+        + settings.drain_delay_s
+        + math.ceil(settings.shutdown_timeout_s)
+        + SHUTDOWN_MARGIN_S
+    )
+    assert pod["terminationGracePeriodSeconds"] >= needed
