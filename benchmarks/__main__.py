@@ -126,8 +126,10 @@ def run_http(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[st
         notes.append("our service skipped: `python -m service` does not exist in this tree yet")
     else:
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+            # Access logs off, as for the peers: the comparison is about serving, not logging.
             env = {"SENTIMENT_BUNDLE": str(bundle.path), "SENTIMENT_HOST": "127.0.0.1",
-                   "SENTIMENT_PORT": str(port), "SENTIMENT_MODE": mode, **extra_env}
+                   "SENTIMENT_PORT": str(port), "SENTIMENT_MODE": mode,
+                   "SENTIMENT_ACCESS_LOG": "false", "SENTIMENT_LOG_LEVEL": "warning", **extra_env}
             if args.api_key:
                 env.setdefault("SENTIMENT_API_KEY", args.api_key)
             print(f"http: ours ({mode})")

@@ -6,14 +6,17 @@ from pathlib import Path
 from typing import Any
 
 
-def _fmt(value: Any, digits: int = 1) -> str:
+def _fmt(value: Any) -> str:
+    """Numbers as a reader wants them: 3 significant digits when small, grouped thousands."""
     if value is None:
         return "–"
-    if isinstance(value, float):
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        return f"{value:.3g}" if abs(value) < 100 else f"{value:.{digits}f}"
-    return str(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
@@ -135,7 +138,7 @@ def targets_section(results: dict[str, Any]) -> list[str]:
     rows = []
     for t in targets:
         met = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-        rows.append([t["name"], _fmt(t["value"], 2), t["target"], met, t.get("detail", "")])
+        rows.append([t["name"], t["value"], t["target"], met, t.get("detail", "")])
     return lines + _table(["target", "value", "goal", "status", "detail"], rows)
 
 

@@ -67,7 +67,6 @@ def prepare_model_dir(
 
 def load_predictor(model_dir: Path, max_length: int) -> Predictor:
     """ORTModelForSequenceClassification + text-classification pipeline, warmed with one call."""
-    os.environ["USE_TF"] = "0"  # transformers would otherwise import TensorFlow too
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import PreTrainedTokenizerFast, pipeline
@@ -96,6 +95,9 @@ def load_predictor(model_dir: Path, max_length: int) -> Predictor:
 
 
 def main() -> None:
+    # This process serves PyTorch-free ONNX: keep transformers from importing TensorFlow too.
+    # (Set here, not in load_predictor: it would disable TF for the whole importing process.)
+    os.environ["USE_TF"] = "0"
     parser = base_parser(__doc__ or "")
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--max-length", type=int, default=128)

@@ -148,3 +148,10 @@ def _tiny_server_argv(bundle: Path, port: int, *extra: str) -> list[str]:
 def tiny_server_argv() -> Callable[..., list[str]]:
     """argv(bundle, port, *extra) that serves the tiny bundle (see tiny_server.py) on loopback."""
     return _tiny_server_argv
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny TF checkpoint (builds TensorFlow: only tests that need it ask for it)."""
+    pytest.importorskip("tensorflow")
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "model")

@@ -1,0 +1,40 @@
+"""The Locust file, headless for a few seconds against a real tiny server."""
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks import http
+from benchmarks.load import main
+
+
+def test_locust_runs_headless_with_no_failures(
+    tiny_bundle: Path, tiny_data: Path, tmp_path: Path, tiny_server_argv: Callable[..., list[str]]
+) -> None:
+    port = http.free_port()
+    with http.Server("tiny", tiny_server_argv(tiny_bundle, port), port):
+        code = main([
+            "--host", f"http://127.0.0.1:{port}", "--data", str(tiny_data), "--users", "5",
+            "--spawn-rate", "5", "--run-time", "3s", "--out-dir", str(tmp_path), "--name", "t",
+        ])
+    summary = json.loads((tmp_path / "t_summary.json").read_text())
+    assert code == 0
+    assert summary["failures"] == 0 and summary["requests"] > 0 and summary["users"] == 5
+    assert "twitter_validation.csv" in summary["tweets"]
+    assert (tmp_path / "t_stats.csv").is_file()
+    assert (tmp_path / "t.html").read_text().lower().startswith("<!doctype html>")
+
+
+def test_locust_reports_failed_requests(
+    tiny_bundle: Path, tmp_path: Path, tiny_server_argv: Callable[..., list[str]]
+) -> None:
+    port = http.free_port()
+    with http.Server("tiny", tiny_server_argv(tiny_bundle, port, "--fail-every", "3"), port):
+        code = main([
+            "--host", f"http://127.0.0.1:{port}", "--users", "2", "--spawn-rate", "2",
+            "--run-time", "2s", "--out-dir", str(tmp_path), "--name", "f",
+        ])
+    summary = json.loads((tmp_path / "f_summary.json").read_text())
+    assert code != 0
+    assert summary["failures"] > 0
+    assert "built-in" in summary["tweets"]

@@ -1,0 +1,62 @@
+"""The peers answer like our API, and compute what their model computes."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from benchmarks import engine
+from benchmarks.peers.common import make_app, scores_to_result
+from benchmarks.peers.optimum_ort import peer_deps_missing, prepare_model_dir
+from service.bundle import load_bundle
+
+LABELS = ["Negative", "Positive"]
+
+
+def test_handler_rejects_bad_input_with_json_4xx() -> None:
+    client = TestClient(make_app(lambda text: scores_to_result(LABELS, [0.25, 0.75])))
+    ok = client.post("/predict", json={"text": "hi"})
+    assert ok.status_code == 200
+    assert ok.json() == {"label": "Positive", "score": 0.75,
+                         "scores": {"Negative": 0.25, "Positive": 0.75}}
+    for body, status in ((b"{not json", 400), (b'{"text": ""}', 422), (b'{"txt": "a"}', 422),
+                         (b"[1]", 422), (b'{"text": 5}', 422)):
+        response = client.post("/predict", content=body)
+        assert response.status_code == status and "error" in response.json()
+    assert client.post("/predict", json={"text": "x" * 10_001}).status_code == 413
+    assert client.get("/ready").status_code == 200
+
+
+def reference_probabilities(bundle_dir: Path, text: str) -> list[float]:
+    bundle = load_bundle(bundle_dir)
+    tokenizer = engine.load_tokenizer(bundle.tokenizer_path, bundle.max_length)
+    session = engine.make_session(bundle.model_path, 1)
+    logits = session.run(None, engine.make_feed(session, *engine.padded([tokenizer.encode(text)], 0)))
+    exp = np.exp(logits[0][0] - logits[0][0].max())
+    return (exp / exp.sum()).tolist()
+
+
+@pytest.mark.skipif(peer_deps_missing() is not None, reason=str(peer_deps_missing()))
+def test_optimum_peer_matches_the_onnx_model(tiny_bundle: Path, tmp_path: Path) -> None:
+    from benchmarks.peers.optimum_ort import load_predictor
+
+    folder = prepare_model_dir(tiny_bundle / "model.onnx", tiny_bundle / "tokenizer.json", LABELS,
+                               None, tmp_path / "optimum")
+    predict = load_predictor(folder, max_length=32)
+    for text in ("I love this game", "worst update, I hate it"):
+        result = predict(text)
+        expected = reference_probabilities(tiny_bundle, text)
+        assert [result["scores"][label] for label in LABELS] == pytest.approx(expected, abs=1e-5)
+        assert result["label"] == LABELS[int(np.argmax(expected))]
+
+
+@pytest.mark.slow
+def test_seed_peer_serves_a_tf_checkpoint(tiny_checkpoint: Path) -> None:
+    from benchmarks.peers.seed_tf import load_predictor
+
+    client = TestClient(make_app(load_predictor(tiny_checkpoint)))
+    body = client.post("/predict", json={"text": "I love this game"}).json()
+    assert set(body) == {"label", "score", "scores"}
+    assert sum(body["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert body["score"] == max(body["scores"].values())

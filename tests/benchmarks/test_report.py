@@ -1,0 +1,72 @@
+"""Ratios, target verdicts and the report, from hand-made results (no timing involved)."""
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.__main__ import compare, targets
+
+
+def level(concurrency: int, rps: float, errors: int = 0, p99: float = 100.0) -> dict[str, Any]:
+    return {"concurrency": concurrency, "rps": rps, "errors": errors, "p50_ms": p99 / 2,
+            "p95_ms": p99 * 0.9, "p99_ms": p99, "server_cpu_cores": 1.5,
+            "client_cpu_cores": 0.1, "client_cpu_us_per_request": 60.0}
+
+
+def results(ours_rps: float, ours_errors: int, seed_rps: float, ceiling: float) -> dict[str, Any]:
+    return {
+        "run_id": "test",
+        "machine": {"cpu_model": "cpu", "logical_cores": 2, "physical_cores": 2, "memory_gb": 1,
+                    "cpu_flags": [], "os": "os", "python": "3.11", "versions": {"onnxruntime": "1"},
+                    "busy_processes": []},
+        "bundle": {"path": "b", "model_name": "m", "max_length": 128, "sha256": "0" * 64},
+        "texts": {"source": "s"},
+        "settings": {},
+        "engine": {"real_texts": [{"order": "arrival", "batch": 8, "threads": 2,
+                                   "texts_per_s": ceiling, "batch_p50_ms": 1.0, "batch_p99_ms": 2.0}]},
+        "http": {"notes": [], "servers": [
+            {"name": "ours-batched", "levels": [level(8, 200.0), level(500, ours_rps, ours_errors, 400)]},
+            {"name": "seed-tf", "levels": [level(8, 20.0), level(500, seed_rps, 0, 30000)]},
+            {"name": "optimum-ort", "levels": [], "skipped": "optimum is not installed"},
+        ]},
+    }
+
+
+def verdicts(r: dict[str, Any]) -> list[bool | None]:
+    compare(r, "batched")
+    return [t["met"] for t in targets(r, "batched")]
+
+
+def test_ratios_are_relative_to_ours_at_the_same_level() -> None:
+    r = results(300.0, 0, 15.0, 350.0)
+    compare(r, "batched")
+    seed = r["http"]["servers"][1]["levels"]
+    assert seed[0]["speedup_of_ours"] == 10.0 and seed[0]["rps_vs_ours"] == 0.1
+    assert seed[1]["speedup_of_ours"] == 20.0 and seed[1]["p99_vs_ours"] == 75.0
+
+
+def test_targets_met_and_missed() -> None:
+    assert verdicts(results(300.0, 0, 15.0, 350.0)) == [True, True, True]
+    assert verdicts(results(300.0, 1, 15.0, 350.0))[0] is False  # one failure misses
+    assert verdicts(results(240.0, 0, 15.0, 350.0))[0] is False
+    assert verdicts(results(300.0, 0, 15.0, 400.0))[1] is False  # 0.75 of the engine
+    assert verdicts(results(300.0, 0, 25.0, 350.0))[2] is False  # only 12x the seed
+
+
+def test_targets_not_measured_without_http() -> None:
+    r = results(300.0, 0, 15.0, 350.0)
+    del r["http"]
+    assert verdicts(r) == [None, None, None]
+
+
+def test_markdown_and_plots(tmp_path: Path) -> None:
+    r = results(300.0, 0, 15.0, 350.0)
+    compare(r, "batched")
+    r["targets"] = targets(r, "batched")
+    text = report.markdown(r)
+    assert "| seed-tf | 500 | 15.0 |" in text
+    assert "optimum-ort skipped: optimum is not installed" in text
+    assert text.count("| met |") == 3
+    pngs = report.plots(r, tmp_path / "run")
+    assert [p.name for p in pngs] == ["run-latency.png", "run-throughput.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
