@@ -1,134 +1,20 @@
-"""A tiny, fast, hub-free model bundle for the service tests.
-
-The model: logits = mean over unmasked tokens of a [vocab, labels] table lookup. Results depend
-on the tokens and on the attention mask (the pad row of the table is not zero), so batched and
-single runs only agree if padding and masking are right. Sentiment words get strong rows, so
-"I love this" is Positive. `slow=N` adds N [hidden x hidden] MatMuls per token whose result is
-multiplied by zero: same answers, more CPU per token (to build queues in load tests).
-"""
+"""Fixtures for the service tests: tiny bundles (see tiny_bundle.py), settings, a client."""
 
 from __future__ import annotations
 
-import json
-import string
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-from starlette.testclient import TestClient
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from starlette.exceptions import StarletteDeprecationWarning
 
-from service import Settings, create_app
-from service.bundle import write_manifest
+warnings.filterwarnings("ignore", category=StarletteDeprecationWarning)  # "install httpx2"
+from starlette.testclient import TestClient  # noqa: E402
 
-LABELS = ["Negative", "Positive"]
-MAX_LENGTH = 16
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-POSITIVE = ["good", "great", "love", "happy", "awesome", "best"]
-NEGATIVE = ["bad", "awful", "hate", "sad", "worst", "broken"]
-NEUTRAL = ["the", "a", "this", "game", "movie", "is", "i", "it", "update", "today", "!", "?", "."]
-
-
-def _vocab() -> dict[str, int]:
-    tokens = SPECIAL + POSITIVE + NEGATIVE + NEUTRAL
-    tokens += list(string.ascii_lowercase) + list(string.digits)
-    tokens += ["##" + c for c in string.ascii_lowercase + string.digits]
-    return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
-
-
-def build_tokenizer(path: Path) -> Tokenizer:
-    vocab = _vocab()
-    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
-    )
-    tokenizer.decoder = decoders.WordPiece()
-    tokenizer.save(str(path))
-    return tokenizer
-
-
-def build_model(path: Path, vocab_size: int, *, ids_type: int, slow: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    table = rng.normal(0.0, 0.5, (vocab_size, len(LABELS))).astype(np.float32)
-    vocab = _vocab()
-    for word in POSITIVE:
-        table[vocab[word]] = [-3.0, 3.0]
-    for word in NEGATIVE:
-        table[vocab[word]] = [3.0, -3.0]
-    table[0] = [5.0, -5.0]  # [PAD]: wrong masking would show
-    inits = [
-        numpy_helper.from_array(table, "table"),
-        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
-        numpy_helper.from_array(np.array([2], np.int64), "axis2"),
-    ]
-    nodes = [
-        helper.make_node("Gather", ["table", "input_ids"], ["emb"], axis=0),
-        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
-        helper.make_node("Mul", ["emb", "mask3"], ["masked"]),
-        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
-        helper.make_node("ReduceSum", ["maskf", "axis1"], ["count"], keepdims=1),
-        helper.make_node("Div", ["summed", "count"], ["mean"]),
-    ]
-    out = "mean"
-    if slow:
-        hidden = 256
-        inits.append(numpy_helper.from_array(rng.normal(size=(vocab_size, hidden)).astype(np.float32) * 0.01, "wide"))
-        inits.append(numpy_helper.from_array(np.zeros((1, len(LABELS)), np.float32), "zero"))
-        nodes.append(helper.make_node("Gather", ["wide", "input_ids"], ["h0"], axis=0))
-        for i in range(slow):
-            weight = (rng.normal(size=(hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
-            inits.append(numpy_helper.from_array(weight, f"w{i}"))
-            nodes.append(helper.make_node("MatMul", [f"h{i}", f"w{i}"], [f"m{i}"]))
-            nodes.append(helper.make_node("Tanh", [f"m{i}"], [f"h{i + 1}"]))
-        nodes += [
-            helper.make_node("ReduceMean", [f"h{slow}"], ["pooled"], axes=[1], keepdims=0),
-            helper.make_node("ReduceSum", ["pooled", "axis1"], ["pooled1"], keepdims=1),
-            helper.make_node("Mul", ["pooled1", "zero"], ["nothing"]),
-            helper.make_node("Add", ["mean", "nothing"], ["logits_slow"]),
-        ]
-        out = "logits_slow"
-    nodes.append(helper.make_node("Identity", [out], ["logits"]))
-    graph = helper.make_graph(
-        nodes,
-        "tiny-sentiment",
-        [
-            helper.make_tensor_value_info("input_ids", ids_type, ["batch", "seq"]),
-            helper.make_tensor_value_info("attention_mask", ids_type, ["batch", "seq"]),
-        ],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(LABELS)])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def build_bundle(
-    folder: Path,
-    *,
-    ids_type: int = TensorProto.INT64,
-    slow: int = 0,
-    max_length: int = MAX_LENGTH,
-    labels: list[str] | None = None,
-) -> Path:
-    """Write a complete, manifest-verified bundle into `folder` and return it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(folder / "tokenizer.json")
-    build_model(folder / "model.onnx", tokenizer.get_vocab_size(), ids_type=ids_type, slow=slow)
-    config = {"labels": labels or LABELS, "max_length": max_length, "model_name": "tiny-test"}
-    (folder / "config.json").write_text(json.dumps(config))
-    write_manifest(folder, {"note": "tiny test model", "metrics": {"accuracy": None}})
-    return folder
+from service import Settings, create_app  # noqa: E402
+from tests.service.tiny_bundle import build_bundle  # noqa: E402
 
 
 @pytest.fixture(scope="session")

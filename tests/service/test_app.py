@@ -1,0 +1,406 @@
+"""Every endpoint and every error path, in process (Starlette TestClient / httpx ASGI)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from service import Settings, create_app
+from service.bundle import BundleError, sha256_file
+from service.engine import Probs
+
+JSON = {"content-type": "application/json"}
+pytestmark = pytest.mark.timeout(60)
+
+
+def error_of(response: httpx.Response) -> dict[str, str]:
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}
+    assert body["error"]["message"]
+    error: dict[str, str] = body["error"]
+    return error
+
+
+# ----------------------------------------------------------------------------- happy paths
+
+
+def test_single_text(client: TestClient) -> None:
+    response = client.post("/predict", json={"text": "I love this game"})
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"label", "score", "scores", "truncated"}
+    assert body["label"] == "Positive" and body["truncated"] is False
+    assert list(body["scores"]) == ["Negative", "Positive"]  # bundle order
+    assert body["score"] == body["scores"]["Positive"] == max(body["scores"].values())
+    assert abs(sum(body["scores"].values()) - 1) < 1e-5
+
+
+def test_many_texts_in_input_order_equal_single_requests(client: TestClient) -> None:
+    texts = ["I hate this", "I love this", "the game", "great " * 40, "sad update", "best"]
+    response = client.post("/predict", json={"texts": texts})
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert [p["label"] for p in predictions[:2]] == ["Negative", "Positive"]
+    for text, batched in zip(texts, predictions, strict=True):
+        single = client.post("/predict", json={"text": text}).json()
+        assert single["label"] == batched["label"]
+        assert single["truncated"] == batched["truncated"]
+        for label, score in single["scores"].items():
+            assert abs(score - batched["scores"][label]) <= 1e-4
+
+
+def test_long_input_is_truncated_and_says_so(client: TestClient) -> None:
+    body = client.post("/predict", json={"text": "awful " * 500}).json()
+    assert body["truncated"] is True and body["label"] == "Negative"
+    assert client.post("/predict", json={"text": "awful"}).json()["truncated"] is False
+
+
+def test_large_inputs_are_tokenized_off_the_loop_with_the_same_answer(client: TestClient) -> None:
+    long_text = "I love it " + "x " * 2500  # over the inline tokenization threshold
+    texts = [long_text, "I love it"]
+    predictions = client.post("/predict", json={"texts": texts}).json()["predictions"]
+    assert predictions[0]["truncated"] and not predictions[1]["truncated"]
+    # the first max_length tokens are what counts: same answer as the cut text sent alone
+    cut = client.post("/predict", json={"text": "I love it " + "x " * 11}).json()
+    assert not cut["truncated"]
+    assert cut["scores"] == pytest.approx(predictions[0]["scores"], abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json"],
+)
+def test_json_content_type_variants_are_accepted(client: TestClient, content_type: str) -> None:
+    body = json.dumps({"text": "happy"}).encode()
+    assert client.post("/predict", content=body, headers={"content-type": content_type}).is_success
+
+
+def test_unicode_text_is_fine(client: TestClient) -> None:
+    for text in ["😀 love", "naïve café", "中文 good", "\u0000 nul", "🙂" * 200]:
+        assert client.post("/predict", json={"text": text}).status_code == 200, text
+
+
+def test_probes_and_info(client: TestClient, tiny_bundle: Path) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    assert client.head("/health").status_code == 200
+    assert client.get("/ready").json() == {"status": "ready"}
+    info = client.get("/info").json()
+    assert info["model_name"] == "tiny-test" and info["labels"] == ["Negative", "Positive"]
+    assert info["max_length"] == 16 and info["mode"] in ("batched", "direct")
+    assert info["bundle_sha256"] == sha256_file(tiny_bundle / "manifest.json")
+    assert info["manifest"]["note"] == "tiny test model" and "files" not in info["manifest"]
+    assert {"service", "onnxruntime", "tokenizers", "python"} <= set(info["versions"])
+
+
+def test_metrics_cover_requests_queue_batches_and_model(client: TestClient) -> None:
+    client.post("/predict", json={"texts": ["good", "bad"]})
+    client.post("/predict", content=b"{", headers=JSON)
+    client.get("/nowhere/at/all")
+    text = client.get("/metrics").text
+    assert 'sentiment_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    assert 'sentiment_requests_total{method="POST",route="/predict",status="400"} 1.0' in text
+    assert 'route="unmatched",status="404"' in text and "/nowhere" not in text
+    assert 'sentiment_request_duration_seconds_count{route="/predict"} 2.0' in text
+    assert "sentiment_batch_size_count 1.0" in text  # one batch; warm-up is not counted
+    assert "sentiment_queue_wait_seconds_count 1.0" in text
+    assert "sentiment_inference_seconds_bucket" in text
+    assert "sentiment_queue_depth 0.0" in text
+    assert 'sentiment_texts_total{truncated="false"} 2.0' in text
+    assert 'sentiment_model_info{bundle_sha256="' in text and 'model_name="tiny-test"' in text
+    assert "process_resident_memory_bytes" in text
+
+
+def test_openapi_describes_every_route(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    assert set(document["paths"]) == {
+        "/predict",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/info",
+        "/openapi.json",
+    }
+    prediction = document["components"]["schemas"]["Prediction"]
+    assert prediction["properties"]["label"]["enum"] == ["Negative", "Positive"]
+    assert document["components"]["schemas"]["PredictMany"]["properties"]["texts"]["maxItems"] == 64
+
+
+def test_access_log_is_one_structured_line(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestClient(create_app(make_settings(access_log=True))) as client:
+        caplog.set_level(logging.INFO, logger="service.access")
+        client.post("/predict", json={"text": "good"})
+    records = [r for r in caplog.records if r.name == "service.access"]
+    assert len(records) == 1
+    record: Any = records[0]
+    assert (record.method, record.path, record.status) == ("POST", "/predict", 200)
+    assert record.ms >= 0
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"{",
+        b"not json",
+        b'{"text": "a",}',
+        b"\xff\xfe{}",  # not UTF-8
+        b'{"text": "caf\xe9"}',  # latin-1 byte inside
+        b"\xef\xbb\xbf" + b'{"text": "bom"}',
+        b"[" * 30000 + b"]" * 30000,  # nests deeper than the parser allows
+        b'{"text": "a", "n": ' + b"9" * 5000 + b"}",  # int literal over Python's digit limit
+    ],
+)
+def test_malformed_bodies_are_400(client: TestClient, body: bytes) -> None:
+    response = client.post("/predict", content=body, headers=JSON)
+    assert response.status_code == 400, response.text
+    assert error_of(response)["type"] == "bad_request"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"content-type": "text/plain"}, {"content-type": "application/json; charset=latin-1"}],
+)
+def test_wrong_content_type_is_415(client: TestClient, headers: dict[str, str]) -> None:
+    response = client.post("/predict", content=b'{"text": "good"}', headers=headers)
+    assert response.status_code == 415
+    assert error_of(response)["type"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize(
+    ("payload", "needle"),
+    [
+        ({}, "exactly one"),
+        ({"text": "a", "texts": ["b"]}, "exactly one"),
+        ({"txt": "a"}, "unknown field"),
+        ({"text": "a", "extra": 1}, "unknown field"),
+        ({"text": 1}, "must be a string"),
+        ({"text": None}, "must be a string"),
+        ({"text": ["a"]}, "must be a string"),
+        ({"text": True}, "must be a string"),
+        ({"text": ""}, "empty"),
+        ({"text": "  \n\t "}, "empty"),
+        ({"text": "\u3000\u2003\x1c"}, "empty"),
+        ({"texts": "abc"}, "must be a list"),
+        ({"texts": []}, "must not be empty"),
+        ({"texts": ["ok", 3]}, "texts[1]"),
+        ({"texts": ["ok", " "]}, "texts[1]"),
+        ([{"text": "a"}], "JSON object"),
+        ("a", "JSON object"),
+        (3, "JSON object"),
+        (None, "JSON object"),
+    ],
+)
+def test_wrong_shapes_are_422(client: TestClient, payload: Any, needle: str) -> None:
+    response = client.post("/predict", content=json.dumps(payload).encode(), headers=JSON)
+    assert response.status_code == 422, response.text
+    error = error_of(response)
+    assert error["type"] == "validation_error" and needle in error["message"]
+
+
+def test_lone_surrogate_is_422(client: TestClient) -> None:
+    response = client.post("/predict", content=b'{"text": "x \\ud800 y"}', headers=JSON)
+    assert response.status_code == 422 and "surrogate" in error_of(response)["message"]
+
+
+def test_oversized_body_and_too_many_texts_are_413(client: TestClient) -> None:
+    big = json.dumps({"text": "good " * 14000}).encode()
+    assert len(big) > 65536
+    response = client.post("/predict", content=big, headers=JSON)
+    assert response.status_code == 413 and error_of(response)["type"] == "payload_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
+        yield b'{"text": "'
+        for _ in range(100):
+            yield b"a" * 1000
+        yield b'"}'
+
+    response = client.post("/predict", content=chunks(), headers=JSON)
+    assert response.status_code == 413
+
+    response = client.post("/predict", json={"texts": ["good"] * 65})
+    assert response.status_code == 413 and "limit is 64" in error_of(response)["message"]
+    assert client.post("/predict", json={"texts": ["good"] * 64}).status_code == 200
+
+
+def test_limits_follow_settings(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings(max_body_bytes=100, max_texts=2, queue_size=2))
+    with TestClient(app) as client:
+        assert client.post("/predict", json={"text": "a" * 120}).status_code == 413
+        assert client.post("/predict", json={"texts": ["a", "b", "c"]}).status_code == 413
+        assert client.post("/predict", json={"texts": ["a", "b"]}).status_code == 200
+        document = client.get("/openapi.json").json()
+        assert (
+            document["components"]["schemas"]["PredictMany"]["properties"]["texts"]["maxItems"] == 2
+        )
+
+
+def test_unknown_route_404_and_wrong_method_405(client: TestClient) -> None:
+    response = client.get("/nope")
+    assert response.status_code == 404 and error_of(response)["type"] == "not_found"
+    response = client.get("/predict")
+    assert response.status_code == 405 and error_of(response)["type"] == "method_not_allowed"
+    assert response.headers["allow"] == "POST"
+    assert client.post("/health").status_code == 405
+    assert client.request("BREW", "/predict").status_code == 405
+
+
+# ------------------------------------------------------------------------------------ auth
+
+
+@pytest.fixture
+def secured(make_settings: Callable[..., Settings]) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(api_key="s3cret-key"))) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong", "Basic s3cret-key", "s3cret-key", "Bearer ", "Bearer s3cret"]
+)
+def test_api_key_guards_predict_and_info(secured: TestClient, header: str | None) -> None:
+    headers = {} if header is None else {"authorization": header}
+    for response in (
+        secured.post("/predict", json={"text": "good"}, headers=headers),
+        secured.get("/info", headers=headers),
+    ):
+        assert response.status_code == 401
+        assert error_of(response)["type"] == "unauthorized"
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+def test_api_key_accepted_and_probes_stay_open(secured: TestClient) -> None:
+    auth = {"authorization": "Bearer s3cret-key"}
+    assert secured.post("/predict", json={"text": "good"}, headers=auth).status_code == 200
+    assert secured.post("/predict", json={"text": "good"}, headers={"authorization": "bearer s3cret-key"}).is_success  # fmt: skip
+    assert secured.get("/info", headers=auth).status_code == 200
+    for path in ("/health", "/ready", "/metrics", "/openapi.json"):
+        assert secured.get(path).status_code == 200, path
+    document = secured.get("/openapi.json").json()
+    assert document["paths"]["/predict"]["post"]["security"] == [{"bearer": []}]
+    assert "401" in document["paths"]["/info"]["get"]["responses"]
+
+
+# -------------------------------------------------------------------- readiness and startup
+
+
+def test_not_ready_before_the_lifespan_ran(make_settings: Callable[..., Settings]) -> None:
+    client = TestClient(create_app(make_settings()))  # no `with`: the model never loads
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").status_code == 503
+    response = client.post("/predict", json={"text": "good"})
+    assert response.status_code == 503 and error_of(response)["type"] == "not_ready"
+    assert response.headers["retry-after"] == "1"
+    assert client.get("/info").status_code == 503
+    assert client.get("/openapi.json").status_code == 200
+
+
+def test_refuses_to_start_on_an_altered_bundle(
+    make_settings: Callable[..., Settings], tiny_bundle: Path, tmp_path: Path
+) -> None:
+    altered = Path(shutil.copytree(tiny_bundle, tmp_path / "altered"))
+    (altered / "tokenizer.json").write_text("{}")
+    with (
+        pytest.raises(BundleError, match=r"tokenizer\.json: sha256 does not match"),
+        TestClient(create_app(make_settings(bundle=altered))),
+    ):
+        pass
+
+
+def test_unexpected_failures_are_json_500(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings())
+    with TestClient(app, raise_server_exceptions=False) as client:
+
+        def broken(rows: Sequence[Sequence[int]]) -> Probs:
+            raise RuntimeError("model exploded")
+
+        scheduler: Any = app.state.service.scheduler
+        scheduler._infer = broken
+        response = client.post("/predict", json={"text": "good"})
+        assert response.status_code == 500
+        error = error_of(response)
+        assert error["type"] == "internal_error" and "exploded" not in error["message"]
+        metrics = client.get("/metrics").text
+        assert 'route="/predict",status="500"' in metrics
+
+
+# ------------------------------------------------------------------- overload, in process
+
+
+class Gate:
+    """Wraps the engine's infer: blocks while closed."""
+
+    def __init__(self, infer: Callable[[Sequence[Sequence[int]]], Probs]) -> None:
+        self.infer = infer
+        self.open = threading.Event()
+        self.entered = threading.Event()
+
+    def __call__(self, rows: Sequence[Sequence[int]]) -> Probs:
+        self.entered.set()
+        self.open.wait(10)
+        return self.infer(rows)
+
+
+@pytest.mark.parametrize("mode", ["batched", "direct"])
+def test_full_queue_and_timeouts_are_fast_503s(
+    make_settings: Callable[..., Settings], mode: str
+) -> None:
+    app = create_app(
+        make_settings(
+            mode=mode, queue_size=2, max_texts=2, request_timeout_s=0.3, max_batch=1, pool_size=1
+        )
+    )
+
+    async def go() -> list[httpx.Response]:
+        async with app.router.lifespan_context(app):
+            scheduler: Any = app.state.service.scheduler
+            gate = Gate(scheduler._infer)
+            scheduler._infer = gate
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                first = asyncio.ensure_future(client.post("/predict", json={"text": "good"}))
+                await asyncio.to_thread(gate.entered.wait, 5)
+                second = asyncio.ensure_future(client.post("/predict", json={"text": "bad"}))
+                await asyncio.sleep(0.05)
+                full = await client.post("/predict", json={"text": "sad"})  # queue: 2 of 2
+                timed_out = await second  # waited 0.3 s behind the blocked first one
+                gate.open.set()
+                done = await first
+                after = await client.post("/predict", json={"text": "good"})
+                metrics = (await client.get("/metrics")).text
+            return [full, timed_out, done, after, httpx.Response(200, text=metrics)]
+
+    full, timed_out, done, after, metrics = asyncio.run(go())
+    assert full.status_code == 503 and error_of(full)["type"] == "overloaded"
+    assert full.headers["retry-after"] == "1"
+    assert timed_out.status_code == 503 and error_of(timed_out)["type"] == "timeout"
+    assert done.status_code == 200 and after.status_code == 200
+    assert 'sentiment_rejected_total{reason="overloaded"} 1.0' in metrics.text
+    assert 'sentiment_rejected_total{reason="timeout"} 1.0' in metrics.text
+
+
+def test_batched_mode_matches_direct_mode(make_settings: Callable[..., Settings]) -> None:
+    texts = ["I love it", "bad bad", "the update is great today", "i hate the new game"]
+    results = {}
+    for mode in ("batched", "direct"):
+        with TestClient(create_app(make_settings(mode=mode))) as client:
+            results[mode] = client.post("/predict", json={"texts": texts}).json()["predictions"]
+    for a, b in zip(results["batched"], results["direct"], strict=True):
+        assert a["label"] == b["label"]
+        assert np.allclose(list(a["scores"].values()), list(b["scores"].values()), atol=1e-4)

@@ -1,0 +1,319 @@
+"""Scheduling: length grouping, batched == single, overload, timeouts, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from service.batcher import (
+    Closed,
+    DirectRunner,
+    MicroBatcher,
+    Overloaded,
+    QueueTimeout,
+    Scheduler,
+    plan,
+)
+from service.bundle import load_bundle
+from service.engine import Engine, Probs
+
+T = TypeVar("T")
+pytestmark = pytest.mark.timeout(30)
+
+TWEETS = [
+    "I love this game!",
+    "awful update today, servers broken again",
+    "the movie",
+    "great " * 30,
+    "sad",
+    "this is the best day",
+    "i hate it",
+    "a",
+    "happy happy happy great update",
+    "worst game of the year? bad bad",
+]
+
+
+class Recorder:
+    """Observer that keeps what the scheduler reports."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []
+        self.waits: list[float] = []
+        self.depths: list[int] = []
+
+    def queue_depth(self, texts: int) -> None:
+        self.depths.append(texts)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def batch(self, rows: int, tokens: int, seconds: float) -> None:
+        self.batches.append((rows, tokens))
+
+
+class GatedInfer:
+    """A fake model: row -> [sum(ids), len]; blocks while the gate is closed."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.calls: list[list[list[int]]] = []
+        self.entered = threading.Event()
+
+    def __call__(self, rows: Sequence[Sequence[int]]) -> Probs:
+        self.calls.append([list(r) for r in rows])
+        self.entered.set()
+        self.gate.wait()
+        return np.array([[sum(r), len(r)] for r in rows], dtype=np.float32)
+
+
+def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await coro_fn()
+
+    return asyncio.run(main())
+
+
+def make(kind: str, infer: Any, **kw: Any) -> tuple[Scheduler, ThreadPoolExecutor]:
+    executor = ThreadPoolExecutor(kw.pop("pool", 1))
+    common: dict[str, Any] = {
+        "max_batch": 4,
+        "max_tokens": 1000,
+        "queue_size": 64,
+        "timeout_s": 10.0,
+        "observer": kw.pop("observer", Recorder()),
+    }
+    common.update(kw)
+    if kind == "batched":
+        slots = common.pop("slots", 1)
+        wait = common.pop("max_wait_s", 0.002)
+        return MicroBatcher(infer, executor, slots=slots, max_wait_s=wait, **common), executor
+    return DirectRunner(infer, executor, **common), executor
+
+
+# ------------------------------------------------------------------------------------ plan
+
+
+@given(
+    st.lists(st.integers(1, 64), max_size=80),
+    st.integers(1, 16),
+    st.integers(1, 600),
+)
+def test_plan_covers_every_row_once_within_budget(
+    lengths: list[int], max_batch: int, max_tokens: int
+) -> None:
+    groups = plan(lengths, max_batch, max_tokens)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for group in groups:
+        widths = [lengths[i] for i in group]
+        assert len(group) <= max_batch
+        assert len(group) == 1 or len(group) * max(widths) <= max_tokens
+    flat = [lengths[i] for g in groups for i in g]
+    assert flat == sorted(flat)  # grouped by length: no batch pads a short row to a long one
+
+
+def test_plan_groups_similar_lengths() -> None:
+    lengths = [5, 50, 6, 49, 5, 51]
+    assert [sorted(lengths[i] for i in g) for g in plan(lengths, 3, 1000)] == [
+        [5, 5, 6],
+        [49, 50, 51],
+    ]
+
+
+# ------------------------------------------------------------------ batched == single (real)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle: Path) -> Engine:
+    return Engine(load_bundle(tiny_bundle), threads=1)
+
+
+@pytest.mark.parametrize("kind", ["batched", "direct"])
+def test_concurrent_results_equal_single_runs(engine: Engine, kind: str) -> None:
+    rows = [enc.ids for enc in engine.encode(TWEETS * 6)]
+    single = np.concatenate([engine.infer([row]) for row in rows])
+    recorder = Recorder()
+
+    async def go() -> list[Probs]:
+        scheduler, executor = make(kind, engine.infer, max_batch=8, observer=recorder)
+        scheduler.start()
+        results = await asyncio.gather(*(scheduler.predict([row]) for row in rows))
+        many = await scheduler.predict(rows[:13])  # one request, several batches
+        await scheduler.aclose()
+        executor.shutdown()
+        return [*results, many]
+
+    *results, many = run(go)
+    assert np.abs(np.concatenate(results) - single).max() <= 1e-4
+    assert np.abs(many - single[:13]).max() <= 1e-4
+    if kind == "batched":
+        assert max(rows_ for rows_, _ in recorder.batches) > 1, "no batch formed"
+    assert all(rows_ <= 8 for rows_, _ in recorder.batches)
+
+
+# ----------------------------------------------------------------------------- behaviours
+
+
+@pytest.mark.parametrize("kind", ["batched", "direct"])
+def test_results_are_routed_to_their_request_in_order(kind: str) -> None:
+    infer = GatedInfer()
+    requests = [[[i] * (1 + i % 5), [100 + i]] for i in range(20)]
+
+    async def go() -> list[Probs]:
+        scheduler, executor = make(kind, infer, max_batch=3)
+        scheduler.start()
+        out = await asyncio.gather(*(scheduler.predict(rows) for rows in requests))
+        await scheduler.aclose()
+        executor.shutdown()
+        return list(out)
+
+    for rows, probs in zip(requests, run(go), strict=True):
+        assert probs.tolist() == [[sum(r), len(r)] for r in rows]
+
+
+def test_batches_form_under_load_and_respect_budgets() -> None:
+    infer = GatedInfer()
+    infer.gate.clear()
+    recorder = Recorder()
+
+    async def go() -> None:
+        scheduler, executor = make("batched", infer, max_batch=4, max_tokens=12, observer=recorder)
+        scheduler.start()
+        first = asyncio.ensure_future(scheduler.predict([[1, 2]]))
+        await asyncio.to_thread(infer.entered.wait, 5)  # the worker is busy with `first`
+        rest = [asyncio.ensure_future(scheduler.predict([[7] * (1 + i % 4)])) for i in range(16)]
+        await asyncio.sleep(0.05)
+        infer.gate.set()
+        await asyncio.gather(first, *rest)
+        await scheduler.aclose()
+        executor.shutdown()
+
+    run(go)
+    assert recorder.batches[0] == (1, 2)  # idle: ran alone, at once
+    later = recorder.batches[1:]
+    assert sum(rows for rows, _ in later) == 16
+    assert max(rows for rows, _ in later) == 4  # the backlog was batched...
+    assert all(rows <= 4 and (rows == 1 or tokens <= 12) for rows, tokens in later)  # ...in budget
+    assert len(recorder.waits) == 17
+
+
+def test_an_idle_batcher_does_not_wait_for_max_wait() -> None:
+    infer = GatedInfer()
+
+    async def go() -> None:
+        scheduler, executor = make("batched", infer, max_wait_s=60.0)
+        scheduler.start()
+        await asyncio.wait_for(scheduler.predict([[1]]), timeout=5)  # not 60 s
+        await scheduler.aclose()
+        executor.shutdown()
+
+    run(go)
+
+
+@pytest.mark.parametrize("kind", ["batched", "direct"])
+def test_full_queue_rejects_at_once(kind: str) -> None:
+    infer = GatedInfer()
+    infer.gate.clear()
+
+    async def go() -> None:
+        scheduler, executor = make(kind, infer, queue_size=3)
+        scheduler.start()
+        admitted = [asyncio.ensure_future(scheduler.predict([[i]])) for i in range(2)]
+        await asyncio.sleep(0.01)
+        assert scheduler.depth == 2 and scheduler.has_room(1) and not scheduler.has_room(2)
+        with pytest.raises(Overloaded):
+            await scheduler.predict([[5], [6]])
+        infer.gate.set()
+        await asyncio.gather(*admitted)
+        assert scheduler.depth == 0
+        await scheduler.predict([[1], [2], [3]])  # room again
+        await scheduler.aclose()
+        executor.shutdown()
+
+    run(go)
+
+
+@pytest.mark.parametrize("kind", ["batched", "direct"])
+def test_requests_that_wait_too_long_time_out_and_never_run(kind: str) -> None:
+    infer = GatedInfer()
+    infer.gate.clear()
+
+    async def go() -> None:
+        scheduler, executor = make(kind, infer, timeout_s=0.2, max_batch=1)
+        scheduler.start()
+        running = asyncio.ensure_future(scheduler.predict([[1]]))
+        await asyncio.to_thread(infer.entered.wait, 5)
+        with pytest.raises(QueueTimeout):
+            await scheduler.predict([[99]])  # queued behind the blocked one
+        assert scheduler.depth == 1
+        infer.gate.set()
+        assert (await running).tolist() == [[1, 1]]  # started in time: it is answered
+        await scheduler.aclose()
+        executor.shutdown()
+
+    run(go)
+    assert [[99]] not in infer.calls
+
+
+def test_a_wedged_inference_still_answers_within_two_timeouts() -> None:
+    infer = GatedInfer()
+    infer.gate.clear()
+
+    async def go() -> None:
+        scheduler, executor = make("direct", infer, timeout_s=0.1)
+        with pytest.raises(QueueTimeout):
+            await scheduler.predict([[1]])
+        infer.gate.set()
+        executor.shutdown()
+
+    run(go)
+
+
+@pytest.mark.parametrize("kind", ["batched", "direct"])
+def test_close_finishes_admitted_work_then_refuses(kind: str) -> None:
+    infer = GatedInfer()
+    infer.gate.clear()
+
+    async def go() -> None:
+        scheduler, executor = make(kind, infer, max_batch=2)
+        scheduler.start()
+        admitted = [asyncio.ensure_future(scheduler.predict([[i]])) for i in range(5)]
+        await asyncio.sleep(0.01)
+        closing = asyncio.ensure_future(scheduler.aclose())
+        await asyncio.sleep(0.01)
+        assert not closing.done()
+        with pytest.raises(Closed):
+            await scheduler.predict([[7]])
+        infer.gate.set()
+        await closing
+        assert [p.tolist() for p in await asyncio.gather(*admitted)] == [[[i, 1]] for i in range(5)]
+        executor.shutdown()
+
+    run(go)
+
+
+@pytest.mark.parametrize("kind", ["batched", "direct"])
+def test_inference_errors_reach_the_caller(kind: str) -> None:
+    def broken(rows: Sequence[Sequence[int]]) -> Probs:
+        raise RuntimeError("boom")
+
+    async def go() -> None:
+        scheduler, executor = make(kind, broken)
+        scheduler.start()
+        with pytest.raises(RuntimeError, match="boom"):
+            await scheduler.predict([[1]])
+        assert scheduler.depth == 0
+        await scheduler.aclose()
+        executor.shutdown()
+
+    run(go)

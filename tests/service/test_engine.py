@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto
+
+from service.bundle import BundleError, load_bundle, write_manifest
+from service.engine import Engine
+from tests.service.tiny_bundle import MAX_LENGTH, build_bundle
+
+TEXTS = ["I love this game!", "awful update today", "the movie", "great " * 30, "sad"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_bundle: Path) -> Engine:
+    return Engine(load_bundle(tiny_bundle), threads=1)
+
+
+def test_encode_adds_special_tokens_and_truncates(engine: Engine) -> None:
+    short, long = engine.encode(["I love this", "great " * 30])
+    vocab = engine.tokenizer.get_vocab()
+    assert short.ids[0] == vocab["[CLS]"] and short.ids[-1] == vocab["[SEP]"]
+    assert not short.truncated
+    assert long.truncated and len(long.ids) == MAX_LENGTH and long.ids[-1] == vocab["[SEP]"]
+    exact = "great " * (MAX_LENGTH - 2)  # fills max_length exactly: not truncated
+    assert not engine.encode([exact])[0].truncated
+    assert engine.encode(["I love this"]) == engine.encode(["I love this", "x"])[:1]
+
+
+def test_infer_returns_probabilities_in_label_order(engine: Engine) -> None:
+    probs = engine.infer([enc.ids for enc in engine.encode(["I love this", "I hate this"])])
+    assert probs.shape == (2, 2) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
+    assert engine.labels[int(probs[0].argmax())] == "Positive"
+    assert engine.labels[int(probs[1].argmax())] == "Negative"
+
+
+def test_padding_does_not_change_results(engine: Engine) -> None:
+    rows = [enc.ids for enc in engine.encode(TEXTS)]
+    batched = engine.infer(rows)
+    single = np.concatenate([engine.infer([row]) for row in rows])
+    assert np.abs(batched - single).max() <= 1e-6
+    # and the pad row is not neutral: unmasked padding would show
+    padded = rows[2] + [engine.pad_id] * 5
+    assert np.abs(engine.infer([padded]) - engine.infer([rows[2]])).max() > 1e-2
+
+
+def test_int32_inputs_are_fed_as_int32(tmp_path: Path) -> None:
+    bundle = load_bundle(build_bundle(tmp_path / "b32", ids_type=TensorProto.INT32))
+    engine = Engine(bundle, threads=1)
+    probs = engine.infer([enc.ids for enc in engine.encode(["I love this"])])
+    assert engine.labels[int(probs[0].argmax())] == "Positive"
+
+
+def test_label_count_must_match_the_model(tiny_bundle: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(tiny_bundle, tmp_path / "three"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "labels": ["a", "b", "c"]}))
+    write_manifest(folder, {})
+    with pytest.raises(BundleError, match=r"2 logits but config\.json lists 3 labels"):
+        Engine(load_bundle(folder), threads=1)
+
+
+def test_unloadable_model_is_a_bundle_error(tiny_bundle: Path, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(tiny_bundle, tmp_path / "junk"))
+    (folder / "model.onnx").write_bytes(b"not a model")
+    write_manifest(folder, {})
+    with pytest.raises(BundleError, match="ONNX Runtime cannot load it"):
+        Engine(load_bundle(folder), threads=1)
+
+
+def test_warmup_runs(engine: Engine) -> None:
+    engine.warmup(max_batch=4, max_tokens=64)

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.settings import Settings, SettingsError, available_cpus
+
+
+def test_defaults_without_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.bundle == Path("models/sentiment-binary")
+    assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
+    assert settings.max_body_bytes == 65536 and settings.max_texts == 64
+    assert settings.api_key is None
+    assert settings.threads == max(1, available_cpus())
+
+
+def test_reads_every_prefixed_variable() -> None:
+    env = {
+        "SENTIMENT_BUNDLE": "/b",
+        "SENTIMENT_PORT": "9001",
+        "SENTIMENT_WORKERS": "2",
+        "SENTIMENT_MODE": "DIRECT",
+        "SENTIMENT_MAX_WAIT_MS": "0.5",
+        "SENTIMENT_API_KEY": "s3cret",
+        "SENTIMENT_ACCESS_LOG": "off",
+        "SENTIMENT_LOG_LEVEL": "Warning",
+        "SENTIMENT_THREADS": "",  # empty = default
+    }
+    settings = Settings.from_env(env)
+    assert settings.bundle == Path("/b") and settings.port == 9001 and settings.workers == 2
+    assert settings.mode == "direct" and settings.max_wait_ms == 0.5
+    assert settings.api_key == "s3cret" and settings.access_log is False
+    assert settings.log_level == "warning"
+    assert settings.threads == max(1, available_cpus() // 2)
+
+
+def test_threads_split_across_workers_and_pool() -> None:
+    direct = Settings(workers=1, threads=1, mode="direct")
+    assert direct.pool_size == max(1, available_cpus())  # 1 thread per run: one run per core
+    assert Settings(mode="batched").pool_size == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"SENTIMENT_PORT": "eighty"}, "SENTIMENT_PORT='eighty': expected an integer"),
+        ({"SENTIMENT_PORT": "tcp://10.0.0.1:8000"}, "enableServiceLinks"),
+        ({"SENTIMENT_PORT": "70000"}, "SENTIMENT_PORT must be in 0..65535"),
+        ({"SENTIMENT_MODE": "turbo"}, "expected one of batched, direct"),
+        ({"SENTIMENT_WORKERS": "0"}, "SENTIMENT_WORKERS must be >= 1"),
+        ({"SENTIMENT_MAX_WAIT_MS": "nan"}, "finite"),
+        ({"SENTIMENT_ACCESS_LOG": "maybe"}, "true/false"),
+        ({"SENTIMENT_QUEUE_SIZE": "8"}, "SENTIMENT_QUEUE_SIZE must be >= SENTIMENT_MAX_TEXTS"),
+        ({"SENTIMENT_API_KEY": "   x"}, None),  # stripped, still valid
+        ({"SENTIMENT_REQUEST_TIMEOUT_S": "0"}, "SENTIMENT_REQUEST_TIMEOUT_S must be > 0"),
+    ],
+)
+def test_bad_values_fail_with_the_variable_named(env: dict[str, str], needle: str | None) -> None:
+    if needle is None:
+        assert Settings.from_env(env).api_key == "x"
+        return
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    assert needle in str(info.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"SENTIMENT_MAX_BATCH": "0", "SENTIMENT_MAX_TEXTS": "0"})
+    assert "SENTIMENT_MAX_BATCH" in str(info.value) and "SENTIMENT_MAX_TEXTS" in str(info.value)
+
+
+def test_overrides_win_and_public_view_masks_the_key() -> None:
+    settings = Settings.from_env({"SENTIMENT_PORT": "1"}, port=2, api_key="k")
+    assert settings.port == 2
+    assert settings.public()["api_key"] == "***"
+    assert settings.with_overrides(workers=2).threads == max(1, available_cpus() // 2)
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        Settings().port = 1  # type: ignore[misc]
