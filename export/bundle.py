@@ -74,7 +74,9 @@ def tool_versions() -> dict[str, str]:
 def staging_folder(out: Path) -> Path:
     """An empty folder on the destination's file system, so publishing is a rename."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it owner-only; the service may run as another user
+    return staging
 
 
 def publish(staging: Path, out: Path) -> None:

@@ -170,4 +170,14 @@ def to_onnx(model: Any, opset: int = 17) -> onnx.ModelProto:
     names = ([i.name for i in proto.graph.input], [o.name for o in proto.graph.output])
     if names != (list(INPUT_NAMES), [OUTPUT_NAME]):
         raise ExportError(f"unexpected ONNX inputs/outputs after conversion: {names}")
+    _name_dynamic_axes(proto)
     return proto
+
+
+def _name_dynamic_axes(proto: onnx.ModelProto) -> None:
+    """Call the free axes "batch" and "sequence" instead of tf2onnx's unk__N: one shared name
+    also tells shape inference that ids and mask have the same shape."""
+    for value in proto.graph.input:
+        for dim, name in zip(value.type.tensor_type.shape.dim, ("batch", "sequence"), strict=True):
+            dim.dim_param = name
+    proto.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"

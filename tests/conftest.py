@@ -7,6 +7,7 @@ trained in memory. The real data set is read in place (never copied) when it is 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,12 @@ def build_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
         weight.assign(value.astype(np.float32))
     info = CheckpointInfo(TINY_LABELS, TINY_MAX_LENGTH, base_model="random-tiny-distilbert")
     return save_checkpoint(model, tokenizer, info, folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_factory() -> Callable[[Path, int], Path]:
+    """`build_tiny_checkpoint(folder, seed)`, for tests that need a second, different model."""
+    return build_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")

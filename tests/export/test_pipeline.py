@@ -1,0 +1,211 @@
+"""End to end through the CLI: a tiny random DistilBERT exported from checkpoint to bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from tokenizers import Tokenizer
+
+from export import rewrite, texts
+from export.cli import main
+from export.parity import classification
+from service.bundle import BundleError, load_bundle, sha256_file
+
+MAX_TEXTS = 64  # as in conftest.MAX_TEXTS
+ExportCli = Callable[..., int]
+pytestmark = pytest.mark.slow
+
+
+def test_bundle_is_complete_verified_and_describes_itself(
+    exported: Path, tiny_checkpoint: Path, twitter_data: Path
+) -> None:
+    bundle = load_bundle(exported)  # verifies every hash
+    assert sorted(p.name for p in exported.iterdir()) == [
+        "config.json", "manifest.json", "model.onnx", "tokenizer.json",
+    ]  # fmt: skip
+    assert bundle.labels == ("Negative", "Positive")
+    assert bundle.max_length == 64
+    assert bundle.model_name == "sentiment-tiny"
+    config = json.loads((exported / "config.json").read_text())
+    assert config["inputs"] == {"input_ids": "int32", "attention_mask": "int32"}
+    assert config["lowercase"] is True and config["text_pair"] is False
+
+    m = bundle.manifest
+    assert m["fusion"]["EmbedLayerNormalization"] == 1
+    assert m["fusion"]["Attention"] == 2
+    assert m["fusion"]["SkipLayerNormalization"] == 4
+    assert m["fusion"]["BiasGelu"] + m["fusion"]["Gelu"] == 2
+    parity = m["metrics"]["parity"]
+    assert parity["passed"] is True
+    assert parity["max_abs_logit_diff_tf_fp32"] <= 1e-3  # the production threshold
+    assert parity["thresholds"]["max_logit_diff"] == 1e-3
+    assert m["metrics"]["fp32"]["n"] == m["metrics"]["int8"]["n"] == MAX_TEXTS
+    assert 0 < m["sizes"]["int8_bytes"] < m["sizes"]["fp32_bytes"]
+    assert m["sizes"]["int8_bytes"] == (exported / "model.onnx").stat().st_size
+    assert m["quantization"]["per_channel"] is True
+    assert {"tensorflow", "transformers", "tf2onnx", "onnx", "onnxruntime", "tokenizers"} <= set(
+        m["versions"]
+    )
+    source = m["source"]
+    assert source["checkpoint"]["files_sha256"]["tf_model.h5"] == sha256_file(
+        tiny_checkpoint / "tf_model.h5"
+    )
+    assert source["data"]["files_sha256"]["twitter_validation.csv"] == sha256_file(
+        twitter_data / "twitter_validation.csv"
+    )
+
+
+def test_shipped_model_is_int8_and_fused(exported: Path) -> None:
+    ops = {node.op_type for node in onnx.load(exported / "model.onnx").graph.node}
+    assert {"QAttention", "MatMulInteger", "QEmbedLayerNormalization"} <= ops
+    assert not ops & {"Softmax", "Erf", "ReduceMean"}
+
+
+def test_shipped_tokenizer_neither_pads_nor_truncates(exported: Path) -> None:
+    data = json.loads((exported / "tokenizer.json").read_text())
+    assert data["padding"] is None and data["truncation"] is None
+    tokenizer = Tokenizer.from_file(str(exported / "tokenizer.json"))
+    short, long = tokenizer.encode("love"), tokenizer.encode("love this game " * 100)
+    assert short.attention_mask == [1] * len(short.ids)  # not padded
+    assert len(long.ids) > 300  # not cut at max_length (64): the service truncates
+
+
+def test_manifest_metrics_are_those_of_the_shipped_files(
+    exported: Path, twitter_data: Path
+) -> None:
+    """Recompute the int8 accuracy from the bundle alone, one text per call (the headline run:
+    batched int8 logits also depend on the batch-mates, see the gate)."""
+    bundle = load_bundle(exported)
+    rows = texts.from_data(twitter_data, list(bundle.labels), max_texts=MAX_TEXTS)
+    ids = texts.encode(bundle.tokenizer_path, rows, max_length=bundle.max_length, text_pair=False)
+    session = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
+    logits = np.zeros((len(rows), 2), dtype=np.float32)
+    for batch in texts.batches(ids, pad_id=0, batch_size=1):
+        feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        logits[batch.index] = session.run(["logits"], feed)[0]
+    expected = bundle.manifest["metrics"]["int8"]
+    assert bundle.manifest["metrics"]["parity"]["int8_headline_run"] == "batch1"
+    assert classification(logits, rows.labels)["accuracy"] == pytest.approx(expected["accuracy"])
+
+
+@pytest.mark.parametrize("victim", ["model.onnx", "tokenizer.json", "config.json"])
+def test_tampered_file_fails_verification(exported: Path, tmp_path: Path, victim: str) -> None:
+    copy = tmp_path / "bundle"
+    shutil.copytree(exported, copy)
+    with open(copy / victim, "ab") as handle:
+        handle.write(b" ")
+    with pytest.raises(BundleError, match=f"{victim}: sha256 does not match"):
+        load_bundle(copy)
+
+
+PREPARE = rewrite.prepare_for_fusion  # the real one, before any monkeypatching
+
+
+def corrupt_final_bias(model: onnx.ModelProto, head_dim: int) -> dict[str, int]:
+    """The real rewrites, then a 0.01 nudge to the classifier bias: a corrupted graph."""
+    counts = PREPARE(model, head_dim)
+    final = next(n for n in model.graph.node if n.output[0] == "logits")
+    bias = next(i for i in model.graph.initializer if i.name in final.input)
+    value = onnx.numpy_helper.to_array(bias) + np.float32(0.01)
+    bias.CopyFrom(onnx.numpy_helper.from_array(value, bias.name))
+    return counts
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in folder.iterdir()}
+
+
+def test_corrupted_graph_fails_the_gate_and_keeps_the_previous_bundle(
+    exported: Path,
+    tiny_checkpoint: Path,
+    export_cli: ExportCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "models" / "sentiment-tiny"
+    shutil.copytree(exported, out)
+    before = snapshot(out)
+    monkeypatch.setattr(rewrite, "prepare_for_fusion", corrupt_final_bias)
+    keep = tmp_path / "keep"
+    assert export_cli(tiny_checkpoint, out, "--keep-intermediate", str(keep)) == 1
+    assert "parity gate failed" in capsys.readouterr().err
+    assert snapshot(out) == before  # the old bundle is untouched and still verifies
+    load_bundle(out)
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no partial folder left
+    gate = json.loads((keep / "gate.json").read_text())
+    assert gate["parity"]["max_abs_logit_diff_tf_fp32"] > 1e-3
+
+
+def test_mismatched_model_fails_the_gate(
+    tiny_checkpoint: Path,
+    tiny_checkpoint_factory: Callable[[Path, int], Path],
+    export_cli: ExportCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The graph comes from another training run than the checkpoint the gate holds it to."""
+    from export import convert
+
+    other = convert.load_checkpoint(tiny_checkpoint_factory(tmp_path / "other", 1))
+    to_onnx = convert.to_onnx
+    monkeypatch.setattr(convert, "to_onnx", lambda _model, opset: to_onnx(other.model, opset))
+    out = tmp_path / "bundle"
+    assert export_cli(tiny_checkpoint, out) == 1
+    assert not out.exists()
+
+
+def test_unfused_graph_fails_the_export(
+    tiny_checkpoint: Path,
+    export_cli: ExportCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(rewrite, "prepare_for_fusion", lambda model, head_dim: {})
+    out = tmp_path / "bundle"
+    assert export_cli(tiny_checkpoint, out) == 1
+    err = capsys.readouterr().err
+    assert "not fully fused" in err and "Attention: 0 (expected 2)" in err
+    assert not out.exists()
+
+
+def test_texts_file_replaces_the_data_folder(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    lines = ["Positive\tlove this game", "Negative\tworst update ever", "Positive\tgreat fix"]
+    (tmp_path / "texts.tsv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "bundle"
+    args = ["--checkpoint", str(tiny_checkpoint), "--texts-file", str(tmp_path / "texts.tsv")]
+    gate = ["--min-agreement", "0", "--max-accuracy-delta-pt", "100"]
+    assert main([*args, "--out", str(out), "--per-tensor", *gate]) == 0
+    manifest = load_bundle(out).manifest
+    assert manifest["source"]["data"]["kind"] == "file"
+    assert manifest["metrics"]["fp32"]["n"] == 3
+    assert manifest["quantization"]["per_channel"] is False
+
+
+def test_bad_inputs_exit_2_with_a_message(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = ["--checkpoint", str(tmp_path / "nope"), "--texts-file", "x", "--out", str(tmp_path)]
+    assert main(missing) == 2
+    assert "is incomplete: config.json is missing" in capsys.readouterr().err
+    (tmp_path / "bad.tsv").write_text("Maybe\tsomething\n")
+    bad = ["--checkpoint", str(tiny_checkpoint), "--texts-file", str(tmp_path / "bad.tsv")]
+    assert main([*bad, "--out", str(tmp_path / "b")]) == 2
+    assert "bad.tsv:1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: --data and --texts-file together
+        main([*bad, "--data", str(tmp_path), "--out", str(tmp_path / "b")])
+    assert exit_info.value.code == 2
+
+
+def test_help_needs_no_tensorflow(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--keep-intermediate" in capsys.readouterr().out
