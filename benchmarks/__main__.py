@@ -32,50 +32,96 @@ def _ints(value: str) -> list[int]:
     try:
         out = [int(part) for part in value.split(",") if part.strip()]
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from exc
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {value!r}"
+        ) from exc
     if not out or any(v < 1 for v in out):
         raise argparse.ArgumentTypeError(f"expected positive integers, got {value!r}")
     return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bundle", type=Path, required=True, help="the shipped bundle (int8 model.onnx)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--bundle", type=Path, required=True, help="the shipped bundle (int8 model.onnx)"
+    )
     p.add_argument("--data", type=Path, default=None, help="data folder; built-in sample if absent")
-    p.add_argument("--fp32-model", type=Path, default=Path("runs/binary/onnx/model.fp32.onnx"),
-                   help="fused fp32 graph for the fp32-vs-int8 column (skipped if absent)")
-    p.add_argument("--checkpoint", type=Path, default=Path("runs/binary/model"),
-                   help="TF checkpoint for the seed-architecture peer (skipped if absent)")
-    p.add_argument("--optimum-model", type=Path, default=None,
-                   help="ONNX graph for the optimum peer (default: --fp32-model if present, else the bundle's)")
+    p.add_argument(
+        "--fp32-model",
+        type=Path,
+        default=Path("runs/binary/onnx/model.fp32.onnx"),
+        help="fused fp32 graph for the fp32-vs-int8 column (skipped if absent)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=Path("runs/binary/model"),
+        help="TF checkpoint for the seed-architecture peer (skipped if absent)",
+    )
+    p.add_argument(
+        "--optimum-model",
+        type=Path,
+        default=None,
+        help="ONNX graph for the optimum peer (default: --fp32-model if present, else the bundle's)",
+    )
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--quick", action="store_true", help="small grid, short levels (development)")
     p.add_argument("--skip-engine", action="store_true")
     p.add_argument("--skip-http", action="store_true")
     p.add_argument("--skip-peers", action="store_true")
-    p.add_argument("--levels", type=_ints, default=None, help="concurrency levels (default 1,8,64,500)")
-    p.add_argument("--duration", type=float, default=None, help="seconds measured per level (default 20)")
-    p.add_argument("--warmup", type=float, default=None, help="seconds of warm-up per level (default 5)")
+    p.add_argument(
+        "--levels", type=_ints, default=None, help="concurrency levels (default 1,8,64,500)"
+    )
+    p.add_argument(
+        "--duration", type=float, default=None, help="seconds measured per level (default 20)"
+    )
+    p.add_argument(
+        "--warmup", type=float, default=None, help="seconds of warm-up per level (default 5)"
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="client timeout per request (s)")
     p.add_argument("--modes", default="direct,batched", help="service execution modes to run")
     p.add_argument("--reference-mode", default="batched", help="the mode peers are compared with")
-    p.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra environment for the service (repeatable), e.g. SENTIMENT_THREADS=2")
+    p.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the service (repeatable), e.g. SENTIMENT_THREADS=2",
+    )
     p.add_argument("--api-key", default=None, help="sent as X-API-Key when the service wants one")
-    p.add_argument("--server-cpus", type=_ints, default=None,
-                   help="pin servers to these CPU ids (default: no pinning, the OS schedules)")
+    p.add_argument(
+        "--server-cpus",
+        type=_ints,
+        default=None,
+        help="pin servers to these CPU ids (default: no pinning, the OS schedules)",
+    )
     p.add_argument("--batches", type=_ints, default=None, help="engine batch sizes")
     p.add_argument("--seq-lens", type=_ints, default=None, help="engine sequence lengths")
     p.add_argument("--threads", type=_ints, default=None, help="engine intra-op thread counts")
     p.add_argument("--texts", type=int, default=2000, help="how many tweets to send")
     args = p.parse_args(argv)
     if args.quick:
-        defaults: dict[str, Any] = {"levels": [1, 8, 64], "duration": 2.0, "warmup": 0.5,
-                                    "batches": [1, 8, 32], "seq_lens": [16, 64], "threads": [2]}
+        defaults: dict[str, Any] = {
+            "levels": [1, 8, 64],
+            "duration": 2.0,
+            "warmup": 0.5,
+            "batches": [1, 8, 32],
+            "seq_lens": [16, 64],
+            "threads": [2],
+        }
     else:
-        defaults = {"levels": [1, 8, 64, 500], "duration": 20.0, "warmup": 5.0,
-                    "batches": [1, 2, 4, 8, 16, 32], "seq_lens": [16, 32, 64, 128], "threads": [1, 2]}
+        defaults = {
+            "levels": [1, 8, 64, 500],
+            "duration": 20.0,
+            "warmup": 5.0,
+            "batches": [1, 2, 4, 8, 16, 32],
+            "seq_lens": [16, 32, 64, 128],
+            "threads": [1, 2],
+        }
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -91,7 +137,9 @@ def run_engine(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[
     if args.fp32_model and args.fp32_model.is_file():
         models["fp32"] = args.fp32_model
     else:
-        notes.append(f"fp32 column skipped: {args.fp32_model} not found (export --keep-intermediate)")
+        notes.append(
+            f"fp32 column skipped: {args.fp32_model} not found (export --keep-intermediate)"
+        )
     budget = engine.QUICK_BUDGET if args.quick else engine.Budget()
     tokenizer = engine.load_tokenizer(bundle.tokenizer_path, bundle.max_length)
     pool = engine.token_pool(tokenizer, texts)
@@ -102,24 +150,41 @@ def run_engine(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[
     print(f"  {tok}")
     print("real texts:")
     real = engine.real_text_throughput(
-        bundle.model_path, tokenizer, texts, args.batches, max(args.threads),
+        bundle.model_path,
+        tokenizer,
+        texts,
+        args.batches,
+        max(args.threads),
         0.3 if args.quick else 2.0,
     )
-    profile = engine.op_profile(bundle.model_path, pool, 8, 64, max(args.threads), 5 if args.quick else 30)
+    profile = engine.op_profile(
+        bundle.model_path, pool, 8, 64, max(args.threads), 5 if args.quick else 30
+    )
     top = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in profile["ops"][:5])
     print(f"ORT profile (batch 8 x 64): {top}")
     for note in notes:
         print(f"  note: {note}")
-    return {"models": {k: str(v) for k, v in models.items()}, "notes": notes, "grid": grid,
-            "tokenizer": tok, "real_texts": real, "profile": profile}
+    return {
+        "models": {k: str(v) for k, v in models.items()},
+        "notes": notes,
+        "grid": grid,
+        "tokenizer": tok,
+        "real_texts": real,
+        "profile": profile,
+    }
 
 
 def run_http(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[str, Any]:
     notes: list[str] = []
     servers: list[dict[str, Any]] = []
     headers = {"X-API-Key": args.api_key} if args.api_key else None
-    common = dict(levels=args.levels, warmup=args.warmup, duration=args.duration,
-                  timeout=args.timeout, cpus=args.server_cpus)
+    common = dict(
+        levels=args.levels,
+        warmup=args.warmup,
+        duration=args.duration,
+        timeout=args.timeout,
+        cpus=args.server_cpus,
+    )
     port = http.free_port()
     extra_env = dict(item.split("=", 1) for item in args.service_env)
     if importlib.util.find_spec("service.__main__") is None:
@@ -127,14 +192,32 @@ def run_http(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[st
     else:
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
             # Access logs off, as for the peers: the comparison is about serving, not logging.
-            env = {"SENTIMENT_BUNDLE": str(bundle.path), "SENTIMENT_HOST": "127.0.0.1",
-                   "SENTIMENT_PORT": str(port), "SENTIMENT_MODE": mode,
-                   "SENTIMENT_ACCESS_LOG": "false", "SENTIMENT_LOG_LEVEL": "warning", **extra_env}
+            env = {
+                "SENTIMENT_BUNDLE": str(bundle.path),
+                "SENTIMENT_HOST": "127.0.0.1",
+                "SENTIMENT_PORT": str(port),
+                "SENTIMENT_MODE": mode,
+                "SENTIMENT_ACCESS_LOG": "false",
+                "SENTIMENT_LOG_LEVEL": "warning",
+                **extra_env,
+            }
             if args.api_key:
                 env.setdefault("SENTIMENT_API_KEY", args.api_key)
             print(f"http: ours ({mode})")
-            servers.append({**http.bench_server(f"ours-{mode}", http.python_module("service"), env,
-                                                port, texts, headers=headers, **common), "ours": True})
+            servers.append(
+                {
+                    **http.bench_server(
+                        f"ours-{mode}",
+                        http.python_module("service"),
+                        env,
+                        port,
+                        texts,
+                        headers=headers,
+                        **common,
+                    ),
+                    "ours": True,
+                }
+            )
     if not args.skip_peers:
         servers += run_peers(args, bundle, texts, port, common, notes)
     for note in notes:
@@ -142,8 +225,14 @@ def run_http(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[st
     return {"servers": servers, "notes": notes}
 
 
-def run_peers(args: argparse.Namespace, bundle: Any, texts: list[str], port: int,
-              common: dict[str, Any], notes: list[str]) -> list[dict[str, Any]]:
+def run_peers(
+    args: argparse.Namespace,
+    bundle: Any,
+    texts: list[str],
+    port: int,
+    common: dict[str, Any],
+    notes: list[str],
+) -> list[dict[str, Any]]:
     servers: list[dict[str, Any]] = []
     if not (args.checkpoint / "tf_model.h5").is_file():
         notes.append(f"seed-TF peer skipped: no TF checkpoint at {args.checkpoint}")
@@ -151,13 +240,19 @@ def run_peers(args: argparse.Namespace, bundle: Any, texts: list[str], port: int
         notes.append("seed-TF peer skipped: tensorflow is not installed (the `train` extra)")
     else:
         print("http: peer seed-tf")
-        argv = http.python_module("benchmarks.peers.seed_tf", "--checkpoint", str(args.checkpoint),
-                                  "--port", str(port))
-        servers.append({**http.bench_server("seed-tf", argv, {}, port, texts, **common),
-                        "what": "TF DistilBERT checkpoint, eager call per request in an async handler"})
+        argv = http.python_module(
+            "benchmarks.peers.seed_tf", "--checkpoint", str(args.checkpoint), "--port", str(port)
+        )
+        servers.append(
+            {
+                **http.bench_server("seed-tf", argv, {}, port, texts, **common),
+                "what": "TF DistilBERT checkpoint, eager call per request in an async handler",
+            }
+        )
     missing = peer_deps_missing()
     onnx_model = args.optimum_model or (
-        args.fp32_model if args.fp32_model and args.fp32_model.is_file() else bundle.model_path)
+        args.fp32_model if args.fp32_model and args.fp32_model.is_file() else bundle.model_path
+    )
     if missing:
         notes.append(f"optimum peer skipped: {missing}")
     elif not onnx_model.is_file():
@@ -165,12 +260,25 @@ def run_peers(args: argparse.Namespace, bundle: Any, texts: list[str], port: int
     else:
         folder = Path(tempfile.mkdtemp(prefix="bench-optimum-"))
         checkpoint = args.checkpoint if args.checkpoint.is_dir() else None
-        prepare_model_dir(onnx_model, bundle.tokenizer_path, list(bundle.labels), checkpoint, folder)
+        prepare_model_dir(
+            onnx_model, bundle.tokenizer_path, list(bundle.labels), checkpoint, folder
+        )
         print(f"http: peer optimum-ort ({onnx_model})")
-        argv = http.python_module("benchmarks.peers.optimum_ort", "--model-dir", str(folder),
-                                  "--max-length", str(bundle.max_length), "--port", str(port))
-        servers.append({**http.bench_server("optimum-ort", argv, {}, port, texts, **common),
-                        "what": f"optimum ORTModelForSequenceClassification + pipeline on {onnx_model}"})
+        argv = http.python_module(
+            "benchmarks.peers.optimum_ort",
+            "--model-dir",
+            str(folder),
+            "--max-length",
+            str(bundle.max_length),
+            "--port",
+            str(port),
+        )
+        servers.append(
+            {
+                **http.bench_server("optimum-ort", argv, {}, port, texts, **common),
+                "what": f"optimum ORTModelForSequenceClassification + pipeline on {onnx_model}",
+            }
+        )
     return servers
 
 
@@ -199,39 +307,73 @@ def targets(results: dict[str, Any], reference: str) -> list[dict[str, Any]]:
     top = max(ours["levels"], key=lambda lvl: lvl["concurrency"]) if ours else None
     out: list[dict[str, Any]] = []
     if top is not None:
-        out.append({
-            "name": f"RPS at {top['concurrency']} concurrent (ours-{reference}), 0 failures",
-            "value": top["rps"], "target": f">= {TARGET_RPS:.0f} and 0 errors",
-            "met": bool(top["rps"] >= TARGET_RPS and top["errors"] == 0
-                        and top["concurrency"] >= 500),
-            "detail": f"errors {top['errors']}, p99 {top['p99_ms']} ms"
-                      + ("" if top["concurrency"] >= 500 else "; level 500 not run"),
-        })
+        out.append(
+            {
+                "name": f"RPS at {top['concurrency']} concurrent (ours-{reference}), 0 failures",
+                "value": top["rps"],
+                "target": f">= {TARGET_RPS:.0f} and 0 errors",
+                "met": bool(
+                    top["rps"] >= TARGET_RPS and top["errors"] == 0 and top["concurrency"] >= 500
+                ),
+                "detail": f"errors {top['errors']}, p99 {top['p99_ms']} ms"
+                + ("" if top["concurrency"] >= 500 else "; level 500 not run"),
+            }
+        )
     else:
-        out.append({"name": "RPS at 500 concurrent", "value": None, "target": ">= 250", "met": None})
+        out.append(
+            {"name": "RPS at 500 concurrent", "value": None, "target": ">= 250", "met": None}
+        )
     real = results.get("engine", {}).get("real_texts", [])
     ceiling = max((r["texts_per_s"] for r in real), default=None)
     if top is not None and ceiling:
         ratio = top["rps"] / ceiling
-        out.append({"name": "HTTP RPS / engine-alone texts/s (best real-text batch)",
-                    "value": round(ratio, 3), "target": f">= {TARGET_HTTP_VS_ENGINE}",
-                    "met": ratio >= TARGET_HTTP_VS_ENGINE,
-                    "detail": f"{top['rps']} rps vs {ceiling} texts/s"})
+        out.append(
+            {
+                "name": "HTTP RPS / engine-alone texts/s (best real-text batch)",
+                "value": round(ratio, 3),
+                "target": f">= {TARGET_HTTP_VS_ENGINE}",
+                "met": ratio >= TARGET_HTTP_VS_ENGINE,
+                "detail": f"{top['rps']} rps vs {ceiling} texts/s",
+            }
+        )
     else:
-        out.append({"name": "HTTP / engine-alone throughput", "value": None,
-                    "target": f">= {TARGET_HTTP_VS_ENGINE}", "met": None})
+        out.append(
+            {
+                "name": "HTTP / engine-alone throughput",
+                "value": None,
+                "target": f">= {TARGET_HTTP_VS_ENGINE}",
+                "met": None,
+            }
+        )
     seed = servers.get("seed-tf")
-    seed_top = next((lvl for lvl in seed["levels"] if top and lvl["concurrency"] == top["concurrency"]),
-                    None) if seed else None
+    seed_top = (
+        next(
+            (lvl for lvl in seed["levels"] if top and lvl["concurrency"] == top["concurrency"]),
+            None,
+        )
+        if seed
+        else None
+    )
     if top is not None and seed_top is not None:
         speedup = top["rps"] / seed_top["rps"] if seed_top["rps"] else float("inf")
-        out.append({"name": f"ours ÷ seed-TF RPS at {top['concurrency']}",
-                    "value": round(speedup, 2) if seed_top["rps"] else None,
-                    "target": f">= {TARGET_SPEEDUP_VS_SEED:.0f}", "met": speedup >= TARGET_SPEEDUP_VS_SEED,
-                    "detail": f"seed {seed_top['rps']} rps, {seed_top['errors']} errors"})
+        out.append(
+            {
+                "name": f"ours ÷ seed-TF RPS at {top['concurrency']}",
+                "value": round(speedup, 2) if seed_top["rps"] else None,
+                "target": f">= {TARGET_SPEEDUP_VS_SEED:.0f}",
+                "met": speedup >= TARGET_SPEEDUP_VS_SEED,
+                "detail": f"seed {seed_top['rps']} rps, {seed_top['errors']} errors",
+            }
+        )
     else:
-        out.append({"name": "ours ÷ seed-TF RPS", "value": None,
-                    "target": f">= {TARGET_SPEEDUP_VS_SEED:.0f}", "met": None})
+        out.append(
+            {
+                "name": "ours ÷ seed-TF RPS",
+                "value": None,
+                "target": f">= {TARGET_SPEEDUP_VS_SEED:.0f}",
+                "met": None,
+            }
+        )
     return out
 
 
@@ -249,9 +391,13 @@ def main(argv: list[str] | None = None) -> int:
         "run_id": run_id,
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": info,
-        "bundle": {"path": str(bundle.path), "model_name": bundle.model_name,
-                   "max_length": bundle.max_length, "labels": list(bundle.labels),
-                   "sha256": bundle.sha256},
+        "bundle": {
+            "path": str(bundle.path),
+            "model_name": bundle.model_name,
+            "max_length": bundle.max_length,
+            "labels": list(bundle.labels),
+            "sha256": bundle.sha256,
+        },
         "texts": {"source": source, "count": len(texts)},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
@@ -271,7 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     pngs = report.plots(results, prefix)
     print()
     print(text)
-    print("wrote", ", ".join(str(p) for p in [prefix.with_suffix(".json"), prefix.with_suffix(".md"), *pngs]))
+    print(
+        "wrote",
+        ", ".join(str(p) for p in [prefix.with_suffix(".json"), prefix.with_suffix(".md"), *pngs]),
+    )
     return 0
 
 

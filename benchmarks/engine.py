@@ -40,7 +40,9 @@ class Budget:
 QUICK_BUDGET = Budget(min_seconds=0.1, min_reps=3, max_reps=200, warmup_reps=1)
 
 
-def make_session(model: Path, threads: int, profile_prefix: str | None = None) -> ort.InferenceSession:
+def make_session(
+    model: Path, threads: int, profile_prefix: str | None = None
+) -> ort.InferenceSession:
     """A CPU session with `threads` intra-op threads and one inter-op thread, like the service."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -221,7 +223,9 @@ def real_text_throughput(
     return rows
 
 
-def op_profile(model: Path, pool: np.ndarray, batch: int, seq_len: int, threads: int, runs: int) -> dict[str, Any]:
+def op_profile(
+    model: Path, pool: np.ndarray, batch: int, seq_len: int, threads: int, runs: int
+) -> dict[str, Any]:
     """Time per operator type for one case, from ONNX Runtime's own profiler."""
     with tempfile.TemporaryDirectory() as folder:
         session = make_session(model, threads, profile_prefix=os.path.join(folder, "ort"))

@@ -42,7 +42,11 @@ def free_port() -> int:
 
 
 def build_requests(
-    texts: Sequence[str], host: str, port: int, path: str = "/predict", headers: dict[str, str] | None = None
+    texts: Sequence[str],
+    host: str,
+    port: int,
+    path: str = "/predict",
+    headers: dict[str, str] | None = None,
 ) -> list[bytes]:
     """Pre-encoded `POST {"text": ...}` requests, so the client does no JSON work per request."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
@@ -261,7 +265,9 @@ def run_level(
         "unfinished_at_end": unfinished,
         "rps": round(ok / duration, 1),
         **latency_summary(tally.latencies),
-        "server_cpu_cores": round((cpu["server_end"] - cpu["server_start"]) / wall, 2) if server else None,
+        "server_cpu_cores": round((cpu["server_end"] - cpu["server_start"]) / wall, 2)
+        if server
+        else None,
         "client_cpu_cores": round((cpu["client_end"] - cpu["client_start"]) / wall, 2),
         "client_cpu_us_per_request": round(
             (cpu["client_end"] - cpu["client_start"]) / max(ok + errors, 1) * 1e6, 1
@@ -320,7 +326,11 @@ class Server:
     def start(self) -> Server:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         if self.cpus:
             with contextlib.suppress(psutil.Error, AttributeError):
@@ -340,7 +350,9 @@ class Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise ServerError(f"{self.name} not ready after {self.startup_timeout:.0f} s:\n{self.log_tail()}")
+        raise ServerError(
+            f"{self.name} not ready after {self.startup_timeout:.0f} s:\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         """SIGTERM the server's own process group, SIGKILL it if it lingers."""
@@ -393,7 +405,9 @@ def bench_server(
             log(f"  {name}: SKIPPED, server failed to start: {exc}")
             return result
         try:
-            row = run_level("127.0.0.1", port, requests, level, warmup, duration, timeout, server.pid)
+            row = run_level(
+                "127.0.0.1", port, requests, level, warmup, duration, timeout, server.pid
+            )
         finally:
             server.stop()
         result["levels"].append(row)

@@ -48,12 +48,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def locust_command(args: argparse.Namespace, host: str, prefix: Path) -> list[str]:
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-        "-u", str(args.users), "-r", str(args.spawn_rate), "-t", args.run_time,
-        "--host", host, "--csv", str(prefix), "--html", str(prefix) + ".html",
-        "--only-summary", "--stop-timeout", "5",
-        "--wait-min", str(args.wait_min), "--wait-max", str(args.wait_max),
-        "--request-timeout", str(args.timeout), "--summary-json", str(prefix) + "_summary.json",
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(args.users),
+        "-r",
+        str(args.spawn_rate),
+        "-t",
+        args.run_time,
+        "--host",
+        host,
+        "--csv",
+        str(prefix),
+        "--html",
+        str(prefix) + ".html",
+        "--only-summary",
+        "--stop-timeout",
+        "5",
+        "--wait-min",
+        str(args.wait_min),
+        "--wait-max",
+        str(args.wait_max),
+        "--request-timeout",
+        str(args.timeout),
+        "--summary-json",
+        str(prefix) + "_summary.json",
     ]
     if args.data:
         cmd += ["--tweets-data", str(args.data)]
@@ -78,9 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     if host is None:
         port = http.free_port()
         env = {
-            "SENTIMENT_BUNDLE": str(args.bundle), "SENTIMENT_HOST": "127.0.0.1",
-            "SENTIMENT_PORT": str(port), "SENTIMENT_MODE": args.mode,
-            "SENTIMENT_ACCESS_LOG": "false", "SENTIMENT_LOG_LEVEL": "warning",
+            "SENTIMENT_BUNDLE": str(args.bundle),
+            "SENTIMENT_HOST": "127.0.0.1",
+            "SENTIMENT_PORT": str(port),
+            "SENTIMENT_MODE": args.mode,
+            "SENTIMENT_ACCESS_LOG": "false",
+            "SENTIMENT_LOG_LEVEL": "warning",
             **dict(item.split("=", 1) for item in args.service_env),
         }
         if args.api_key:

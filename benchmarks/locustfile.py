@@ -23,7 +23,7 @@ TEXTS: list[str] = []
 STATE: dict[str, Any] = {}
 
 
-@events.init_command_line_parser.add_listener
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
 def add_arguments(parser: Any) -> None:
     parser.add_argument("--tweets-data", default="", help="data folder (built-in sample if absent)")
     parser.add_argument("--tweets-limit", type=int, default=2000, help="how many tweets to sample")
@@ -34,23 +34,27 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--summary-json", default="", help="write final totals here on exit")
 
 
-@events.init.add_listener
+@events.init.add_listener  # type: ignore[untyped-decorator]
 def load_tweets(environment: Any, **_: Any) -> None:
     options = environment.parsed_options
     folder = Path(options.tweets_data) if options and options.tweets_data else None
     texts, source = load_texts(folder, limit=options.tweets_limit if options else 2000)
     TEXTS[:] = texts
+    if options:
+        TweetUser.network_timeout = options.request_timeout
     STATE["environment"] = environment
     STATE["source"] = source
     print(f"locustfile: {len(texts)} tweets from {source}")
 
 
-@events.quit.add_listener
+@events.quit.add_listener  # type: ignore[untyped-decorator]
 def write_summary(exit_code: int, **_: Any) -> None:
     """Final totals after every user stopped (Locust's CSV is only rewritten once a second)."""
     environment = STATE.get("environment")
-    options = environment.parsed_options if environment else None
-    if not options or not options.summary_json or environment.runner is None:
+    if environment is None or environment.runner is None:
+        return
+    options = environment.parsed_options
+    if not options or not options.summary_json:
         return
     total = environment.runner.stats.total
     summary = {
@@ -79,7 +83,6 @@ class TweetUser(FastHttpUser):
         options = self.environment.parsed_options
         self.wait_range = (options.wait_min, max(options.wait_min, options.wait_max))
         self.headers = {"X-API-Key": options.api_key} if options.api_key else {}
-        self.client.network_timeout = options.request_timeout
         self.rng = random.Random()
 
     def wait_time(self) -> float:

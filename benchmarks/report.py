@@ -22,7 +22,7 @@ def _fmt(value: Any) -> str:
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(_fmt(cell) for cell in row) + " |" for row in rows]
-    return lines + [""]
+    return [*lines, ""]
 
 
 def engine_section(engine: dict[str, Any]) -> list[str]:
@@ -38,12 +38,31 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
             "",
         ]
         rows = [
-            [r["precision"], r["threads"], r["batch"], r["seq_len"], r["p50_ms"], r["p95_ms"],
-             r["p99_ms"], r["n"], r["seq_per_s"]]
+            [
+                r["precision"],
+                r["threads"],
+                r["batch"],
+                r["seq_len"],
+                r["p50_ms"],
+                r["p95_ms"],
+                r["p99_ms"],
+                r["n"],
+                r["seq_per_s"],
+            ]
             for r in grid
         ]
         lines += _table(
-            ["precision", "threads", "batch", "seq len", "p50 ms", "p95 ms", "p99 ms", "runs", "seq/s"],
+            [
+                "precision",
+                "threads",
+                "batch",
+                "seq len",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "runs",
+                "seq/s",
+            ],
             rows,
         )
         speedups = int8_speedups(grid)
@@ -51,7 +70,10 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
             lines += ["int8 speed-up over fp32 (ratio of seq/s, same case):", ""]
             lines += _table(
                 ["threads", "batch", "seq len", "int8 / fp32"],
-                [[s["threads"], s["batch"], s["seq_len"], round(s["speedup"], 2)] for s in speedups],
+                [
+                    [s["threads"], s["batch"], s["seq_len"], round(s["speedup"], 2)]
+                    for s in speedups
+                ],
             )
     tok = engine.get("tokenizer")
     if tok:
@@ -66,8 +88,17 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
         lines += ["Real texts end to end (tokenize + pad to the batch's longest + run):", ""]
         lines += _table(
             ["order", "batch", "threads", "texts/s", "batch p50 ms", "batch p99 ms"],
-            [[r["order"], r["batch"], r["threads"], r["texts_per_s"], r["batch_p50_ms"],
-              r["batch_p99_ms"]] for r in real],
+            [
+                [
+                    r["order"],
+                    r["batch"],
+                    r["threads"],
+                    r["texts_per_s"],
+                    r["batch_p50_ms"],
+                    r["batch_p99_ms"],
+                ]
+                for r in real
+            ],
         )
     profile = engine.get("profile")
     if profile:
@@ -91,8 +122,12 @@ def int8_speedups(grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
         key = (r["threads"], r["batch"], r["seq_len"])
         if r["precision"] == "int8" and key in fp32 and fp32[key]["seq_per_s"]:
             out.append(
-                {"threads": key[0], "batch": key[1], "seq_len": key[2],
-                 "speedup": r["seq_per_s"] / fp32[key]["seq_per_s"]}
+                {
+                    "threads": key[0],
+                    "batch": key[1],
+                    "seq_len": key[2],
+                    "speedup": r["seq_per_s"] / fp32[key]["seq_per_s"],
+                }
             )
     return out
 
@@ -112,13 +147,34 @@ def http_section(results: dict[str, Any]) -> list[str]:
             continue
         for lvl in server["levels"]:
             rows.append(
-                [server["name"], lvl["concurrency"], lvl["rps"], lvl["p50_ms"], lvl["p95_ms"],
-                 lvl["p99_ms"], lvl["errors"], lvl.get("speedup_of_ours"),
-                 lvl["server_cpu_cores"], lvl["client_cpu_cores"], lvl["client_cpu_us_per_request"]]
+                [
+                    server["name"],
+                    lvl["concurrency"],
+                    lvl["rps"],
+                    lvl["p50_ms"],
+                    lvl["p95_ms"],
+                    lvl["p99_ms"],
+                    lvl["errors"],
+                    lvl.get("speedup_of_ours"),
+                    lvl["server_cpu_cores"],
+                    lvl["client_cpu_cores"],
+                    lvl["client_cpu_us_per_request"],
+                ]
             )
     lines += _table(
-        ["server", "concurrency", "RPS", "p50 ms", "p95 ms", "p99 ms", "errors",
-         "ours ÷ this (RPS)", "server CPU cores", "client CPU cores", "client µs/req"],
+        [
+            "server",
+            "concurrency",
+            "RPS",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "errors",
+            "ours ÷ this (RPS)",
+            "server CPU cores",
+            "client CPU cores",
+            "client µs/req",
+        ],
         rows,
     )
     skipped = [s for s in servers if s.get("skipped")]
@@ -185,9 +241,17 @@ def plots(results: dict[str, Any], prefix: Path) -> list[Path]:
             if not levels:
                 continue
             x = [lvl["concurrency"] for lvl in levels]
-            (line,) = ax_lat.plot(x, [lvl["p50_ms"] for lvl in levels], marker="o", label=f"{server['name']} p50")
-            ax_lat.plot(x, [lvl["p99_ms"] for lvl in levels], marker="x", linestyle="--",
-                        color=line.get_color(), label=f"{server['name']} p99")
+            (line,) = ax_lat.plot(
+                x, [lvl["p50_ms"] for lvl in levels], marker="o", label=f"{server['name']} p50"
+            )
+            ax_lat.plot(
+                x,
+                [lvl["p99_ms"] for lvl in levels],
+                marker="x",
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{server['name']} p99",
+            )
             ax_rps.plot(x, [lvl["rps"] for lvl in levels], marker="o", label=server["name"])
         for ax, title, ylabel in (
             (ax_lat, "Latency vs concurrency", "latency (ms, log)"),
@@ -214,17 +278,31 @@ def plots(results: dict[str, Any], prefix: Path) -> list[Path]:
         best_threads = max((r["threads"] for r in grid), default=None)
         for precision in sorted({r["precision"] for r in grid}):
             for seq_len in sorted({r["seq_len"] for r in grid}):
-                rows = [r for r in grid if r["precision"] == precision and r["seq_len"] == seq_len
-                        and r["threads"] == best_threads]
+                rows = [
+                    r
+                    for r in grid
+                    if r["precision"] == precision
+                    and r["seq_len"] == seq_len
+                    and r["threads"] == best_threads
+                ]
                 if rows:
-                    ax.plot([r["batch"] for r in rows], [r["seq_per_s"] for r in rows],
-                            marker="o", linestyle="-" if precision == "int8" else ":",
-                            label=f"{precision} L={seq_len}")
+                    ax.plot(
+                        [r["batch"] for r in rows],
+                        [r["seq_per_s"] for r in rows],
+                        marker="o",
+                        linestyle="-" if precision == "int8" else ":",
+                        label=f"{precision} L={seq_len}",
+                    )
         for order in ("arrival", "length_sorted"):
             rows = [r for r in engine.get("real_texts", []) if r["order"] == order]
             if rows:
-                ax.plot([r["batch"] for r in rows], [r["texts_per_s"] for r in rows], marker="s",
-                        linewidth=2.5, label=f"real texts ({order}), incl. tokenizer")
+                ax.plot(
+                    [r["batch"] for r in rows],
+                    [r["texts_per_s"] for r in rows],
+                    marker="s",
+                    linewidth=2.5,
+                    label=f"real texts ({order}), incl. tokenizer",
+                )
         ax.set_xscale("log", base=2)
         batches = sorted({r["batch"] for r in [*grid, *engine.get("real_texts", [])]})
         ax.set_xticks(batches, [str(b) for b in batches])

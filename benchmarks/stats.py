@@ -14,7 +14,14 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float | int | None]:
     much to trust it.
     """
     if not seconds:
-        return {"n": 0, "mean_ms": None, "p50_ms": None, "p95_ms": None, "p99_ms": None, "max_ms": None}
+        return {
+            "n": 0,
+            "mean_ms": None,
+            "p50_ms": None,
+            "p95_ms": None,
+            "p99_ms": None,
+            "max_ms": None,
+        }
     ms = np.asarray(seconds, dtype=np.float64) * 1000.0
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
     return {

@@ -39,9 +39,7 @@ def make_app(predictor: Predictor) -> Starlette:
     async def ready(request: Request) -> JSONResponse:
         return JSONResponse({"ready": True})
 
-    return Starlette(
-        routes=[Route("/predict", predict, methods=["POST"]), Route("/ready", ready)]
-    )
+    return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/ready", ready)])
 
 
 def scores_to_result(labels: list[str], probabilities: list[float]) -> dict[str, Any]:

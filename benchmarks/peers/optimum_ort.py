@@ -71,7 +71,7 @@ def load_predictor(model_dir: Path, max_length: int) -> Predictor:
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import PreTrainedTokenizerFast, pipeline
 
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_file=str(model_dir / "tokenizer.json"),
         unk_token="[UNK]",
         pad_token="[PAD]",
@@ -80,7 +80,9 @@ def load_predictor(model_dir: Path, max_length: int) -> Predictor:
         model_max_length=max_length,
         model_input_names=["input_ids", "attention_mask"],
     )
-    model = ORTModelForSequenceClassification.from_pretrained(str(model_dir), file_name="model.onnx")
+    model = ORTModelForSequenceClassification.from_pretrained(
+        str(model_dir), file_name="model.onnx"
+    )
     classify = pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None)
     labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
 

@@ -26,7 +26,7 @@ def load_predictor(checkpoint: Path) -> Predictor:
     from training.checkpoint import CheckpointInfo
 
     info = CheckpointInfo.load(checkpoint)
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))  # type: ignore[no-untyped-call]
     model = TFAutoModelForSequenceClassification.from_pretrained(str(checkpoint))
 
     def predict(text: str) -> dict[str, object]:

@@ -117,7 +117,7 @@ def build_tiny_checkpoint(folder: Path) -> Path:
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tiny_tokenizer(folder.parent / "tok.json")
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_file=str(folder.parent / "tok.json"),
         unk_token="[UNK]",
         pad_token="[PAD]",
@@ -125,11 +125,16 @@ def build_tiny_checkpoint(folder: Path) -> Path:
         sep_token="[SEP]",
         model_input_names=["input_ids", "attention_mask"],
     )
-    config = DistilBertConfig(
-        vocab_size=len(VOCAB), dim=16, n_layers=1, n_heads=2, hidden_dim=32,
-        max_position_embeddings=64, num_labels=len(LABELS),
+    config = DistilBertConfig(  # type: ignore[no-untyped-call]
+        vocab_size=len(VOCAB),
+        dim=16,
+        n_layers=1,
+        n_heads=2,
+        hidden_dim=32,
+        max_position_embeddings=64,
+        num_labels=len(LABELS),
     )
-    model = TFDistilBertForSequenceClassification(config)
+    model = TFDistilBertForSequenceClassification(config)  # type: ignore[no-untyped-call]
     model(model.dummy_inputs)
     info = CheckpointInfo(labels=LABELS, max_length=32, base_model="tiny-test")
     return save_checkpoint(model, tokenizer, info, folder)

@@ -2,22 +2,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from benchmarks import engine
-from service.bundle import load_bundle
+from service.bundle import Bundle, load_bundle
 
 TEXTS = ["I love this game", "worst update ever, I hate it", "the best", "awful awful awful game"]
+Parts = tuple[Bundle, Tokenizer, np.ndarray]
 BUDGET = engine.Budget(min_seconds=0.0, min_reps=3, max_reps=3, warmup_reps=1)
 
 
 @pytest.fixture(scope="module")
-def parts(tiny_bundle: Path) -> tuple:
+def parts(tiny_bundle: Path) -> Parts:
     bundle = load_bundle(tiny_bundle)
     tokenizer = engine.load_tokenizer(bundle.tokenizer_path, bundle.max_length)
     return bundle, tokenizer, engine.token_pool(tokenizer, TEXTS)
 
 
-def test_grid_covers_every_case_with_its_schema(parts: tuple) -> None:
+def test_grid_covers_every_case_with_its_schema(parts: Parts) -> None:
     bundle, _, pool = parts
     models = {"int8": bundle.model_path, "fp32": bundle.model_path}
     rows = engine.grid(models, pool, [1, 4], [8, 16], [1, 2], BUDGET, log=lambda _: None)
@@ -30,15 +32,15 @@ def test_grid_covers_every_case_with_its_schema(parts: tuple) -> None:
         assert row["seq_per_s"] > 0
 
 
-def test_synthetic_batch_has_requested_shape_and_real_ids(parts: tuple) -> None:
-    _, tokenizer, pool = parts
+def test_synthetic_batch_has_requested_shape_and_real_ids(parts: Parts) -> None:
+    _, _tokenizer, pool = parts
     ids, mask = engine.synthetic_batch(pool, 3, 50)  # longer than the pool: it repeats
     assert ids.shape == mask.shape == (3, 50)
     assert mask.all()
     assert set(ids.ravel()) <= set(pool.tolist())
 
 
-def test_padding_is_right_sided(parts: tuple) -> None:
+def test_padding_is_right_sided(parts: Parts) -> None:
     _, tokenizer, _ = parts
     ids, mask = engine.padded(tokenizer.encode_batch(["love", "the best game is this"]), 0)
     assert mask[0].tolist() == [1, 1, 1, 0, 0, 0, 0]
@@ -46,7 +48,7 @@ def test_padding_is_right_sided(parts: tuple) -> None:
     assert mask[1].all()
 
 
-def test_feed_follows_the_graph_dtypes(parts: tuple) -> None:
+def test_feed_follows_the_graph_dtypes(parts: Parts) -> None:
     bundle, _, pool = parts
     session = engine.make_session(bundle.model_path, 1)
     feed = engine.make_feed(session, *engine.synthetic_batch(pool, 2, 4))
@@ -54,7 +56,7 @@ def test_feed_follows_the_graph_dtypes(parts: tuple) -> None:
     assert all(v.dtype == np.int64 for v in feed.values())
 
 
-def test_tokenizer_cost_and_real_text_throughput(parts: tuple) -> None:
+def test_tokenizer_cost_and_real_text_throughput(parts: Parts) -> None:
     bundle, tokenizer, _ = parts
     cost = engine.tokenizer_cost(tokenizer, TEXTS, BUDGET)
     assert cost["texts"] == 4 and cost["encode_us_per_text"] > 0
@@ -62,15 +64,19 @@ def test_tokenizer_cost_and_real_text_throughput(parts: tuple) -> None:
     assert cost["tokens_max"] == 9
     long_text = [" ".join(["love"] * 100)]
     assert engine.tokenizer_cost(tokenizer, long_text, BUDGET)["tokens_max"] == bundle.max_length
-    rows = engine.real_text_throughput(bundle.model_path, tokenizer, TEXTS, [1, 2], 1, 0.05,
-                                       log=lambda _: None)
+    rows = engine.real_text_throughput(
+        bundle.model_path, tokenizer, TEXTS, [1, 2], 1, 0.05, log=lambda _: None
+    )
     assert [(r["order"], r["batch"]) for r in rows] == [
-        ("arrival", 1), ("arrival", 2), ("length_sorted", 1), ("length_sorted", 2)
+        ("arrival", 1),
+        ("arrival", 2),
+        ("length_sorted", 1),
+        ("length_sorted", 2),
     ]
     assert all(r["texts"] >= r["batch"] and r["texts_per_s"] > 0 for r in rows)
 
 
-def test_ort_profile_attributes_time_to_the_graphs_op_types(parts: tuple) -> None:
+def test_ort_profile_attributes_time_to_the_graphs_op_types(parts: Parts) -> None:
     bundle, _, pool = parts
     profile = engine.op_profile(bundle.model_path, pool, 2, 8, 1, runs=2)
     ops = {op["op_type"] for op in profile["ops"]}

@@ -12,17 +12,39 @@ Argv = Callable[..., list[str]]
 
 TEXTS = ["I love this game", "worst update, I hate it", "the best game"]
 LEVEL_KEYS = {
-    "concurrency", "duration_s", "ok", "errors", "error_kinds", "unfinished_at_end", "rps",
-    "n", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms", "server_cpu_cores",
-    "client_cpu_cores", "client_cpu_us_per_request", "machine_cores",
+    "concurrency",
+    "duration_s",
+    "ok",
+    "errors",
+    "error_kinds",
+    "unfinished_at_end",
+    "rps",
+    "n",
+    "mean_ms",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "server_cpu_cores",
+    "client_cpu_cores",
+    "client_cpu_us_per_request",
+    "machine_cores",
 }
 
 
 def test_bench_server_measures_every_level(tiny_bundle: Path, tiny_server_argv: Argv) -> None:
     port = http.free_port()
     result = http.bench_server(
-        "tiny", tiny_server_argv(tiny_bundle, port), {}, port, TEXTS, [1, 4],
-        warmup=0.2, duration=0.8, timeout=5.0, log=lambda _: None,
+        "tiny",
+        tiny_server_argv(tiny_bundle, port),
+        {},
+        port,
+        TEXTS,
+        [1, 4],
+        warmup=0.2,
+        duration=0.8,
+        timeout=5.0,
+        log=lambda _: None,
     )
     assert "skipped" not in result
     assert [lvl["concurrency"] for lvl in result["levels"]] == [1, 4]
@@ -36,19 +58,37 @@ def test_bench_server_measures_every_level(tiny_bundle: Path, tiny_server_argv: 
 def test_non_2xx_answers_are_counted_as_errors(tiny_bundle: Path, tiny_server_argv: Argv) -> None:
     port = http.free_port()
     with http.Server("tiny", tiny_server_argv(tiny_bundle, port, "--fail-every", "5"), port) as s:
-        row = http.run_level("127.0.0.1", port, http.build_requests(TEXTS, "127.0.0.1", port),
-                             2, 0.1, 0.6, 5.0, s.pid)
+        row = http.run_level(
+            "127.0.0.1",
+            port,
+            http.build_requests(TEXTS, "127.0.0.1", port),
+            2,
+            0.1,
+            0.6,
+            5.0,
+            s.pid,
+        )
     assert row["ok"] > 0
     assert row["error_kinds"].get("http_503", 0) == row["errors"] > 0
     assert row["errors"] == pytest.approx((row["ok"] + row["errors"]) / 5, abs=3)
 
 
-def test_slow_server_times_out_and_the_run_stays_bounded(tiny_bundle: Path, tiny_server_argv: Argv) -> None:
+def test_slow_server_times_out_and_the_run_stays_bounded(
+    tiny_bundle: Path, tiny_server_argv: Argv
+) -> None:
     port = http.free_port()
     with http.Server("slow", tiny_server_argv(tiny_bundle, port, "--sleep-ms", "3000"), port) as s:
         start = time.monotonic()
-        row = http.run_level("127.0.0.1", port, http.build_requests(TEXTS, "127.0.0.1", port),
-                             8, 0.0, 1.0, 0.3, s.pid)
+        row = http.run_level(
+            "127.0.0.1",
+            port,
+            http.build_requests(TEXTS, "127.0.0.1", port),
+            8,
+            0.0,
+            1.0,
+            0.3,
+            s.pid,
+        )
         elapsed = time.monotonic() - start
     assert row["ok"] == 0
     assert row["error_kinds"].get("timeout", 0) >= 8  # every worker timed out at least once
@@ -57,17 +97,28 @@ def test_slow_server_times_out_and_the_run_stays_bounded(tiny_bundle: Path, tiny
 
 def test_a_refused_connection_is_an_error_not_a_hang() -> None:
     port = http.free_port()  # nothing listens there
-    row = http.run_level("127.0.0.1", port, http.build_requests(TEXTS, "127.0.0.1", port),
-                         2, 0.0, 0.3, 0.5)
+    row = http.run_level(
+        "127.0.0.1", port, http.build_requests(TEXTS, "127.0.0.1", port), 2, 0.0, 0.3, 0.5
+    )
     assert row["ok"] == 0 and row["errors"] > 0
     assert all(kind.startswith("connect:") for kind in row["error_kinds"])
 
 
-def test_a_server_that_cannot_start_is_skipped_with_its_log(tmp_path: Path, tiny_server_argv: Argv) -> None:
+def test_a_server_that_cannot_start_is_skipped_with_its_log(
+    tmp_path: Path, tiny_server_argv: Argv
+) -> None:
     port = http.free_port()
     result = http.bench_server(
-        "broken", tiny_server_argv(tmp_path / "no-bundle", port), {}, port, TEXTS, [1],
-        warmup=0.1, duration=0.1, timeout=1.0, log=lambda _: None,
+        "broken",
+        tiny_server_argv(tmp_path / "no-bundle", port),
+        {},
+        port,
+        TEXTS,
+        [1],
+        warmup=0.1,
+        duration=0.1,
+        timeout=1.0,
+        log=lambda _: None,
     )
     assert result["levels"] == []
     assert "exited with code" in result["skipped"] and "bundle" in result["skipped"]

@@ -13,10 +13,24 @@ def test_locust_runs_headless_with_no_failures(
 ) -> None:
     port = http.free_port()
     with http.Server("tiny", tiny_server_argv(tiny_bundle, port), port):
-        code = main([
-            "--host", f"http://127.0.0.1:{port}", "--data", str(tiny_data), "--users", "5",
-            "--spawn-rate", "5", "--run-time", "3s", "--out-dir", str(tmp_path), "--name", "t",
-        ])
+        code = main(
+            [
+                "--host",
+                f"http://127.0.0.1:{port}",
+                "--data",
+                str(tiny_data),
+                "--users",
+                "5",
+                "--spawn-rate",
+                "5",
+                "--run-time",
+                "3s",
+                "--out-dir",
+                str(tmp_path),
+                "--name",
+                "t",
+            ]
+        )
     summary = json.loads((tmp_path / "t_summary.json").read_text())
     assert code == 0
     assert summary["failures"] == 0 and summary["requests"] > 0 and summary["users"] == 5
@@ -30,10 +44,22 @@ def test_locust_reports_failed_requests(
 ) -> None:
     port = http.free_port()
     with http.Server("tiny", tiny_server_argv(tiny_bundle, port, "--fail-every", "3"), port):
-        code = main([
-            "--host", f"http://127.0.0.1:{port}", "--users", "2", "--spawn-rate", "2",
-            "--run-time", "2s", "--out-dir", str(tmp_path), "--name", "f",
-        ])
+        code = main(
+            [
+                "--host",
+                f"http://127.0.0.1:{port}",
+                "--users",
+                "2",
+                "--spawn-rate",
+                "2",
+                "--run-time",
+                "2s",
+                "--out-dir",
+                str(tmp_path),
+                "--name",
+                "f",
+            ]
+        )
     summary = json.loads((tmp_path / "f_summary.json").read_text())
     assert code != 0
     assert summary["failures"] > 0

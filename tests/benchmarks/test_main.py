@@ -11,25 +11,58 @@ from benchmarks.__main__ import main, parse_args
 SERVICE_PRESENT = importlib.util.find_spec("service.__main__") is not None
 
 
-def test_quick_run_writes_json_markdown_and_plots(tiny_bundle: Path, tiny_data: Path, tmp_path: Path) -> None:
+def test_quick_run_writes_json_markdown_and_plots(
+    tiny_bundle: Path, tiny_data: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "results"
-    code = main([
-        "--bundle", str(tiny_bundle), "--data", str(tiny_data), "--quick", "--skip-peers",
-        "--levels", "1,2", "--duration", "0.5", "--warmup", "0.2", "--out-dir", str(out),
-        "--batches", "1,2", "--seq-lens", "8", "--fp32-model", str(tiny_bundle / "model.onnx"),
-    ])
+    code = main(
+        [
+            "--bundle",
+            str(tiny_bundle),
+            "--data",
+            str(tiny_data),
+            "--quick",
+            "--skip-peers",
+            "--levels",
+            "1,2",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.2",
+            "--out-dir",
+            str(out),
+            "--batches",
+            "1,2",
+            "--seq-lens",
+            "8",
+            "--fp32-model",
+            str(tiny_bundle / "model.onnx"),
+        ]
+    )
     assert code == 0
     (json_path,) = out.glob("*-quick.json")
     results = json.loads(json_path.read_text())
-    assert {"schema", "run_id", "machine", "bundle", "texts", "settings", "engine", "http",
-            "targets", "elapsed_s"} <= set(results)
-    assert results["machine"]["logical_cores"] >= 1 and results["machine"]["versions"]["onnxruntime"]
+    assert {
+        "schema",
+        "run_id",
+        "machine",
+        "bundle",
+        "texts",
+        "settings",
+        "engine",
+        "http",
+        "targets",
+        "elapsed_s",
+    } <= set(results)
+    assert (
+        results["machine"]["logical_cores"] >= 1 and results["machine"]["versions"]["onnxruntime"]
+    )
     assert results["texts"]["count"] == 4
     engine = results["engine"]
     assert {r["precision"] for r in engine["grid"]} == {"int8", "fp32"}
     assert len(engine["grid"]) == 2 * 2 * 1 * 1  # precisions x batches x lengths x threads
     assert engine["tokenizer"]["texts"] == 4 and engine["profile"]["ops"]
-    assert [t["name"] for t in results["targets"]][0].startswith("RPS at")
+    assert next(t["name"] for t in results["targets"]).startswith("RPS at")
     if SERVICE_PRESENT:
         names = [s["name"] for s in results["http"]["servers"]]
         assert names == ["ours-direct", "ours-batched"]
@@ -43,10 +76,22 @@ def test_quick_run_writes_json_markdown_and_plots(tiny_bundle: Path, tiny_data: 
 
 
 def test_missing_fp32_model_is_a_note_not_a_failure(tiny_bundle: Path, tmp_path: Path) -> None:
-    code = main([
-        "--bundle", str(tiny_bundle), "--quick", "--skip-http", "--batches", "1", "--seq-lens", "8",
-        "--fp32-model", str(tmp_path / "absent.onnx"), "--out-dir", str(tmp_path),
-    ])
+    code = main(
+        [
+            "--bundle",
+            str(tiny_bundle),
+            "--quick",
+            "--skip-http",
+            "--batches",
+            "1",
+            "--seq-lens",
+            "8",
+            "--fp32-model",
+            str(tmp_path / "absent.onnx"),
+            "--out-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     (json_path,) = tmp_path.glob("*.json")
     engine = json.loads(json_path.read_text())["engine"]

@@ -18,10 +18,18 @@ def test_handler_rejects_bad_input_with_json_4xx() -> None:
     client = TestClient(make_app(lambda text: scores_to_result(LABELS, [0.25, 0.75])))
     ok = client.post("/predict", json={"text": "hi"})
     assert ok.status_code == 200
-    assert ok.json() == {"label": "Positive", "score": 0.75,
-                         "scores": {"Negative": 0.25, "Positive": 0.75}}
-    for body, status in ((b"{not json", 400), (b'{"text": ""}', 422), (b'{"txt": "a"}', 422),
-                         (b"[1]", 422), (b'{"text": 5}', 422)):
+    assert ok.json() == {
+        "label": "Positive",
+        "score": 0.75,
+        "scores": {"Negative": 0.25, "Positive": 0.75},
+    }
+    for body, status in (
+        (b"{not json", 400),
+        (b'{"text": ""}', 422),
+        (b'{"txt": "a"}', 422),
+        (b"[1]", 422),
+        (b'{"text": 5}', 422),
+    ):
         response = client.post("/predict", content=body)
         assert response.status_code == status and "error" in response.json()
     assert client.post("/predict", json={"text": "x" * 10_001}).status_code == 413
@@ -32,17 +40,24 @@ def reference_probabilities(bundle_dir: Path, text: str) -> list[float]:
     bundle = load_bundle(bundle_dir)
     tokenizer = engine.load_tokenizer(bundle.tokenizer_path, bundle.max_length)
     session = engine.make_session(bundle.model_path, 1)
-    logits = session.run(None, engine.make_feed(session, *engine.padded([tokenizer.encode(text)], 0)))
+    logits = session.run(
+        None, engine.make_feed(session, *engine.padded([tokenizer.encode(text)], 0))
+    )
     exp = np.exp(logits[0][0] - logits[0][0].max())
-    return (exp / exp.sum()).tolist()
+    return [float(p) for p in exp / exp.sum()]
 
 
 @pytest.mark.skipif(peer_deps_missing() is not None, reason=str(peer_deps_missing()))
 def test_optimum_peer_matches_the_onnx_model(tiny_bundle: Path, tmp_path: Path) -> None:
     from benchmarks.peers.optimum_ort import load_predictor
 
-    folder = prepare_model_dir(tiny_bundle / "model.onnx", tiny_bundle / "tokenizer.json", LABELS,
-                               None, tmp_path / "optimum")
+    folder = prepare_model_dir(
+        tiny_bundle / "model.onnx",
+        tiny_bundle / "tokenizer.json",
+        LABELS,
+        None,
+        tmp_path / "optimum",
+    )
     predict = load_predictor(folder, max_length=32)
     for text in ("I love this game", "worst update, I hate it"):
         result = predict(text)

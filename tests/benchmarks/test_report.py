@@ -8,27 +8,59 @@ from benchmarks.__main__ import compare, targets
 
 
 def level(concurrency: int, rps: float, errors: int = 0, p99: float = 100.0) -> dict[str, Any]:
-    return {"concurrency": concurrency, "rps": rps, "errors": errors, "p50_ms": p99 / 2,
-            "p95_ms": p99 * 0.9, "p99_ms": p99, "server_cpu_cores": 1.5,
-            "client_cpu_cores": 0.1, "client_cpu_us_per_request": 60.0}
+    return {
+        "concurrency": concurrency,
+        "rps": rps,
+        "errors": errors,
+        "p50_ms": p99 / 2,
+        "p95_ms": p99 * 0.9,
+        "p99_ms": p99,
+        "server_cpu_cores": 1.5,
+        "client_cpu_cores": 0.1,
+        "client_cpu_us_per_request": 60.0,
+    }
 
 
 def results(ours_rps: float, ours_errors: int, seed_rps: float, ceiling: float) -> dict[str, Any]:
     return {
         "run_id": "test",
-        "machine": {"cpu_model": "cpu", "logical_cores": 2, "physical_cores": 2, "memory_gb": 1,
-                    "cpu_flags": [], "os": "os", "python": "3.11", "versions": {"onnxruntime": "1"},
-                    "busy_processes": []},
+        "machine": {
+            "cpu_model": "cpu",
+            "logical_cores": 2,
+            "physical_cores": 2,
+            "memory_gb": 1,
+            "cpu_flags": [],
+            "os": "os",
+            "python": "3.11",
+            "versions": {"onnxruntime": "1"},
+            "busy_processes": [],
+        },
         "bundle": {"path": "b", "model_name": "m", "max_length": 128, "sha256": "0" * 64},
         "texts": {"source": "s"},
         "settings": {},
-        "engine": {"real_texts": [{"order": "arrival", "batch": 8, "threads": 2,
-                                   "texts_per_s": ceiling, "batch_p50_ms": 1.0, "batch_p99_ms": 2.0}]},
-        "http": {"notes": [], "servers": [
-            {"name": "ours-batched", "levels": [level(8, 200.0), level(500, ours_rps, ours_errors, 400)]},
-            {"name": "seed-tf", "levels": [level(8, 20.0), level(500, seed_rps, 0, 30000)]},
-            {"name": "optimum-ort", "levels": [], "skipped": "optimum is not installed"},
-        ]},
+        "engine": {
+            "real_texts": [
+                {
+                    "order": "arrival",
+                    "batch": 8,
+                    "threads": 2,
+                    "texts_per_s": ceiling,
+                    "batch_p50_ms": 1.0,
+                    "batch_p99_ms": 2.0,
+                }
+            ]
+        },
+        "http": {
+            "notes": [],
+            "servers": [
+                {
+                    "name": "ours-batched",
+                    "levels": [level(8, 200.0), level(500, ours_rps, ours_errors, 400)],
+                },
+                {"name": "seed-tf", "levels": [level(8, 20.0), level(500, seed_rps, 0, 30000)]},
+                {"name": "optimum-ort", "levels": [], "skipped": "optimum is not installed"},
+            ],
+        },
     }
 
 
