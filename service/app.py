@@ -416,6 +416,7 @@ def _install_drain(state: ServiceState) -> dict[int, Any]:
 @contextlib.asynccontextmanager
 async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
     settings = state.settings
+    state.draining = False  # an app may be started again after a shutdown (tests do)
     try:
         bundle = await asyncio.to_thread(load_bundle, settings.bundle, True)
         engine = await asyncio.to_thread(Engine, bundle, threads=settings.threads)
