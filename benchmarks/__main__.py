@@ -92,12 +92,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra environment for the service (repeatable), e.g. SENTIMENT_THREADS=2",
     )
-    p.add_argument("--api-key", default=None, help="sent as X-API-Key when the service wants one")
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help="sent as `Authorization: Bearer KEY` (also set as SENTIMENT_API_KEY)",
+    )
     p.add_argument(
         "--server-cpus",
         type=_ints,
         default=None,
         help="pin servers to these CPU ids (default: no pinning, the OS schedules)",
+    )
+    p.add_argument(
+        "--py-spy",
+        choices=["ours", "all", "none"],
+        default="ours",
+        help="after the measured levels, one extra uncounted top-level run sampled by py-spy: "
+        "for our reference mode (default), every server, or none",
     )
     p.add_argument("--batches", type=_ints, default=None, help="engine batch sizes")
     p.add_argument("--seq-lens", type=_ints, default=None, help="engine sequence lengths")
@@ -177,7 +188,7 @@ def run_engine(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[
 def run_http(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[str, Any]:
     notes: list[str] = []
     servers: list[dict[str, Any]] = []
-    headers = {"X-API-Key": args.api_key} if args.api_key else None
+    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else None
     common = dict(
         levels=args.levels,
         warmup=args.warmup,
@@ -185,6 +196,7 @@ def run_http(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[st
         timeout=args.timeout,
         cpus=args.server_cpus,
     )
+    peer_common = {**common, "profile": args.py_spy == "all"}
     port = http.free_port()
     extra_env = dict(item.split("=", 1) for item in args.service_env)
     if importlib.util.find_spec("service.__main__") is None:
@@ -213,13 +225,15 @@ def run_http(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[st
                         port,
                         texts,
                         headers=headers,
+                        profile=args.py_spy == "all"
+                        or (args.py_spy == "ours" and mode == args.reference_mode),
                         **common,
                     ),
                     "ours": True,
                 }
             )
     if not args.skip_peers:
-        servers += run_peers(args, bundle, texts, port, common, notes)
+        servers += run_peers(args, bundle, texts, port, peer_common, notes)
     for note in notes:
         print(f"  note: {note}")
     return {"servers": servers, "notes": notes}

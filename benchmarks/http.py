@@ -24,13 +24,14 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from benchmarks import pyspy
 from benchmarks.stats import latency_summary
 
 
@@ -227,8 +228,12 @@ def run_level(
     duration: float,
     timeout: float,
     server_pid: int | None = None,
+    at_window_start: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
-    """One closed-loop level: RPS, latency percentiles, errors, and CPU of server vs client."""
+    """One closed-loop level: RPS, latency percentiles, errors, and CPU of server vs client.
+
+    `at_window_start` is called when the measurement window opens (e.g. to start a profiler).
+    """
     client = [psutil.Process()]
     server = _tree(server_pid) if server_pid else []
 
@@ -237,6 +242,8 @@ def run_level(
 
         async def sample_cpu(at: float, key: str) -> None:
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            if key == "start" and at_window_start is not None:
+                at_window_start()
             cpu[f"client_{key}"] = _cpu_seconds(client)
             cpu[f"server_{key}"] = _cpu_seconds(server)
             cpu[f"wall_{key}"] = time.perf_counter()
@@ -387,12 +394,14 @@ def bench_server(
     headers: dict[str, str] | None = None,
     cpus: Sequence[int] | None = None,
     startup_timeout: float = 180.0,
+    profile: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
     """Every concurrency level against a freshly started server.
 
     A fresh server per level keeps one level's backlog (a slow peer still working through
-    requests whose clients timed out) from leaking into the next.
+    requests whose clients timed out) from leaking into the next. With `profile`, one more
+    run at the top level is sampled by py-spy; it is reported apart and never counted.
     """
     requests = build_requests(texts, "127.0.0.1", port, headers=headers)
     result: dict[str, Any] = {"name": name, "argv": list(argv), "levels": []}
@@ -416,7 +425,55 @@ def bench_server(
             f"{row['p99_ms']} ms  errors {row['errors']}  cpu server {row['server_cpu_cores']} "
             f"client {row['client_cpu_cores']}"
         )
+    if profile and levels:
+        result["py_spy"] = profile_run(
+            name, argv, env, port, requests, max(levels), warmup, duration, timeout, cpus,
+            startup_timeout,
+        )  # fmt: skip
+        cats = result["py_spy"].get("categories", [])
+        log(f"  {name} py-spy: " + ", ".join(f"{c['category']} {c['share']:.0%}" for c in cats[:5])
+            + result["py_spy"].get("skipped", ""))  # fmt: skip
     return result
+
+
+def profile_run(
+    name: str,
+    argv: Sequence[str],
+    env: dict[str, str],
+    port: int,
+    requests: Sequence[bytes],
+    level: int,
+    warmup: float,
+    duration: float,
+    timeout: float,
+    cpus: Sequence[int] | None,
+    startup_timeout: float,
+) -> dict[str, Any]:
+    """An extra, uncounted run at `level` with py-spy sampling the server during the window."""
+    if pyspy.binary() is None:
+        return {"skipped": "py-spy is not installed (pip install py-spy)"}
+    raw = Path(tempfile.mkstemp(prefix=f"pyspy-{name}-", suffix=".txt")[1])
+    sampler: list[subprocess.Popen[bytes]] = []
+    server = Server(name, argv, port, env, startup_timeout=startup_timeout, cpus=cpus)
+    try:
+        server.start()
+        row = run_level(
+            "127.0.0.1", port, requests, level, warmup, duration, timeout, server.pid,
+            at_window_start=lambda: sampler.append(pyspy.start(server.pid, duration, raw)),
+        )  # fmt: skip
+        if sampler:
+            _, err = sampler[0].communicate(timeout=duration + 30)
+            if sampler[0].returncode != 0 or raw.stat().st_size == 0:
+                return {"skipped": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
+        return {"level": level, "rps_while_sampled": row["rps"], **pyspy.summarize(raw)}
+    except (ServerError, OSError, subprocess.SubprocessError) as exc:
+        return {"skipped": f"profile run failed: {exc}"}
+    finally:
+        for proc in sampler:
+            if proc.poll() is None:
+                proc.kill()
+        server.stop()
+        raw.unlink(missing_ok=True)
 
 
 def python_module(module: str, *args: str) -> list[str]:

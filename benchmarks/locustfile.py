@@ -29,7 +29,7 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--tweets-limit", type=int, default=2000, help="how many tweets to sample")
     parser.add_argument("--wait-min", type=float, default=0.0, help="think time minimum (s)")
     parser.add_argument("--wait-max", type=float, default=0.0, help="think time maximum (s)")
-    parser.add_argument("--api-key", default="", help="sent as X-API-Key when set")
+    parser.add_argument("--api-key", default="", help="sent as Authorization: Bearer KEY")
     parser.add_argument("--request-timeout", type=float, default=30.0, help="per request (s)")
     parser.add_argument("--summary-json", default="", help="write final totals here on exit")
 
@@ -82,7 +82,7 @@ class TweetUser(FastHttpUser):
     def on_start(self) -> None:
         options = self.environment.parsed_options
         self.wait_range = (options.wait_min, max(options.wait_min, options.wait_max))
-        self.headers = {"X-API-Key": options.api_key} if options.api_key else {}
+        self.headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
         self.rng = random.Random()
 
     def wait_time(self) -> float:

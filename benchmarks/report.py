@@ -177,6 +177,26 @@ def http_section(results: dict[str, Any]) -> list[str]:
         ],
         rows,
     )
+    for server in servers:
+        spy = server.get("py_spy")
+        if not spy:
+            continue
+        if spy.get("skipped"):
+            lines += [f"- py-spy for {server['name']}: skipped ({spy['skipped']})", ""]
+            continue
+        lines += [
+            f"Where {server['name']}'s time goes at concurrency {spy['level']} (py-spy, "
+            f"{spy['samples']} samples in an extra run at {spy['rps_while_sampled']} rps, not counted above):",
+            "",
+        ]
+        lines += _table(
+            ["category", "share of samples"],
+            [[c["category"], f"{c['share']:.1%}"] for c in spy["categories"]],
+        )
+        lines += _table(
+            ["function (self time)", "share"],
+            [[f"`{f['function']}`", f"{f['share']:.1%}"] for f in spy["top_self"][:8]],
+        )
     skipped = [s for s in servers if s.get("skipped")]
     for server in skipped:
         reason = server["skipped"].splitlines()[0] if server["skipped"] else ""

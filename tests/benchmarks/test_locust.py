@@ -1,8 +1,11 @@
 """The Locust file, headless for a few seconds against a real tiny server."""
 
+import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from benchmarks import http
 from benchmarks.load import main
@@ -64,3 +67,15 @@ def test_locust_reports_failed_requests(
     assert code != 0
     assert summary["failures"] > 0
     assert "built-in" in summary["tweets"]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("service.__main__") is None, reason="service not in this tree yet"
+)
+def test_load_starts_and_stops_the_real_service(tiny_bundle: Path, tmp_path: Path) -> None:
+    code = main([
+        "--bundle", str(tiny_bundle), "--users", "4", "--spawn-rate", "4", "--run-time", "2s",
+        "--out-dir", str(tmp_path), "--name", "s",
+    ])  # fmt: skip
+    summary = json.loads((tmp_path / "s_summary.json").read_text())
+    assert code == 0 and summary["failures"] == 0 and summary["requests"] > 0

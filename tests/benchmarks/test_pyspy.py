@@ -1,0 +1,45 @@
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from benchmarks import http, pyspy
+
+
+def test_summarize_groups_samples_by_innermost_known_frame(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        'process 1:"python -m service";main (service/__main__.py:10);'
+        "run (onnxruntime/capi/onnxruntime_inference_collection.py:266) 6\n"
+        'process 1:"python -m service";handle (uvicorn/protocols/http/httptools_impl.py:40);'
+        "encode (service/engine.py:80) 3\n"
+        'process 1:"python -m service";main (service/__main__.py:10) 1\n'
+        "garbage line without a count\n"
+    )
+    summary = pyspy.summarize(raw)
+    assert summary["samples"] == 10
+    assert summary["categories"] == [
+        {"category": "onnxruntime session.run", "share": 0.6},
+        {"category": "tokenizer", "share": 0.3},
+        {"category": "other Python", "share": 0.1},
+    ]
+    assert summary["top_self"][0] == {
+        "function": "run (onnxruntime/capi/onnxruntime_inference_collection.py)",
+        "share": 0.6,
+    }
+
+
+@pytest.mark.skipif(pyspy.binary() is None, reason="py-spy is not installed")
+def test_profile_run_samples_a_live_server(
+    tiny_bundle: Path, tiny_server_argv: Callable[..., list[str]]
+) -> None:
+    port = http.free_port()
+    result = http.bench_server(
+        "tiny", tiny_server_argv(tiny_bundle, port), {}, port, ["I love this game"], [2],
+        warmup=0.2, duration=1.0, timeout=5.0, profile=True, log=lambda _: None,
+    )  # fmt: skip
+    spy = result["py_spy"]
+    assert "skipped" not in spy, spy.get("skipped")
+    assert spy["level"] == 2 and spy["samples"] > 0
+    assert sum(c["share"] for c in spy["categories"]) == pytest.approx(1.0, abs=0.01)
+    assert len(result["levels"]) == 1  # the profiled run is not one of the counted levels
