@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import configparser
 import importlib.metadata as metadata
 import json
 import re
@@ -267,3 +268,12 @@ def test_image_environment_is_valid_settings(dockerfile: Dockerfile) -> None:
     assert env.keys() <= known, f"unknown settings: {sorted(env.keys() - known)}"
     settings = Settings.from_env(env)
     assert str(settings.bundle) == env["SENTIMENT_BUNDLE"]
+
+
+def test_version_label_defaults_to_the_package_version(dockerfile: Dockerfile) -> None:
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    versions = [
+        a.args.split("=", 1)[1] for a in dockerfile.runtime.all("ARG") if "VERSION=" in a.args
+    ]
+    assert versions == [config["metadata"]["version"]]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from service.settings import PREFIX, Settings
 from tests.deploy.conftest import K8S, REPO, Dockerfile
@@ -172,3 +173,11 @@ def test_grace_period_covers_prestop_and_the_drain(manifests: dict[str, dict[str
         + SHUTDOWN_MARGIN_S
     )
     assert pod["terminationGracePeriodSeconds"] >= needed
+
+
+def test_kustomization_covers_every_manifest(manifests: dict[str, dict[str, Any]]) -> None:
+    kustomization = yaml.safe_load((K8S.parent / "kustomization.yaml").read_text())
+    listed = {K8S.parent / r for r in kustomization["resources"]}
+    assert listed == set(K8S.glob("*.yaml"))
+    image = container(manifests)["image"].rsplit(":", 1)[0]
+    assert [i["name"] for i in kustomization["images"]] == [image]
