@@ -442,7 +442,7 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
         extra={
             "model": bundle.model_name,
             "bundle_sha256": state.bundle_sha256,
-            **_public(settings),
+            "settings": settings.public(),
         },
     )
     try:
@@ -456,10 +456,6 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
             signal.signal(sig, handler)
         state.metrics.process_exited()
         log.info("stopped")
-
-
-def _public(settings: Settings) -> dict[str, Any]:
-    return {f"setting_{key}": value for key, value in settings.public().items()}
 
 
 def create_app(settings: Settings) -> Starlette:

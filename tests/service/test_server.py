@@ -1,0 +1,288 @@
+"""The real thing: `python -m service` (uvicorn, uvloop, httptools) on a free loopback port.
+
+Concurrency, overload, SIGTERM draining, several workers and refusing to start, all checked
+from the outside as a client sees them. Nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.bundle import load_bundle
+from service.engine import Engine
+from tests.service.tiny_bundle import build_bundle
+
+pytestmark = pytest.mark.timeout(180)
+REPO = Path(__file__).resolve().parents[2]
+TEXTS = [
+    "I love this game!",
+    "awful update today, servers broken again",
+    "the movie is the best",
+    "great " * 30,
+    "sad sad sad",
+    "this is it",
+    "i hate the new update",
+    "happy 😀 today",
+    "a",
+    "worst game? bad",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(self.url + "/metrics").text
+        found = re.findall(rf"^{re.escape(name)} (\S+)$", text, flags=re.M)
+        return sum(float(x) for x in found)
+
+
+def start(tmp_path: Path, bundle: Path, *args: str, wait: bool = True, **env: str) -> Server:
+    port = free_port()
+    log = tmp_path / f"server-{port}.log"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")}
+    environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    environ.update(
+        SENTIMENT_BUNDLE=str(bundle),
+        SENTIMENT_PORT=str(port),
+        SENTIMENT_HOST="127.0.0.1",
+        SENTIMENT_LOG_LEVEL="info",
+        **env,
+    )
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", *args],
+            cwd=REPO,
+            env=environ,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, port, log)
+    if wait:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"server exited {process.returncode}:\n{server.logs()}")
+            try:
+                if httpx.get(server.url + "/ready", timeout=1).status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        pytest.fail(f"server not ready:\n{server.logs()}")
+    return server
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def sluggish_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Same answers as the tiny model, but each text costs milliseconds: queues build up."""
+    return build_bundle(tmp_path_factory.mktemp("sluggish") / "b", slow=160)
+
+
+def expected(bundle: Path, texts: list[str]) -> dict[str, dict[str, float]]:
+    engine = Engine(load_bundle(bundle), threads=1)
+    out = {}
+    for text in texts:
+        probs = engine.infer([engine.encode([text])[0].ids])[0]
+        out[text] = dict(zip(engine.labels, probs.tolist(), strict=True))
+    return out
+
+
+async def fire(url: str, bodies: list[dict[str, object]], limit: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=limit, max_keepalive_connections=limit)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        return list(await asyncio.gather(*(client.post("/predict", json=b) for b in bodies)))
+
+
+def check_answers(
+    responses: list[httpx.Response],
+    bodies: list[dict[str, object]],
+    truth: dict[str, dict[str, float]],
+) -> None:
+    for body, response in zip(bodies, responses, strict=True):
+        assert response.status_code == 200, response.text
+        got = response.json()
+        want = truth[str(body["text"])]
+        assert got["label"] == max(want, key=want.__getitem__)
+        assert np.allclose([got["scores"][k] for k in want], list(want.values()), atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("mode", ["batched", "direct"])
+def test_300_concurrent_requests_all_answered_correctly(
+    tmp_path: Path, tiny_bundle: Path, servers: list[Server], mode: str
+) -> None:
+    server = start(tmp_path, tiny_bundle, SENTIMENT_MODE=mode)
+    servers.append(server)
+    bodies: list[dict[str, object]] = [{"text": TEXTS[i % len(TEXTS)]} for i in range(300)]
+    responses = asyncio.run(fire(server.url, bodies, limit=300))
+    check_answers(responses, bodies, expected(tiny_bundle, TEXTS))
+    assert (
+        server.metric('sentiment_requests_total{method="POST",route="/predict",status="200"}')
+        == 300
+    )
+    if mode == "batched":
+        assert server.metric("sentiment_batch_size_count") < 300  # texts shared batches
+
+
+def test_tiny_queue_under_load_gives_503s_and_nothing_else(
+    tmp_path: Path, sluggish_bundle: Path, servers: list[Server]
+) -> None:
+    server = start(
+        tmp_path, sluggish_bundle, SENTIMENT_QUEUE_SIZE="4", SENTIMENT_MAX_TEXTS="4",
+        SENTIMENT_MAX_BATCH="2",
+    )  # fmt: skip
+    servers.append(server)
+    truth = expected(sluggish_bundle, TEXTS)
+    rss = []
+    for _ in range(4):  # sustained overload: memory must not keep growing
+        bodies: list[dict[str, object]] = [{"text": TEXTS[i % len(TEXTS)]} for i in range(200)]
+        responses = asyncio.run(fire(server.url, bodies, limit=200))
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {200, 503}, sorted(set(codes))
+        assert 0 < codes.count(200) < 200 and codes.count(503) > 0
+        ok = [(b, r) for b, r in zip(bodies, responses, strict=True) if r.status_code == 200]
+        check_answers([r for _, r in ok], [b for b, _ in ok], truth)
+        for response in responses:
+            if response.status_code == 503:
+                assert response.json()["error"]["type"] == "overloaded"  # refused at the door
+                assert response.headers["retry-after"] == "1"
+        rss.append(server.metric("process_resident_memory_bytes"))
+    assert rss[-1] - rss[1] < 40e6, rss  # flat after the first round (allocator warm-up)
+    assert server.metric("sentiment_queue_depth") == 0
+
+
+def test_sigterm_during_load_loses_no_accepted_request(
+    tmp_path: Path, sluggish_bundle: Path, servers: list[Server]
+) -> None:
+    server = start(
+        tmp_path, sluggish_bundle, SENTIMENT_DRAIN_DELAY_S="0.5", SENTIMENT_MAX_BATCH="2"
+    )
+    servers.append(server)
+    truth = expected(sluggish_bundle, TEXTS)
+    bodies: list[dict[str, object]] = [{"text": TEXTS[i % len(TEXTS)]} for i in range(120)]
+
+    async def scenario() -> tuple[list[httpx.Response], int]:
+        load = asyncio.ensure_future(fire(server.url, bodies, limit=120))
+        async with httpx.AsyncClient(base_url=server.url) as probe:
+            while True:  # every request accepted by the app (running or answered)?
+                metrics = (await probe.get("/metrics")).text
+                accepted = _value(metrics, "sentiment_requests_in_progress") - 1
+                done = _value(metrics, "sentiment_requests_total", 'route="/predict"')
+                if accepted + done >= len(bodies):
+                    break
+                await asyncio.sleep(0.01)
+        assert done < len(bodies), "the load finished before SIGTERM: the model is too fast"
+        server.process.send_signal(signal.SIGTERM)
+        async with httpx.AsyncClient(base_url=server.url) as probe:
+            ready = (await probe.get("/ready")).status_code  # still listening, but draining
+        return await load, ready
+
+    responses, ready = asyncio.run(scenario())
+    assert ready == 503
+    check_answers(responses, bodies, truth)
+    assert server.process.wait(timeout=60) == 0, server.logs()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + "/health")
+
+
+def _value(metrics: str, name: str, must: str = "") -> float:
+    total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith(name) and must in line and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_two_workers_serve_and_share_metrics(
+    tmp_path: Path, tiny_bundle: Path, servers: list[Server]
+) -> None:
+    server = start(tmp_path, tiny_bundle, "--workers", "2")
+    servers.append(server)
+    bodies: list[dict[str, object]] = [{"text": TEXTS[i % len(TEXTS)]} for i in range(100)]
+    responses = asyncio.run(fire(server.url, bodies, limit=50))
+    check_answers(responses, bodies, expected(tiny_bundle, TEXTS))
+    for _ in range(5):  # whichever worker answers /metrics, it reports both workers' traffic
+        total = server.metric(
+            'sentiment_requests_total{method="POST",route="/predict",status="200"}'
+        )
+        assert total == 100
+    info = httpx.get(server.url + "/info").json()
+    assert info["limits"]["workers"] == 2
+    assert info["limits"]["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    pids = set(re.findall(r'"process": (\d+)|\[(\d+)\]', server.logs()))
+    assert pids, "worker processes should log"
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0, server.logs()
+
+
+def test_logs_are_json_lines(tmp_path: Path, tiny_bundle: Path, servers: list[Server]) -> None:
+    server = start(tmp_path, tiny_bundle)
+    servers.append(server)
+    httpx.post(server.url + "/predict", json={"text": "good"})
+    server.process.send_signal(signal.SIGTERM)
+    server.process.wait(timeout=30)
+    lines = [json.loads(line) for line in server.logs().splitlines() if line.strip()]
+    assert any(line["msg"] == "ready" for line in lines)
+    access = [line for line in lines if line["logger"] == "service.access"]
+    predict = [line for line in access if line["path"] == "/predict"]
+    assert len(predict) == 1 and predict[0]["status"] == 200 and predict[0]["method"] == "POST"
+
+
+def test_refuses_to_start_on_an_altered_bundle_or_bad_settings(
+    tmp_path: Path, tiny_bundle: Path
+) -> None:
+    altered = build_bundle(tmp_path / "altered")
+    (altered / "config.json").write_text(
+        (altered / "config.json").read_text().replace("tiny-test", "evil")
+    )
+    server = start(tmp_path, altered, wait=False)
+    assert server.process.wait(timeout=60) == 2
+    assert "config.json: sha256 does not match the manifest" in server.logs()
+    server = start(tmp_path, tiny_bundle, wait=False, SENTIMENT_MAX_BATCH="zero")
+    assert server.process.wait(timeout=60) == 2
+    assert "SENTIMENT_MAX_BATCH='zero'" in server.logs()
