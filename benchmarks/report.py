@@ -142,10 +142,7 @@ def http_section(results: dict[str, Any]) -> list[str]:
     lines.append("")
     rows = []
     for server in servers:
-        if server.get("skipped"):
-            rows.append([server["name"], "skipped", *[None] * 9])
-            continue
-        for lvl in server["levels"]:
+        for lvl in server.get("levels", []):
             rows.append(
                 [
                     server["name"],
@@ -161,6 +158,8 @@ def http_section(results: dict[str, Any]) -> list[str]:
                     lvl["client_cpu_us_per_request"],
                 ]
             )
+        if server.get("skipped"):
+            rows.append([server["name"], "skipped", *[None] * 9])
     lines += _table(
         [
             "server",
@@ -199,8 +198,9 @@ def http_section(results: dict[str, Any]) -> list[str]:
         )
     skipped = [s for s in servers if s.get("skipped")]
     for server in skipped:
-        reason = server["skipped"].splitlines()[0] if server["skipped"] else ""
-        lines.append(f"- {server['name']} skipped: {reason}")
+        reason = " / ".join(line.strip() for line in server["skipped"].splitlines()[-3:])
+        done = f" after {len(server['levels'])} level(s)" if server.get("levels") else ""
+        lines.append(f"- {server['name']} skipped{done}: {reason[-600:]}")
     if skipped:
         lines.append("")
     return lines
