@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from benchmarks import engine, http, report
 from benchmarks.machine import describe, machine_info
 from benchmarks.peers.optimum_ort import peer_deps_missing, prepare_model_dir
@@ -37,6 +39,16 @@ def _ints(value: str) -> list[int]:
         ) from exc
     if not out or any(v < 1 for v in out):
         raise argparse.ArgumentTypeError(f"expected positive integers, got {value!r}")
+    return out
+
+
+def _cpu_ids(value: str) -> list[int]:
+    try:
+        out = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected CPU ids like 0,1, got {value!r}") from exc
+    if not out or any(v < 0 for v in out):
+        raise argparse.ArgumentTypeError(f"expected CPU ids like 0,1, got {value!r}")
     return out
 
 
@@ -102,9 +114,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--server-cpus",
-        type=_ints,
+        type=_cpu_ids,
         default=None,
-        help="pin servers to these CPU ids (default: no pinning, the OS schedules)",
+        help="pin servers to these CPU ids, e.g. 0,1 (default: no pinning, the OS schedules)",
+    )
+    p.add_argument(
+        "--client-cpus",
+        type=_cpu_ids,
+        default=None,
+        help="pin the load generator (this process) to these CPU ids (default: no pinning)",
     )
     p.add_argument(
         "--py-spy",
@@ -429,7 +447,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_engine:
         results["engine"] = run_engine(args, bundle, texts)
     if not args.skip_http:
-        results["http"] = run_http(args, bundle, texts)
+        me = psutil.Process()
+        before = me.cpu_affinity()
+        if args.client_cpus:
+            me.cpu_affinity(args.client_cpus)
+        try:
+            results["http"] = run_http(args, bundle, texts)
+        finally:
+            me.cpu_affinity(before)
+        results["http"]["pinning"] = {"server": args.server_cpus, "client": args.client_cpus}
         compare(results, args.reference_mode)
     results["targets"] = targets(results, args.reference_mode)
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)

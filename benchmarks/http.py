@@ -34,6 +34,9 @@ import psutil
 from benchmarks import pyspy
 from benchmarks.stats import latency_summary
 
+# The CPUs this process may use at start, before any client pinning (Linux; [] elsewhere).
+ALL_CPUS: list[int] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
 
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on right now."""
@@ -339,9 +342,9 @@ class Server:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        if self.cpus:
-            with contextlib.suppress(psutil.Error, AttributeError):
-                psutil.Process(self.process.pid).cpu_affinity(self.cpus)
+        # Explicitly, even unpinned: a pinned client must not hand its own affinity down.
+        with contextlib.suppress(psutil.Error, AttributeError):
+            psutil.Process(self.process.pid).cpu_affinity(self.cpus or ALL_CPUS)
         deadline = time.monotonic() + self.startup_timeout
         url = f"http://127.0.0.1:{self.port}{self.ready_path}"
         while time.monotonic() < deadline:

@@ -103,3 +103,9 @@ def test_missing_fp32_model_is_a_note_not_a_failure(tiny_bundle: Path, tmp_path:
 def test_bad_flags_are_rejected(bad: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--bundle", "b", *bad])
+
+
+def test_cpu_ids_accept_zero_and_reject_negatives() -> None:
+    assert parse_args(["--bundle", "b", "--server-cpus", "0,1"]).server_cpus == [0, 1]
+    with pytest.raises(SystemExit):
+        parse_args(["--bundle", "b", "--client-cpus", "-1"])
