@@ -241,6 +241,15 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _plain_log_y(ax: Any) -> None:
+    """Log y axis labelled 1, 10, 100 instead of 10^0, 6x10^1, ..."""
+    import matplotlib.ticker
+
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
 def plots(results: dict[str, Any], prefix: Path) -> list[Path]:
     """latency-vs-concurrency and throughput-vs-batch PNGs next to the JSON; [] without matplotlib."""
     try:
@@ -281,6 +290,7 @@ def plots(results: dict[str, Any], prefix: Path) -> list[Path]:
             ax.set_yscale("log")
             ax.set_xticks(ticks, [str(t) for t in ticks])
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            _plain_log_y(ax)
             ax.set_xlabel("concurrent clients (closed loop)")
             ax.set_ylabel(ylabel)
             ax.set_title(title)
@@ -297,7 +307,7 @@ def plots(results: dict[str, Any], prefix: Path) -> list[Path]:
         grid = engine.get("grid", [])
         best_threads = max((r["threads"] for r in grid), default=None)
         for precision in sorted({r["precision"] for r in grid}):
-            for seq_len in sorted({r["seq_len"] for r in grid}):
+            for index, seq_len in enumerate(sorted({r["seq_len"] for r in grid})):
                 rows = [
                     r
                     for r in grid
@@ -311,6 +321,7 @@ def plots(results: dict[str, Any], prefix: Path) -> list[Path]:
                         [r["seq_per_s"] for r in rows],
                         marker="o",
                         linestyle="-" if precision == "int8" else ":",
+                        color=f"C{index}",
                         label=f"{precision} L={seq_len}",
                     )
         for order in ("arrival", "length_sorted"):
@@ -321,6 +332,7 @@ def plots(results: dict[str, Any], prefix: Path) -> list[Path]:
                     [r["texts_per_s"] for r in rows],
                     marker="s",
                     linewidth=2.5,
+                    color="black" if order == "arrival" else "dimgray",
                     label=f"real texts ({order}), incl. tokenizer",
                 )
         ax.set_xscale("log", base=2)
@@ -328,6 +340,7 @@ def plots(results: dict[str, Any], prefix: Path) -> list[Path]:
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_yscale("log")
+        _plain_log_y(ax)
         ax.set_xlabel("batch size")
         ax.set_ylabel("sequences/s (log)")
         ax.set_title(f"Engine throughput vs batch size ({best_threads} threads)")
