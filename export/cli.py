@@ -16,7 +16,13 @@ from export.parity import Thresholds
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     defaults = Thresholds()
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Turn a training checkpoint into the int8 ONNX bundle the service runs, "
+        "published only if it is fully fused and passes the parity gate.",
+        epilog="exit status: 0 bundle written; 1 not fully fused or parity gate failed; "
+        "2 bad arguments or inputs",
+    )
     p.add_argument("--checkpoint", required=True, help="training checkpoint folder")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -39,13 +45,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--model-name", help="model_name in config.json (default: the --out folder name)"
     )
-    p.add_argument("--max-logit-diff", type=float, default=defaults.max_logit_diff)
-    p.add_argument("--min-agreement", type=float, default=defaults.min_agreement)
+    p.add_argument(
+        "--max-logit-diff",
+        type=float,
+        default=defaults.max_logit_diff,
+        help="allowed max |fp32 ONNX - TF| logit (default %(default)g)",
+    )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=defaults.min_agreement,
+        help="required int8 vs fp32 label agreement, 0-1 (default %(default)g)",
+    )
     p.add_argument(
         "--max-accuracy-delta-pt",
         type=float,
         default=defaults.max_accuracy_delta * 100,
-        help="allowed |int8 - fp32| accuracy, in percentage points",
+        help="allowed |int8 - fp32| accuracy, in percentage points (default %(default)g)",
     )
     return p.parse_args(argv)
 
