@@ -85,11 +85,3 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     DistilBertTokenizerFast(tokenizer_object=tok, model_max_length=64).save_pretrained(folder)
     return folder
 
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """The read-only data set beside the project (../shared), as on developer machines and CI."""
-    folder = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "twitter_entity"
-    if not (folder / "twitter_training.csv").is_file():
-        pytest.skip(f"data set not found at {folder}")
-    return folder

@@ -36,8 +36,8 @@ def test_reader_does_not_crash_on_invalid_utf8(tmp_path: Path) -> None:
     assert rows[0].text.startswith("caf")
 
 
-def test_reads_the_shared_copy(shared_data: Path) -> None:
-    rows, report = read_rows(shared_data / "twitter_training.csv")
+def test_reads_the_shared_copy(twitter_data: Path) -> None:
+    rows, report = read_rows(twitter_data / "twitter_training.csv")
     assert report.rows_read == 12447
     assert report.rows_kept + sum(report.dropped.values()) == report.rows_read
     assert {r.label for r in rows} == {"Positive", "Negative", "Neutral", "Irrelevant"}

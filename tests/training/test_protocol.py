@@ -14,8 +14,8 @@ def ids(rows: list) -> set[int]:
     return {r.tweet_id for r in rows}
 
 
-def test_clean_split_shares_no_tweet_id_on_the_real_data(shared_data: Path) -> None:
-    splits = build_splits(shared_data, ["Negative", "Positive"])
+def test_clean_split_shares_no_tweet_id_on_the_real_data(twitter_data: Path) -> None:
+    splits = build_splits(twitter_data, ["Negative", "Positive"])
     assert not ids(splits.train) & ids(splits.dev)
     assert not ids(splits.train) & ids(splits.test)
     assert not ids(splits.dev) & ids(splits.test)
@@ -28,23 +28,23 @@ def test_clean_split_shares_no_tweet_id_on_the_real_data(shared_data: Path) -> N
     assert len(splits.dev) == pytest.approx(0.1 * (len(splits.train) + len(splits.dev)), abs=2)
 
 
-def test_leaky_split_keeps_the_validation_ids_in_training(shared_data: Path) -> None:
-    leaky = build_splits(shared_data, ["Negative", "Positive"], leaky=True)
+def test_leaky_split_keeps_the_validation_ids_in_training(twitter_data: Path) -> None:
+    leaky = build_splits(twitter_data, ["Negative", "Positive"], leaky=True)
     overlap = ids(leaky.train + leaky.dev) & ids(leaky.test)
     # every test id is in the training file; the few missing had empty text there (dropped)
     assert len(overlap) >= 0.98 * len(ids(leaky.test))
 
 
-def test_split_is_seeded(shared_data: Path) -> None:
-    a = build_splits(shared_data, ["Negative", "Positive"], seed=1)
-    b = build_splits(shared_data, ["Negative", "Positive"], seed=1)
-    c = build_splits(shared_data, ["Negative", "Positive"], seed=2)
+def test_split_is_seeded(twitter_data: Path) -> None:
+    a = build_splits(twitter_data, ["Negative", "Positive"], seed=1)
+    b = build_splits(twitter_data, ["Negative", "Positive"], seed=1)
+    c = build_splits(twitter_data, ["Negative", "Positive"], seed=2)
     assert ids(a.dev) == ids(b.dev) != ids(c.dev)
 
 
-def test_four_classes(shared_data: Path) -> None:
+def test_four_classes(twitter_data: Path) -> None:
     labels = ["Positive", "Negative", "Neutral", "Irrelevant"]
-    splits = build_splits(shared_data, labels)
+    splits = build_splits(twitter_data, labels)
     assert len(splits.test) == 1000
     assert {r.label for r in splits.train} == set(labels)
 
