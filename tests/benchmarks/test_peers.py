@@ -1,10 +1,13 @@
 """The peers answer like our API, and compute what their model computes."""
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
+import httpx
 import numpy as np
 import pytest
-from starlette.testclient import TestClient
+from starlette.applications import Starlette
 
 from benchmarks import engine
 from benchmarks.peers.common import make_app, scores_to_result
@@ -14,9 +17,20 @@ from service.bundle import load_bundle
 LABELS = ["Negative", "Positive"]
 
 
+def call(app: Starlette, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request to the ASGI app in process (no server, no port)."""
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://peer") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(go())
+
+
 def test_handler_rejects_bad_input_with_json_4xx() -> None:
-    client = TestClient(make_app(lambda text: scores_to_result(LABELS, [0.25, 0.75])))
-    ok = client.post("/predict", json={"text": "hi"})
+    app = make_app(lambda text: scores_to_result(LABELS, [0.25, 0.75]))
+    ok = call(app, "POST", "/predict", json={"text": "hi"})
     assert ok.status_code == 200
     assert ok.json() == {
         "label": "Positive",
@@ -30,10 +44,10 @@ def test_handler_rejects_bad_input_with_json_4xx() -> None:
         (b"[1]", 422),
         (b'{"text": 5}', 422),
     ):
-        response = client.post("/predict", content=body)
+        response = call(app, "POST", "/predict", content=body)
         assert response.status_code == status and "error" in response.json()
-    assert client.post("/predict", json={"text": "x" * 10_001}).status_code == 413
-    assert client.get("/ready").status_code == 200
+    assert call(app, "POST", "/predict", json={"text": "x" * 10_001}).status_code == 413
+    assert call(app, "GET", "/ready").status_code == 200
 
 
 def reference_probabilities(bundle_dir: Path, text: str) -> list[float]:
@@ -47,6 +61,7 @@ def reference_probabilities(bundle_dir: Path, text: str) -> list[float]:
     return [float(p) for p in exp / exp.sum()]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(peer_deps_missing() is not None, reason=str(peer_deps_missing()))
 def test_optimum_peer_matches_the_onnx_model(tiny_bundle: Path, tmp_path: Path) -> None:
     from benchmarks.peers.optimum_ort import load_predictor
@@ -70,8 +85,8 @@ def test_optimum_peer_matches_the_onnx_model(tiny_bundle: Path, tmp_path: Path) 
 def test_seed_peer_serves_a_tf_checkpoint(tiny_checkpoint: Path) -> None:
     from benchmarks.peers.seed_tf import load_predictor
 
-    client = TestClient(make_app(load_predictor(tiny_checkpoint)))
-    body = client.post("/predict", json={"text": "I love this game"}).json()
+    app = make_app(load_predictor(tiny_checkpoint))
+    body = call(app, "POST", "/predict", json={"text": "I love this game"}).json()
     assert set(body) == {"label", "score", "scores"}
     assert sum(body["scores"].values()) == pytest.approx(1.0, abs=1e-5)
     assert body["score"] == max(body["scores"].values())
