@@ -358,6 +358,7 @@ def targets(results: dict[str, Any], reference: str) -> list[dict[str, Any]]:
                     top["rps"] >= TARGET_RPS and top["errors"] == 0 and top["concurrency"] >= 500
                 ),
                 "detail": f"errors {top['errors']}, p99 {top['p99_ms']} ms"
+                + (f", warm-up errors {top['warmup_errors']}" if top.get("warmup_errors") else "")
                 + ("" if top["concurrency"] >= 500 else "; level 500 not run"),
             }
         )

@@ -126,10 +126,11 @@ class _Connection(asyncio.Protocol):
 
 @dataclass
 class _Tally:
-    """What the workers saw inside the measurement window."""
+    """What the workers saw inside the measurement window (and errors during warm-up)."""
 
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    warmup_errors: Counter[str] = field(default_factory=Counter)
 
 
 async def _closed_loop(
@@ -190,6 +191,8 @@ async def _closed_loop(
                     tally.latencies.append(done - sent)
                 else:
                     tally.errors[error] += 1
+            elif error is not None and done < window_start:
+                tally.warmup_errors[error] += 1
         if conn is not None:
             conn.close()
 
@@ -272,6 +275,7 @@ def run_level(
         "ok": ok,
         "errors": errors,
         "error_kinds": dict(tally.errors),
+        "warmup_errors": dict(tally.warmup_errors),  # not counted above, shown for honesty
         "unfinished_at_end": unfinished,
         "rps": round(ok / duration, 1),
         **latency_summary(tally.latencies),

@@ -17,6 +17,7 @@ LEVEL_KEYS = {
     "ok",
     "errors",
     "error_kinds",
+    "warmup_errors",
     "unfinished_at_end",
     "rps",
     "n",
