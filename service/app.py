@@ -92,11 +92,15 @@ class ServiceState:
                     "max_body_bytes": settings.max_body_bytes,
                     "queue_size": settings.queue_size,
                     "request_timeout_s": settings.request_timeout_s,
-                    "max_batch": settings.max_batch,
-                    "max_tokens": settings.max_tokens,
+                },
+                "runtime": {
+                    "workers": settings.workers,
                     "threads": settings.threads,
                     "pool_size": settings.pool_size,
-                    "workers": settings.workers,
+                    "spin": settings.spin,
+                    "max_batch": settings.max_batch,
+                    "max_tokens": settings.max_tokens,
+                    "max_wait_ms": settings.max_wait_ms,
                 },
             }
             self._info = json.dumps(info, ensure_ascii=False).encode()
@@ -419,7 +423,9 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
     state.draining = False  # an app may be started again after a shutdown (tests do)
     try:
         bundle = await asyncio.to_thread(load_bundle, settings.bundle, True)
-        engine = await asyncio.to_thread(Engine, bundle, threads=settings.threads)
+        engine = await asyncio.to_thread(
+            Engine, bundle, threads=settings.threads, spin=settings.spin
+        )
         if settings.warmup:
             await asyncio.to_thread(engine.warmup, settings.max_batch, settings.max_tokens)
     except BundleError as exc:

@@ -37,13 +37,13 @@ class Encoded:
 class Engine:
     """Tokenizer + InferenceSession for one bundle, with the session's input contract checked."""
 
-    def __init__(self, bundle: Bundle, *, threads: int) -> None:
+    def __init__(self, bundle: Bundle, *, threads: int, spin: bool = False) -> None:
         self.bundle = bundle
         self.labels = bundle.labels
         self.max_length = bundle.max_length
         self.tokenizer = self._load_tokenizer(bundle)
         self.pad_id = self._pad_id(bundle, self.tokenizer)
-        self.session = self._load_session(bundle, threads)
+        self.session = self._load_session(bundle, threads, spin)
         self._inputs, self._output = self._check_contract(self.session, len(self.labels))
 
     @staticmethod
@@ -66,13 +66,15 @@ class Engine:
         return 0 if found is None else int(found)
 
     @staticmethod
-    def _load_session(bundle: Bundle, threads: int) -> ort.InferenceSession:
+    def _load_session(bundle: Bundle, threads: int, spin: bool) -> ort.InferenceSession:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        if not spin:  # idle intra-op threads would burn the cores the event loop needs
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(
                 str(bundle.model_path), options, providers=["CPUExecutionProvider"]

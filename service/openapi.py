@@ -125,6 +125,7 @@ def build_openapi(settings: Settings, labels: Sequence[str] | None, version: str
                 "mode": {"type": "string", "enum": ["batched", "direct"]},
                 "versions": {"type": "object", "additionalProperties": {"type": "string"}},
                 "limits": {"type": "object", "additionalProperties": {"type": "number"}},
+                "runtime": {"type": "object"},
             },
             "required": ["model_name", "labels", "max_length", "bundle_sha256", "versions"],
         },

@@ -47,6 +47,7 @@ class Settings:
     workers: int = 1
     threads: int = 0  # intra-op threads per session; 0 = cores // workers
     pool_size: int = 0  # concurrent session.run calls per worker; 0 = automatic
+    spin: bool = False  # let ORT's idle intra-op threads spin-wait (faster only on idle cores)
     mode: Mode = "batched"
     max_batch: int = 16  # rows per session.run
     max_tokens: int = 2048  # rows x padded length per session.run
@@ -174,6 +175,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "workers": _int,
     "threads": _int,
     "pool_size": _int,
+    "spin": _bool,
     "mode": _choice(("batched", "direct")),
     "max_batch": _int,
     "max_tokens": _int,

@@ -75,3 +75,12 @@ def test_unloadable_model_is_a_bundle_error(tiny_bundle: Path, tmp_path: Path) -
 
 def test_warmup_runs(engine: Engine) -> None:
     engine.warmup(max_batch=4, max_tokens=64)
+
+
+def test_session_threads_and_spinning_follow_the_arguments(tiny_bundle: Path) -> None:
+    options = Engine(load_bundle(tiny_bundle), threads=2).session.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    spinning = Engine(load_bundle(tiny_bundle), threads=1, spin=True).session
+    with pytest.raises(Exception, match="allow_spinning"):  # not set: ORT's default (spin)
+        spinning.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")

@@ -252,8 +252,8 @@ def test_two_workers_serve_and_share_metrics(
         )
         assert total == 100
     info = httpx.get(server.url + "/info").json()
-    assert info["limits"]["workers"] == 2
-    assert info["limits"]["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert info["runtime"]["workers"] == 2
+    assert info["runtime"]["threads"] == max(1, (os.cpu_count() or 1) // 2)
     pids = set(re.findall(r'"process": (\d+)|\[(\d+)\]', server.logs()))
     assert pids, "worker processes should log"
     server.process.send_signal(signal.SIGTERM)
