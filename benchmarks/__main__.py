@@ -175,8 +175,11 @@ def run_engine(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[
     budget = engine.QUICK_BUDGET if args.quick else engine.Budget()
     tokenizer = engine.load_tokenizer(bundle.tokenizer_path, bundle.max_length)
     pool = engine.token_pool(tokenizer, texts)
+    seq_lens = [length for length in args.seq_lens if length <= bundle.max_length]
+    if len(seq_lens) < len(args.seq_lens):
+        notes.append(f"sequence lengths above the bundle's max_length {bundle.max_length} skipped")
     print("engine grid:")
-    grid = engine.grid(models, pool, args.batches, args.seq_lens, args.threads, budget)
+    grid = engine.grid(models, pool, args.batches, seq_lens, args.threads, budget)
     print("tokenizer:")
     tok = engine.tokenizer_cost(tokenizer, texts[:500], budget)
     print(f"  {tok}")

@@ -109,3 +109,16 @@ def test_cpu_ids_accept_zero_and_reject_negatives() -> None:
     assert parse_args(["--bundle", "b", "--server-cpus", "0,1"]).server_cpus == [0, 1]
     with pytest.raises(SystemExit):
         parse_args(["--bundle", "b", "--client-cpus", "-1"])
+
+
+def test_lengths_beyond_the_bundle_are_skipped_with_a_note(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    main([
+        "--bundle", str(tiny_bundle), "--quick", "--skip-http", "--batches", "1",
+        "--seq-lens", "8,64", "--out-dir", str(tmp_path),
+    ])  # fmt: skip
+    (json_path,) = tmp_path.glob("*.json")
+    engine = json.loads(json_path.read_text())["engine"]
+    assert {r["seq_len"] for r in engine["grid"]} == {8}  # the tiny bundle's max_length is 32
+    assert any("max_length 32" in note for note in engine["notes"])
