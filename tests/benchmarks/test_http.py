@@ -1,5 +1,6 @@
 """The closed-loop client against a real server process (the tiny bundle), at tiny scale."""
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -132,3 +133,46 @@ def test_requests_are_valid_http_with_json_bodies() -> None:
     assert b"X-API-Key: k" in head
     assert f"Content-Length: {len(body)}".encode() in head
     assert body == b'{"text": "say \\"hi\\" \\ud83e\\udd23"}'
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _exchange(chunks: list[bytes]) -> tuple[asyncio.Future[tuple[int, bytes]], _FakeTransport]:
+    async def go() -> tuple[asyncio.Future[tuple[int, bytes]], _FakeTransport]:
+        conn = http._Connection()
+        transport = _FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        future = conn.send(b"request")
+        for chunk in chunks:
+            conn.data_received(chunk)
+        await asyncio.sleep(0)
+        return future, transport
+
+    return asyncio.run(go())
+
+
+def test_client_frames_responses_split_across_reads() -> None:
+    response = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{"label": "ok"}'
+    future, transport = _exchange([response[:7], response[7:60], response[60:]])
+    assert future.result() == (200, b'{"label": "ok"}')
+    assert transport.written == b"request" and not transport.closed
+
+
+def test_client_rejects_unframed_responses_and_honours_connection_close() -> None:
+    future, transport = _exchange([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"])
+    with pytest.raises(http.ProtocolError):
+        future.result()
+    assert transport.closed
+    closing = b"HTTP/1.1 503 X\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
+    future, transport = _exchange([closing])
+    assert future.result() == (503, b"{}") and transport.closed
