@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         log.critical("refusing to start: %s", exc)
         return 2
     logging.config.dictConfig(logging_config(settings.log_level))
+    for name in Settings.unknown_variables():
+        log.warning("ignoring unknown variable %s (not a setting: typo?)", name)
     try:
         load_bundle(settings.bundle, verify=True)
     except BundleError as exc:

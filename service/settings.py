@@ -122,6 +122,13 @@ class Settings:
             raise SettingsError("invalid settings: " + "; ".join(problems))
         return cls(**{**values, **overrides})
 
+    @classmethod
+    def unknown_variables(cls, environ: Mapping[str, str] | None = None) -> list[str]:
+        """`SENTIMENT_*` variables that match no setting (typos are otherwise silent)."""
+        env = os.environ if environ is None else environ
+        known = {PREFIX + field.name.upper() for field in fields(cls)}
+        return sorted(name for name in env if name.startswith(PREFIX) and name not in known)
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with `changes`; automatic thread counts are recomputed, not inherited."""
         auto = {"threads": 0, "pool_size": 0} if "workers" in changes or "mode" in changes else {}

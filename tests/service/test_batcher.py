@@ -118,16 +118,19 @@ def test_plan_covers_every_row_once_within_budget(
         widths = [lengths[i] for i in group]
         assert len(group) <= max_batch
         assert len(group) == 1 or len(group) * max(widths) <= max_tokens
+        assert len(group) == 1 or len(group) * max(widths) <= 1.1 * sum(widths) + 1e-9
     flat = [lengths[i] for g in groups for i in g]
     assert flat == sorted(flat)  # grouped by length: no batch pads a short row to a long one
 
 
 def test_plan_groups_similar_lengths() -> None:
-    lengths = [5, 50, 6, 49, 5, 51]
+    lengths = [20, 50, 21, 49, 20, 51, 90]
     assert [sorted(lengths[i] for i in g) for g in plan(lengths, 3, 1000)] == [
-        [5, 5, 6],
+        [20, 20, 21],
         [49, 50, 51],
+        [90],
     ]
+    assert len(plan([10, 30], 8, 1000)) == 2  # padding 10 to 30 would waste a third
 
 
 # ------------------------------------------------------------------ batched == single (real)

@@ -82,3 +82,8 @@ def test_overrides_win_and_public_view_masks_the_key() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().port = 1  # type: ignore[misc]
+
+
+def test_unknown_prefixed_variables_are_listed() -> None:
+    env = {"SENTIMENT_MAXBATCH": "8", "SENTIMENT_PORT": "1", "OTHER": "x"}
+    assert Settings.unknown_variables(env) == ["SENTIMENT_MAXBATCH"]
