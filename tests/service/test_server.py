@@ -25,6 +25,7 @@ import pytest
 
 from service.bundle import load_bundle
 from service.engine import Engine
+from service.settings import available_cpus
 from tests.service.tiny_bundle import build_bundle
 
 pytestmark = pytest.mark.timeout(180)
@@ -253,7 +254,7 @@ def test_two_workers_serve_and_share_metrics(
         assert total == 100
     info = httpx.get(server.url + "/info").json()
     assert info["runtime"]["workers"] == 2
-    assert info["runtime"]["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    assert info["runtime"]["pool_size"] == max(1, available_cpus() // 2)
     pids = set(re.findall(r'"process": (\d+)|\[(\d+)\]', server.logs()))
     assert pids, "worker processes should log"
     server.process.send_signal(signal.SIGTERM)

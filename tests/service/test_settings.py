@@ -13,7 +13,7 @@ def test_defaults_without_environment() -> None:
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
     assert settings.max_body_bytes == 65536 and settings.max_texts == 64
     assert settings.api_key is None
-    assert settings.threads == max(1, available_cpus())
+    assert settings.threads == 1 and settings.pool_size == available_cpus()
 
 
 def test_reads_every_prefixed_variable() -> None:
@@ -33,13 +33,15 @@ def test_reads_every_prefixed_variable() -> None:
     assert settings.mode == "direct" and settings.max_wait_ms == 0.5
     assert settings.api_key == "s3cret" and settings.access_log is False
     assert settings.log_level == "warning"
-    assert settings.threads == max(1, available_cpus() // 2)
+    assert settings.threads == 1 and settings.pool_size == max(1, available_cpus() // 2)
 
 
-def test_threads_split_across_workers_and_pool() -> None:
-    direct = Settings(workers=1, threads=1, mode="direct")
-    assert direct.pool_size == max(1, available_cpus())  # 1 thread per run: one run per core
-    assert Settings(mode="batched").pool_size == 1
+def test_cores_are_split_across_workers_runs_and_threads() -> None:
+    cores = available_cpus()
+    assert Settings(workers=1).pool_size == cores  # one single-threaded run per core
+    assert Settings(workers=2).pool_size == max(1, cores // 2)
+    assert Settings(threads=2).pool_size == max(1, cores // 2)
+    assert Settings(threads=2, pool_size=3).pool_size == 3  # explicit wins
 
 
 @pytest.mark.parametrize(
@@ -76,7 +78,7 @@ def test_overrides_win_and_public_view_masks_the_key() -> None:
     settings = Settings.from_env({"SENTIMENT_PORT": "1"}, port=2, api_key="k")
     assert settings.port == 2
     assert settings.public()["api_key"] == "***"
-    assert settings.with_overrides(workers=2).threads == max(1, available_cpus() // 2)
+    assert settings.with_overrides(workers=2).pool_size == max(1, available_cpus() // 2)
 
 
 def test_settings_are_frozen() -> None:
