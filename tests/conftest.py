@@ -6,9 +6,11 @@ trained in memory. The real data set is read in place (never copied) when it is 
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,15 +41,8 @@ def twitter_data() -> Path:
     return TWITTER_DATA.resolve()
 
 
-def build_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
-    """A random 2-layer DistilBERT classifier (dim 32, 2 heads) with a WordPiece tokenizer, saved
-    with `training.checkpoint.save_checkpoint`.
-
-    Every weight is redrawn from N(0, 0.2) (LayerNorm gains around 1, all biases non-zero):
-    default init gives near-equal logits and zero biases, which tf2onnx folds away, so parity
-    and fusion would be tested on an unrealistically easy graph.
-    """
-    import numpy as np
+def build_tiny_tokenizer(corpus: list[str], vocab_size: int = 300) -> Any:
+    """A BERT-style uncased WordPiece tokenizer ([CLS] … [SEP]) trained in memory on `corpus`."""
     from tokenizers import (
         Tokenizer,
         decoders,
@@ -57,13 +52,6 @@ def build_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
         processors,
         trainers,
     )
-    from transformers import (
-        DistilBertConfig,
-        DistilBertTokenizerFast,
-        TFDistilBertForSequenceClassification,
-    )
-
-    from training.checkpoint import CheckpointInfo, save_checkpoint
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -72,9 +60,9 @@ def build_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
     tok.decoder = decoders.WordPiece()
     alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789!?.,:;'\"@#$%&()-_/")
     tok.train_from_iterator(
-        TINY_CORPUS,
+        corpus,
         trainers.WordPieceTrainer(
-            vocab_size=300, special_tokens=special, initial_alphabet=alphabet
+            vocab_size=vocab_size, special_tokens=special, initial_alphabet=alphabet
         ),
     )
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
@@ -83,6 +71,27 @@ def build_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
     )
+    return tok
+
+
+def build_tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
+    """A random 2-layer DistilBERT classifier (dim 32, 2 heads) with a WordPiece tokenizer, saved
+    with `training.checkpoint.save_checkpoint`.
+
+    Every weight is redrawn from N(0, 0.2) (LayerNorm gains around 1, all biases non-zero):
+    default init gives near-equal logits and zero biases, which tf2onnx folds away, so parity
+    and fusion would be tested on an unrealistically easy graph.
+    """
+    import numpy as np
+    from transformers import (
+        DistilBertConfig,
+        DistilBertTokenizerFast,
+        TFDistilBertForSequenceClassification,
+    )
+
+    from training.checkpoint import CheckpointInfo, save_checkpoint
+
+    tok = build_tiny_tokenizer(TINY_CORPUS)
     tokenizer = DistilBertTokenizerFast(tokenizer_object=tok, model_max_length=TINY_MAX_LENGTH)
 
     config = DistilBertConfig(
@@ -111,3 +120,61 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random classifier checkpoint in the training → export format (read-only: copy it
     before changing anything)."""
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_checkpoint") / "model")
+
+
+# Tiny, learnable data and a tiny base encoder: training and end-to-end tests run in seconds.
+POSITIVE = [
+    "love this game",
+    "great update, so good",
+    "best patch ever",
+    "awesome fun night",
+    "happy with it",
+]
+NEGATIVE = [
+    "hate this game",
+    "awful update, so bad",
+    "worst patch ever",
+    "terrible boring night",
+    "angry with it",
+]
+
+
+def write_csv(path: Path, rows: list[tuple[object, ...]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A learnable data folder in the real file format: 120 training ids, 20 validation ids
+    (which also occur in training, as in the real data), Neutral rows and edge cases."""
+    folder = tmp_path_factory.mktemp("data")
+    train, val = [], []
+    for i in range(140):
+        label, pool = ("Positive", POSITIVE) if i % 2 else ("Negative", NEGATIVE)
+        text = f"{pool[i % 5]} #{i % 7}"
+        (val if i >= 120 else train).append((1000 + i, "Entity", label, text))
+    train += [(r[0], r[1], r[2], r[3] + " !") for r in val]  # validation ids leak into training
+    train += [(2000, "Entity", "Neutral", "it is a game"), (2001, "Entity", "Positive", "   ")]
+    write_csv(folder / "twitter_training.csv", train)
+    write_csv(folder / "twitter_validation.csv", val)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer DistilBERT encoder (no head) whose vocabulary covers the tiny data's
+    words: the `--base-model` for training runs in tests."""
+    from transformers import DistilBertConfig, DistilBertTokenizerFast, TFDistilBertModel
+
+    folder = tmp_path_factory.mktemp("tiny_base")
+    tok = build_tiny_tokenizer([*POSITIVE, *NEGATIVE, "it is a game #0 #1 #2 #3 #4 #5 #6 !"], 200)
+    config = DistilBertConfig(
+        vocab_size=tok.get_vocab_size(), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+        max_position_embeddings=64,
+    )  # fmt: skip
+    model = TFDistilBertModel(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(folder)
+    DistilBertTokenizerFast(tokenizer_object=tok, model_max_length=64).save_pretrained(folder)
+    return folder

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_csv
 from training.protocol import build_splits
-
-from .conftest import write_csv
 
 
 def ids(rows: list) -> set[int]:
