@@ -187,7 +187,7 @@ def run_engine(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[
     real = engine.real_text_throughput(
         bundle.model_path,
         tokenizer,
-        texts,
+        texts[: 64 if args.quick else 512],
         args.batches,
         max(args.threads),
         0.3 if args.quick else 2.0,
