@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from benchmarks import engine, http, report
-from benchmarks.machine import describe, machine_info
+from benchmarks.machine import busy_processes, describe, machine_info
 from benchmarks.peers.optimum_ort import peer_deps_missing, prepare_model_dir
 from benchmarks.texts import load_texts
 from service.bundle import load_bundle
@@ -463,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         compare(results, args.reference_mode)
     results["targets"] = targets(results, args.reference_mode)
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    results["machine"]["busy_processes_at_end"] = busy_processes()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     prefix = args.out_dir / run_id
     prefix.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")

@@ -32,6 +32,7 @@ from typing import Any
 import psutil
 
 from benchmarks import pyspy
+from benchmarks.machine import busy_processes
 from benchmarks.stats import latency_summary
 
 # The CPUs this process may use at start, before any client pinning (Linux; [] elsewhere).
@@ -426,6 +427,7 @@ def bench_server(
             )
         finally:
             server.stop()
+        row["other_heavy_jobs"] = busy_processes()  # a training run that started meanwhile
         result["levels"].append(row)
         log(
             f"  {name} c={level:>3}: {row['rps']:7.1f} rps  p50 {row['p50_ms']} ms  p99 "

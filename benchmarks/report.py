@@ -232,8 +232,18 @@ def markdown(results: dict[str, Any]) -> str:
         f"texts: {results['texts']['source']}",
         f"- Settings: {results['settings']}",
     ]
-    if m.get("busy_processes"):
-        lines.append("- WARNING: other heavy jobs were running; these numbers are not clean.")
+    busy_levels = [
+        f"{server['name']} c={lvl['concurrency']}"
+        for server in results.get("http", {}).get("servers", [])
+        for lvl in server.get("levels", [])
+        if lvl.get("other_heavy_jobs")
+    ]
+    if m.get("busy_processes") or m.get("busy_processes_at_end") or busy_levels:
+        lines.append(
+            "- WARNING: other heavy jobs (training/export) ran during this benchmark; these "
+            "numbers are not clean."
+            + (f" Levels affected: {', '.join(busy_levels)}." if busy_levels else "")
+        )
     lines.append("")
     lines += targets_section(results)
     lines += http_section(results)

@@ -19,6 +19,7 @@ LEVEL_KEYS = {
     "errors",
     "error_kinds",
     "warmup_errors",
+    "other_heavy_jobs",
     "unfinished_at_end",
     "rps",
     "n",
