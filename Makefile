@@ -50,7 +50,11 @@ load: $(VENV)/.all
 	$(PY) -m benchmarks.load --bundle $(BUNDLE) --data $(DATA) $(LOAD_ARGS)
 
 docker:
-	docker build -t tweet-sentiment:latest .
+	@test -f $(BUNDLE)/manifest.json || { echo "no bundle in $(BUNDLE): run 'make export' first" >&2; exit 1; }
+	docker build -t tweet-sentiment:latest \
+	  --build-arg VERSION=$$(sed -n 's/^version = //p' setup.cfg) \
+	  --build-arg REVISION=$$(git rev-parse --short HEAD) \
+	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
