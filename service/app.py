@@ -61,6 +61,8 @@ class ServiceState:
         self.scheduler: Scheduler | None = None
         self.ready = False
         self.draining = False
+        self.max_batch = settings.max_batch  # 1 when batching would change answers
+        self.batch_drift: float | None = None
         self.api_key = settings.api_key.encode() if settings.api_key else None
         self._openapi: bytes | None = None
         self._info: bytes | None = None
@@ -98,7 +100,9 @@ class ServiceState:
                     "threads": settings.threads,
                     "pool_size": settings.pool_size,
                     "spin": settings.spin,
-                    "max_batch": settings.max_batch,
+                    "max_batch": self.max_batch,
+                    "batch_drift": self.batch_drift,
+                    "batch_tolerance": settings.batch_tolerance,
                     "max_tokens": settings.max_tokens,
                     "max_wait_ms": settings.max_wait_ms,
                 },
@@ -366,10 +370,14 @@ class ObserveMiddleware:
 
 
 def _make_scheduler(
-    settings: Settings, engine: Engine, executor: ThreadPoolExecutor, metrics: Metrics
+    settings: Settings,
+    engine: Engine,
+    executor: ThreadPoolExecutor,
+    metrics: Metrics,
+    max_batch: int,
 ) -> Scheduler:
     common: dict[str, Any] = {
-        "max_batch": settings.max_batch,
+        "max_batch": max_batch,
         "max_tokens": settings.max_tokens,
         "queue_size": settings.queue_size,
         "timeout_s": settings.request_timeout_s,
@@ -428,13 +436,26 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
         )
         if settings.warmup:
             await asyncio.to_thread(engine.warmup, settings.max_batch, settings.max_tokens)
+        drift = await asyncio.to_thread(engine.batch_drift)
     except BundleError as exc:
         log.critical("refusing to start: %s", exc)
         raise
+    state.batch_drift = drift
+    state.max_batch = settings.max_batch
+    if drift > settings.batch_tolerance and settings.max_batch > 1:
+        state.max_batch = 1
+        log.warning(
+            "batching changes this model's answers (max |dprob| %.3g > %.3g, e.g. dynamic int8 "
+            "scales per batch): every text runs alone. Set SENTIMENT_BATCH_TOLERANCE to accept "
+            "the drift, or export a batch-invariant model.",
+            drift,
+            settings.batch_tolerance,
+        )
+    state.metrics.drift.set(drift)
     state.bundle, state.engine = bundle, engine
     state.bundle_sha256 = await asyncio.to_thread(lambda: bundle.sha256)
     executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="sentiment-infer")
-    scheduler = _make_scheduler(settings, engine, executor, state.metrics)
+    scheduler = _make_scheduler(settings, engine, executor, state.metrics, state.max_batch)
     scheduler.start()
     state.scheduler = scheduler
     state.metrics.model.labels(
@@ -448,6 +469,8 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
         extra={
             "model": bundle.model_name,
             "bundle_sha256": state.bundle_sha256,
+            "max_batch": state.max_batch,
+            "batch_drift": drift,
             "settings": settings.public(),
         },
     )

@@ -23,6 +23,18 @@ from service.bundle import CONFIG, Bundle, BundleError
 log = logging.getLogger("service.engine")
 
 Probs = npt.NDArray[np.float32]
+# Varied lengths and content: any batch-coupled op (e.g. dynamic int8 activation scales chosen
+# per tensor) shows up as a difference between these run alone and run together.
+PROBE_TEXTS = (
+    "I love this!",
+    "worst update ever, the servers are down again and support does not answer",
+    "ok",
+    "The new season starts tonight at 8pm, can't wait to see what happens to everyone",
+    "meh.",
+    "Customer support fixed my account in five minutes, thanks a lot @company",
+    "why is the battery so bad after the update?? #fail",
+    "12345 !!! ??? ...",
+)
 _DTYPES: dict[str, type[np.integer[Any]]] = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
@@ -127,6 +139,17 @@ class Engine:
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs: Probs = shifted / shifted.sum(axis=1, keepdims=True)
         return probs
+
+    def batch_drift(self) -> float:
+        """Largest |Δprob| between the probe texts run one by one and run as one padded batch.
+
+        0 (or float noise) for fp32 and weight-only quantized graphs; large for dynamic int8,
+        whose activation scale is taken over the whole batch: a text's answer then depends on
+        which other texts share its batch.
+        """
+        rows = [enc.ids for enc in self.encode(PROBE_TEXTS)]
+        alone = np.concatenate([self.infer([row]) for row in rows])
+        return float(np.abs(self.infer(rows) - alone).max())
 
     def warmup(self, max_batch: int, max_tokens: int) -> None:
         """Run the extreme shapes once so the first real requests do not pay for allocation."""

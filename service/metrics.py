@@ -95,6 +95,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.drift = Gauge(
+            "sentiment_batch_drift",
+            "Max |Δprob| between probe texts run alone and batched (measured at start).",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         self.model = Gauge(
             "sentiment_model_info",
             "The served model (value 1).",

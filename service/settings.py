@@ -52,6 +52,7 @@ class Settings:
     max_batch: int = 16  # rows per session.run
     max_tokens: int = 2048  # rows x padded length per session.run
     max_wait_ms: float = 2.0  # longest a batch waits for more requests
+    batch_tolerance: float = 1e-4  # max |Δprob| batching may cause, else rows run one by one
     queue_size: int = 512  # texts admitted and not yet answered, per worker
     request_timeout_s: float = 10.0
     max_body_bytes: int = 65536
@@ -90,6 +91,7 @@ class Settings:
             (self.max_batch >= 1, "SENTIMENT_MAX_BATCH must be >= 1"),
             (self.max_tokens >= 1, "SENTIMENT_MAX_TOKENS must be >= 1"),
             (0 <= self.max_wait_ms <= 1000, "SENTIMENT_MAX_WAIT_MS must be in 0..1000"),
+            (self.batch_tolerance >= 0, "SENTIMENT_BATCH_TOLERANCE must be >= 0"),
             (self.max_texts >= 1, "SENTIMENT_MAX_TEXTS must be >= 1"),
             (
                 self.queue_size >= self.max_texts,
@@ -189,6 +191,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_batch": _int,
     "max_tokens": _int,
     "max_wait_ms": _float,
+    "batch_tolerance": _float,
     "queue_size": _int,
     "request_timeout_s": _float,
     "max_body_bytes": _int,

@@ -404,3 +404,31 @@ def test_batched_mode_matches_direct_mode(make_settings: Callable[..., Settings]
     for a, b in zip(results["batched"], results["direct"], strict=True):
         assert a["label"] == b["label"]
         assert np.allclose(list(a["scores"].values()), list(b["scores"].values()), atol=1e-4)
+
+
+def test_a_batch_coupled_model_runs_every_text_alone(
+    make_settings: Callable[..., Settings], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Answers must not depend on which other texts happen to share a batch."""
+    from tests.service.tiny_bundle import build_bundle
+
+    bundle = build_bundle(tmp_path / "coupled", coupled=True)
+    texts = ["I love it", "I hate it", "a bad day", "the best game"]  # same length: one batch
+    with TestClient(create_app(make_settings(bundle=bundle))) as client:
+        runtime = client.get("/info").json()["runtime"]
+        assert runtime["max_batch"] == 1 and runtime["batch_drift"] > 1e-3
+        batch = client.post("/predict", json={"texts": texts}).json()["predictions"]
+        for text, batched in zip(texts, batch, strict=True):
+            assert client.post("/predict", json={"text": text}).json() == batched
+        assert "sentiment_batch_drift" in client.get("/metrics").text
+    assert any("every text runs alone" in r.getMessage() for r in caplog.records)
+    tolerant = make_settings(bundle=bundle, batch_tolerance=1.0)  # operator accepts the drift
+    with TestClient(create_app(tolerant)) as client:
+        assert client.get("/info").json()["runtime"]["max_batch"] == 16
+        drifted = client.post("/predict", json={"texts": texts}).json()["predictions"]
+        assert drifted != batch  # what the guard prevents: answers that depend on batch-mates
+
+
+def test_a_row_independent_model_keeps_batching(client: TestClient) -> None:
+    runtime = client.get("/info").json()["runtime"]
+    assert runtime["max_batch"] == 16 and runtime["batch_drift"] <= 1e-6

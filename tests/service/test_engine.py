@@ -84,3 +84,12 @@ def test_session_threads_and_spinning_follow_the_arguments(tiny_bundle: Path) ->
     spinning = Engine(load_bundle(tiny_bundle), threads=1, spin=True).session
     with pytest.raises(Exception, match="allow_spinning"):  # not set: ORT's default (spin)
         spinning.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_batch_drift_is_zero_for_a_row_independent_model(engine: Engine) -> None:
+    assert engine.batch_drift() <= 1e-6
+
+
+def test_batch_drift_detects_batch_coupled_models(tmp_path: Path) -> None:
+    coupled = Engine(load_bundle(build_bundle(tmp_path / "c", coupled=True)), threads=1)
+    assert coupled.batch_drift() > 1e-3

@@ -50,7 +50,9 @@ def build_tokenizer(path: Path) -> Tokenizer:
     return tokenizer
 
 
-def build_model(path: Path, vocab_size: int, *, ids_type: int, slow: int, seed: int = 0) -> None:
+def build_model(
+    path: Path, vocab_size: int, *, ids_type: int, slow: int, coupled: bool = False, seed: int = 0
+) -> None:
     rng = np.random.default_rng(seed)
     table = rng.normal(0.0, 0.5, (vocab_size, len(LABELS))).astype(np.float32)
     vocab = _vocab()
@@ -74,6 +76,14 @@ def build_model(path: Path, vocab_size: int, *, ids_type: int, slow: int, seed: 
         helper.make_node("Div", ["summed", "count"], ["mean"]),
     ]
     out = "mean"
+    if coupled:  # like dynamic int8: each row's answer depends on its batch-mates
+        inits.append(numpy_helper.from_array(np.array([[2.0, -2.0]], np.float32), "tilt"))
+        nodes += [
+            helper.make_node("ReduceMean", ["masked"], ["batch_max"], keepdims=0),
+            helper.make_node("Mul", ["batch_max", "tilt"], ["shift"]),
+            helper.make_node("Add", ["mean", "shift"], ["coupled"]),
+        ]
+        out = "coupled"
     if slow:
         hidden = 256
         inits.append(
@@ -117,13 +127,20 @@ def build_bundle(
     *,
     ids_type: int = TensorProto.INT64,
     slow: int = 0,
+    coupled: bool = False,
     max_length: int = MAX_LENGTH,
     labels: list[str] | None = None,
 ) -> Path:
     """Write a complete, manifest-verified bundle into `folder` and return it."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(folder / "tokenizer.json")
-    build_model(folder / "model.onnx", tokenizer.get_vocab_size(), ids_type=ids_type, slow=slow)
+    build_model(
+        folder / "model.onnx",
+        tokenizer.get_vocab_size(),
+        ids_type=ids_type,
+        slow=slow,
+        coupled=coupled,
+    )
     config = {"labels": labels or LABELS, "max_length": max_length, "model_name": "tiny-test"}
     (folder / "config.json").write_text(json.dumps(config))
     write_manifest(folder, {"note": "tiny test model", "metrics": {"accuracy": None}})
