@@ -2,8 +2,8 @@
 
 `create_app(settings)` builds a Starlette app whose lifespan verifies and loads the bundle,
 creates the one InferenceSession of the process, warms it up and only then reports ready.
-Handlers parse and validate on the event loop (cheap), tokenize there only when the input
-is small, and hand inference to the scheduler (thread pool).
+Handlers validate the body (payload.py) on the event loop, tokenize there only when the
+input is small, and hand inference to the scheduler (thread pool).
 """
 
 from __future__ import annotations
@@ -23,20 +23,20 @@ from time import perf_counter
 from types import FrameType
 from typing import Any
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import Closed, DirectRunner, MicroBatcher, Overloaded, QueueTimeout, Scheduler
 from service.bundle import Bundle, BundleError, load_bundle
-from service.engine import Encoded, Engine, Probs
+from service.engine import Engine
 from service.errors import EXCEPTION_HANDLERS, ApiError
 from service.metrics import Metrics
 from service.openapi import build_openapi
+from service.payload import check_content_type, parse_texts, read_body, render
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -122,111 +122,6 @@ def _versions() -> dict[str, str]:
 def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
     return Response(body, status, headers=headers, media_type="application/json")
-
-
-# ---------------------------------------------------------------------------------- parsing
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) as soon as it is known to exceed `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiError(400, "client disconnected before sending the whole body") from None
-    return b"".join(chunks)
-
-
-def check_content_type(value: str | None) -> None:
-    """JSON (application/json or application/*+json), and UTF-8 if a charset is given."""
-    media, _, params = (value or "").partition(";")
-    media = media.strip().lower()
-    if media != "application/json" and not (
-        media.startswith("application/") and media.endswith("+json")
-    ):
-        raise ApiError(415, "Content-Type must be application/json")
-    for param in params.split(";"):
-        key, _, val = param.partition("=")
-        if key.strip().lower() == "charset" and val.strip().strip('"').lower() not in (
-            "utf-8",
-            "utf8",
-        ):
-            raise ApiError(415, "only UTF-8 JSON is accepted")
-
-
-def parse_texts(body: bytes, max_texts: int) -> tuple[list[str], bool]:
-    """The texts of a predict body and whether it was the single-text form.
-
-    400: not UTF-8 or not JSON; 422: wrong shape, type or empty text; 413: too many texts.
-    """
-    try:
-        document = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ApiError(400, f"body is not valid UTF-8 (byte {exc.start})") from None
-    except RecursionError:
-        raise ApiError(400, "body is not valid JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, and int literals over Python's digit limit
-        raise ApiError(400, f"body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ApiError(422, 'body must be a JSON object: {"text": ...} or {"texts": [...]}')
-    keys = set(document)
-    if keys == {"text"}:
-        return [_check_text(document["text"], "text")], True
-    if keys == {"texts"}:
-        texts = document["texts"]
-        if not isinstance(texts, list):
-            raise ApiError(422, "'texts' must be a list of strings")
-        if not texts:
-            raise ApiError(422, "'texts' must not be empty")
-        if len(texts) > max_texts:
-            raise ApiError(413, f"'texts' has {len(texts)} items; the limit is {max_texts}")
-        return [_check_text(text, f"texts[{i}]") for i, text in enumerate(texts)], False
-    unknown = sorted(keys - {"text", "texts"})
-    if unknown:
-        raise ApiError(422, f"unknown field(s) {unknown}; send 'text' or 'texts'")
-    raise ApiError(422, "send exactly one of 'text' or 'texts'")
-
-
-def _check_text(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise ApiError(422, f"'{where}' must be a string, not {_json_type(value)}")
-    if not value or value.isspace():
-        raise ApiError(422, f"'{where}' is empty or only whitespace")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError(422, f"'{where}' contains an unpaired UTF-16 surrogate escape") from None
-    return value
-
-
-def _json_type(value: Any) -> str:
-    names = {dict: "an object", list: "a list", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def render(labels: tuple[str, ...], probs: Probs, encoded: list[Encoded]) -> list[dict[str, Any]]:
-    """One prediction object per row: top label, its score, every score, truncation."""
-    out = []
-    best = np.argmax(probs, axis=1).tolist()
-    for row, top, enc in zip(probs.tolist(), best, encoded, strict=True):
-        scores = {label: round(p, 6) for label, p in zip(labels, row, strict=True)}
-        out.append(
-            {
-                "label": labels[top],
-                "score": scores[labels[top]],
-                "scores": scores,
-                "truncated": enc.truncated,
-            }
-        )
-    return out
 
 
 # --------------------------------------------------------------------------------- handlers
