@@ -377,7 +377,8 @@ def test_full_queue_and_timeouts_are_fast_503s(
                 first = asyncio.ensure_future(client.post("/predict", json={"text": "good"}))
                 await asyncio.to_thread(gate.entered.wait, 5)
                 second = asyncio.ensure_future(client.post("/predict", json={"text": "bad"}))
-                await asyncio.sleep(0.05)
+                while scheduler.depth < 2:  # both admitted: one running, one queued
+                    await asyncio.sleep(0.005)
                 full = await client.post("/predict", json={"text": "sad"})  # queue: 2 of 2
                 timed_out = await second  # waited 0.3 s behind the blocked first one
                 gate.open.set()
