@@ -37,7 +37,7 @@ from service.errors import EXCEPTION_HANDLERS, ApiError
 from service.metrics import Metrics
 from service.openapi import build_openapi
 from service.payload import check_content_type, parse_texts, read_body, render
-from service.settings import Settings
+from service.settings import Settings, available_cpus
 
 log = logging.getLogger("service")
 access_log = logging.getLogger("service.access")
@@ -347,6 +347,13 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
             settings.batch_tolerance,
         )
     state.metrics.drift.set(drift)
+    busy = settings.workers * settings.pool_size * settings.threads
+    if busy > available_cpus():
+        log.warning(
+            "workers x pool_size x threads = %d compute threads on %d cores: oversubscribed",
+            busy,
+            available_cpus(),
+        )
     state.bundle, state.engine = bundle, engine
     state.bundle_sha256 = await asyncio.to_thread(lambda: bundle.sha256)
     executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="sentiment-infer")

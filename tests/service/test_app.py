@@ -433,3 +433,14 @@ def test_a_batch_coupled_model_runs_every_text_alone(
 def test_a_row_independent_model_keeps_batching(client: TestClient) -> None:
     runtime = client.get("/info").json()["runtime"]
     assert runtime["max_batch"] == 16 and runtime["batch_drift"] <= 1e-6
+
+
+def test_oversubscribed_threads_are_warned_about(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    from service.settings import available_cpus
+
+    too_many = make_settings(threads=available_cpus(), pool_size=2)
+    with TestClient(create_app(too_many)):
+        pass
+    assert any("oversubscribed" in r.getMessage() for r in caplog.records)
