@@ -68,7 +68,7 @@ def test_long_input_is_truncated_and_says_so(client: TestClient) -> None:
 
 
 def test_large_inputs_are_tokenized_off_the_loop_with_the_same_answer(client: TestClient) -> None:
-    long_text = "I love it " + "x " * 2500  # over the inline tokenization threshold
+    long_text = "I love it " + "x " * 2500  # over the inline tokenization threshold (1024)
     texts = [long_text, "I love it"]
     predictions = client.post("/predict", json={"texts": texts}).json()["predictions"]
     assert predictions[0]["truncated"] and not predictions[1]["truncated"]
