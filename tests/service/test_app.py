@@ -67,15 +67,33 @@ def test_long_input_is_truncated_and_says_so(client: TestClient) -> None:
     assert client.post("/predict", json={"text": "awful"}).json()["truncated"] is False
 
 
-def test_large_inputs_are_tokenized_off_the_loop_with_the_same_answer(client: TestClient) -> None:
-    long_text = "I love it " + "x " * 2500  # over the inline tokenization threshold (1024)
-    texts = [long_text, "I love it"]
-    predictions = client.post("/predict", json={"texts": texts}).json()["predictions"]
-    assert predictions[0]["truncated"] and not predictions[1]["truncated"]
-    # the first max_length tokens are what counts: same answer as the cut text sent alone
-    cut = client.post("/predict", json={"text": "I love it " + "x " * 11}).json()
-    assert not cut["truncated"]
-    assert cut["scores"] == pytest.approx(predictions[0]["scores"], abs=1e-4)
+def test_large_inputs_are_tokenized_off_the_loop_with_the_same_answer(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings())
+    with TestClient(app) as client:
+        engine: Any = app.state.service.engine
+        on_loop: list[bool] = []
+        encode = engine.encode
+
+        def spy(texts: Sequence[str]) -> Any:
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(True)
+            except RuntimeError:
+                on_loop.append(False)
+            return encode(texts)
+
+        engine.encode = spy
+        long_text = "I love it " + "x " * 2500  # over the inline tokenization threshold (1024)
+        texts = [long_text, "I love it"]
+        predictions = client.post("/predict", json={"texts": texts}).json()["predictions"]
+        assert predictions[0]["truncated"] and not predictions[1]["truncated"]
+        # the first max_length tokens are what counts: same answer as the cut text sent alone
+        cut = client.post("/predict", json={"text": "I love it " + "x " * 11}).json()
+        assert not cut["truncated"]
+        assert cut["scores"] == pytest.approx(predictions[0]["scores"], abs=1e-4)
+        assert on_loop == [False, True]  # big input in a thread, a tweet inline
 
 
 @pytest.mark.parametrize(
