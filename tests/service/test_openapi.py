@@ -7,6 +7,7 @@ Hypothesis then throws arbitrary bytes, JSON values and content types at /predic
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import tempfile
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.timeout(600)
 # Schemathesis needs its schema when the module is collected; the app only touches the bundle
 # when its lifespan starts (at the first call), after the fixture below has written it.
 _ROOT = Path(tempfile.mkdtemp(prefix="service-openapi-"))
+atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)  # also when no test here runs
 SETTINGS = Settings(bundle=_ROOT / "tiny", threads=1, access_log=False, max_texts=8)
 SECURED = SETTINGS.with_overrides(api_key="k3y")
 # 413 is this API's documented answer to too many texts (the issue asks for it); schemathesis
