@@ -139,12 +139,13 @@ def test_image_and_user_match_the_dockerfile_and_makefile(
 
 
 def test_one_pod_is_the_benchmark_machine(manifests: dict[str, dict[str, Any]]) -> None:
-    """2 vCPU, requests == limits (Guaranteed QoS), ORT threads follow the CPU limit."""
+    """2 vCPU, requests == limits (Guaranteed QoS), one single-threaded run per CPU of the limit."""
     resources = container(manifests)["resources"]
     assert resources["requests"] == resources["limits"]
     assert str(resources["limits"]["cpu"]) == "2"
-    threads = container_env(manifests)["SENTIMENT_THREADS"]["valueFrom"]["resourceFieldRef"]
-    assert threads["resource"] == "limits.cpu" and str(threads["divisor"]) == "1"
+    pool = container_env(manifests)["SENTIMENT_POOL_SIZE"]["valueFrom"]["resourceFieldRef"]
+    assert pool["resource"] == "limits.cpu" and str(pool["divisor"]) == "1"
+    assert literal_env(manifests)["SENTIMENT_THREADS"] == "1"
     assert literal_env(manifests)["SENTIMENT_WORKERS"] == "1"
 
 
