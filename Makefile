@@ -23,6 +23,10 @@ $(VENV)/.all: $(VENV)/.base setup.cfg constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps tf-keras==2.21.0
 	touch $@
 
+$(VENV)/.peers: $(VENV)/.all
+	$(PIP) -e '.[peers]'
+	touch $@
+
 install-serve: $(VENV)/.base   ## serving runtime only
 install: $(VENV)/.all          ## everything: train, export, bench, test
 
@@ -40,10 +44,12 @@ serve: $(VENV)/.base
 train: $(VENV)/.all
 	$(PY) -m training --data $(DATA) --out $(RUN) $(TRAIN_ARGS)
 
+# The fp32 stages are kept beside the run: `make bench` compares fp32 with int8 and feeds the
+# optimum peer the un-fused graph.
 export: $(VENV)/.all
-	$(PY) -m export --checkpoint $(RUN)/model --data $(DATA) --out $(BUNDLE) $(EXPORT_ARGS)
+	$(PY) -m export --checkpoint $(RUN)/model --data $(DATA) --out $(BUNDLE) --keep-intermediate $(RUN)/onnx $(EXPORT_ARGS)
 
-bench: $(VENV)/.all
+bench: $(VENV)/.peers
 	$(PY) -m benchmarks --bundle $(BUNDLE) --data $(DATA) $(BENCH_ARGS)
 
 load: $(VENV)/.all
