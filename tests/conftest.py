@@ -178,3 +178,12 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save_pretrained(folder)
     DistilBertTokenizerFast(tokenizer_object=tok, model_max_length=64).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny service bundle (tests/service/tiny_bundle.py: model.onnx, tokenizer.json,
+    config.json, manifest.json; read-only: copy it before changing anything)."""
+    from tests.service.tiny_bundle import build_bundle
+
+    return build_bundle(tmp_path_factory.mktemp("bundle") / "tiny")

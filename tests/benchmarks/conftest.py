@@ -1,93 +1,27 @@
-"""A tiny but real model bundle so the harness is tested end to end in seconds.
-
-The ONNX graph averages token embeddings under the attention mask and applies a linear
-layer: the same inputs, outputs and dtypes as the shipped model, at a few KB.
+"""A tiny but real model bundle (tests/service/tiny_bundle.py) so the harness is tested end to
+end in seconds: the same inputs, outputs and dtypes as the shipped model, at a few KB.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-from service.bundle import write_manifest
+from tests.service.tiny_bundle import LABELS, build_bundle, build_tokenizer
 
+# A small vocabulary: any other word (and ",") is one [UNK], which the token counts rely on.
 WORDS = ["love", "hate", "great", "awful", "game", "the", "is", "this", "update", "worst", "best"]
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS]
-LABELS = ["Negative", "Positive"]
-DIM = 8
-
-
-def tiny_onnx(path: Path, vocab_size: int, dim: int = DIM, seed: int = 0) -> None:
-    """input_ids, attention_mask (int64, [batch, seq]) -> logits [batch, 2] via a masked mean."""
-    rng = np.random.default_rng(seed)
-    inits = [
-        numpy_helper.from_array(rng.normal(size=(vocab_size, dim)).astype(np.float32), "emb"),
-        numpy_helper.from_array(rng.normal(size=(dim, len(LABELS))).astype(np.float32), "w"),
-        numpy_helper.from_array(np.zeros(len(LABELS), dtype=np.float32), "b"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
-        numpy_helper.from_array(np.array([-1], dtype=np.int64), "axis_last"),
-    ]
-    nodes = [
-        helper.make_node("Gather", ["emb", "input_ids"], ["tok"]),
-        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["maskf", "axis_last"], ["mask3"]),
-        helper.make_node("Mul", ["tok", "mask3"], ["masked"]),
-        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
-        helper.make_node("ReduceSum", ["mask3", "axis1"], ["count"], keepdims=0),
-        helper.make_node("Div", ["summed", "count"], ["mean"]),
-        helper.make_node("MatMul", ["mean", "w"], ["proj"]),
-        helper.make_node("Add", ["proj", "b"], ["logits"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "tiny",
-        [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
-        ],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(LABELS)])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def tiny_tokenizer(path: Path) -> None:
-    """A lower-casing WordPiece tokenizer with BERT's [CLS] ... [SEP] template."""
-    tokenizer = Tokenizer(models.WordPiece({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
-    )
-    tokenizer.save(str(path))
-
-
-def build_tiny_bundle(folder: Path) -> Path:
-    """Write model.onnx (+ model.fp32.onnx beside it), tokenizer.json, config.json, manifest.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tiny_onnx(folder / "model.onnx", len(VOCAB))
-    tiny_tokenizer(folder / "tokenizer.json")
-    config = {"labels": LABELS, "max_length": 32, "model_name": "tiny-test"}
-    (folder / "config.json").write_text(json.dumps(config))
-    write_manifest(folder, {"model": "tiny-test"})
-    return folder
+MAX_LENGTH = 32
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+    """model.onnx, tokenizer.json, config.json (max_length 32), manifest.json."""
+    return build_bundle(
+        tmp_path_factory.mktemp("bundle") / "tiny", words=WORDS, max_length=MAX_LENGTH
+    )
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +50,7 @@ def build_tiny_checkpoint(folder: Path) -> Path:
     from training.checkpoint import CheckpointInfo, save_checkpoint
 
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tiny_tokenizer(folder.parent / "tok.json")
+    tok = build_tokenizer(folder.parent / "tok.json", WORDS)
     tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_file=str(folder.parent / "tok.json"),
         unk_token="[UNK]",
@@ -126,7 +60,7 @@ def build_tiny_checkpoint(folder: Path) -> Path:
         model_input_names=["input_ids", "attention_mask"],
     )
     config = DistilBertConfig(  # type: ignore[no-untyped-call]
-        vocab_size=len(VOCAB),
+        vocab_size=tok.get_vocab_size(),
         dim=16,
         n_layers=1,
         n_heads=2,
@@ -136,7 +70,7 @@ def build_tiny_checkpoint(folder: Path) -> Path:
     )
     model = TFDistilBertForSequenceClassification(config)  # type: ignore[no-untyped-call]
     model(model.dummy_inputs)
-    info = CheckpointInfo(labels=LABELS, max_length=32, base_model="tiny-test")
+    info = CheckpointInfo(labels=LABELS, max_length=MAX_LENGTH, base_model="tiny-test")
     return save_checkpoint(model, tokenizer, info, folder)
 
 

@@ -1,7 +1,8 @@
-"""Readers for the deploy artifacts (Dockerfile, .dockerignore, k8s manifests) and a tiny bundle.
+"""Readers for the deploy artifacts (Dockerfile, .dockerignore, k8s manifests).
 
 No Docker engine runs in CI, so the tests read the Dockerfile the way the engine would (line
-continuations, comments, stages, exec-form JSON) and check what the image would contain.
+continuations, comments, stages, exec-form JSON) and check what the image would contain. The
+`tiny_bundle` the start-command tests serve comes from tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -15,14 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
 import pytest
 import yaml
-from onnx import TensorProto, helper, numpy_helper
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-from service.bundle import write_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -183,64 +178,3 @@ def manifests() -> dict[str, dict[str, Any]]:
                 assert doc["kind"] not in objects, f"two {doc['kind']} objects"
                 objects[doc["kind"]] = doc
     return objects
-
-
-# --- a tiny but real bundle: masked mean of token embeddings -> linear -> logits -------------
-
-WORDS = ["good", "bad", "love", "hate", "game", "this", "is"]
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS]
-LABELS = ["Negative", "Positive"]
-
-
-def _tiny_model(path: Path, dim: int = 4) -> None:
-    rng = np.random.default_rng(7)
-    weights: dict[str, np.ndarray] = {
-        "emb": rng.normal(size=(len(VOCAB), dim)).astype(np.float32),
-        "w": rng.normal(size=(dim, len(LABELS))).astype(np.float32),
-        "seq_axis": np.array([1], dtype=np.int64),
-        "last_axis": np.array([-1], dtype=np.int64),
-    }
-    nodes = [
-        helper.make_node("Gather", ["emb", "input_ids"], ["tokens"]),
-        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["mask", "last_axis"], ["mask3"]),
-        helper.make_node("Mul", ["tokens", "mask3"], ["kept"]),
-        helper.make_node("ReduceSum", ["kept", "seq_axis"], ["total"], keepdims=0),
-        helper.make_node("ReduceSum", ["mask3", "seq_axis"], ["count"], keepdims=0),
-        helper.make_node("Div", ["total", "count"], ["mean"]),
-        helper.make_node("MatMul", ["mean", "w"], ["logits"]),
-    ]
-    ids = [
-        helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
-        for n in ("input_ids", "attention_mask")
-    ]
-    out = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(LABELS)])]
-    inits = [numpy_helper.from_array(v, k) for k, v in weights.items()]
-    graph = helper.make_graph(nodes, "tiny", ids, out, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-
-
-def _tiny_tokenizer(path: Path) -> None:
-    tokenizer = Tokenizer(models.WordPiece({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    tokenizer.save(str(path))
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """model.onnx + tokenizer.json + config.json + manifest.json, a few KB in all."""
-    folder = tmp_path_factory.mktemp("bundle") / "tiny"
-    folder.mkdir()
-    _tiny_model(folder / "model.onnx")
-    _tiny_tokenizer(folder / "tokenizer.json")
-    config = {"labels": LABELS, "max_length": 16, "model_name": "tiny-deploy-test"}
-    (folder / "config.json").write_text(json.dumps(config))
-    write_manifest(folder, {"model": "tiny-deploy-test"})
-    return folder

@@ -1,4 +1,5 @@
-"""Fixtures for the service tests: tiny bundles (see tiny_bundle.py), settings, a client."""
+"""Fixtures for the service tests: tiny bundles (see tiny_bundle.py; `tiny_bundle` itself is in
+tests/conftest.py), settings, a client."""
 
 from __future__ import annotations
 
@@ -15,11 +16,6 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from service import Settings, create_app  # noqa: E402
 from tests.service.tiny_bundle import build_bundle  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,19 @@
-"""A tiny, fast, hub-free model bundle for the service tests.
+"""A tiny, fast, hub-free model bundle, shared by the service, benchmark and deploy tests.
 
 The model: logits = mean over unmasked tokens of a [vocab, labels] table lookup. Results depend
 on the tokens and on the attention mask (the pad row of the table is not zero), so batched and
 single runs only agree if padding and masking are right. Sentiment words get strong rows, so
 "I love this" is Positive. `slow=N` adds N [hidden x hidden] MatMuls per token whose result is
 multiplied by zero: same answers, more CPU per token (to build queues in load tests).
+`words=[...]` swaps the default vocabulary (words, letters, digits and ## pieces: few [UNK]s) for
+the special tokens plus exactly those words, so every other word is one [UNK].
 """
 
 from __future__ import annotations
 
 import json
 import string
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,15 +31,20 @@ NEGATIVE = ["bad", "awful", "hate", "sad", "worst", "broken"]
 NEUTRAL = ["the", "a", "this", "game", "movie", "is", "i", "it", "update", "today", "!", "?", "."]
 
 
-def _vocab() -> dict[str, int]:
-    tokens = SPECIAL + POSITIVE + NEGATIVE + NEUTRAL
-    tokens += list(string.ascii_lowercase) + list(string.digits)
-    tokens += ["##" + c for c in string.ascii_lowercase + string.digits]
+def vocabulary(words: Sequence[str] | None = None) -> dict[str, int]:
+    """Token -> id ([PAD] is 0): the default vocabulary, or the special tokens and `words`."""
+    if words is None:
+        tokens = SPECIAL + POSITIVE + NEGATIVE + NEUTRAL
+        tokens += list(string.ascii_lowercase) + list(string.digits)
+        tokens += ["##" + c for c in string.ascii_lowercase + string.digits]
+    else:
+        tokens = SPECIAL + list(words)
     return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
 
 
-def build_tokenizer(path: Path) -> Tokenizer:
-    vocab = _vocab()
+def build_tokenizer(path: Path, words: Sequence[str] | None = None) -> Tokenizer:
+    """A lower-casing WordPiece tokenizer with BERT's [CLS] ... [SEP] template, saved to `path`."""
+    vocab = vocabulary(words)
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -51,15 +59,22 @@ def build_tokenizer(path: Path) -> Tokenizer:
 
 
 def build_model(
-    path: Path, vocab_size: int, *, ids_type: int, slow: int, coupled: bool = False, seed: int = 0
+    path: Path,
+    vocab: dict[str, int],
+    *,
+    ids_type: int = TensorProto.INT64,
+    slow: int = 0,
+    coupled: bool = False,
+    seed: int = 0,
 ) -> None:
+    """input_ids, attention_mask ([batch, seq] of `ids_type`) -> logits [batch, 2]."""
+    vocab_size = len(vocab)
     rng = np.random.default_rng(seed)
     table = rng.normal(0.0, 0.5, (vocab_size, len(LABELS))).astype(np.float32)
-    vocab = _vocab()
-    for word in POSITIVE:
-        table[vocab[word]] = [-3.0, 3.0]
-    for word in NEGATIVE:
-        table[vocab[word]] = [3.0, -3.0]
+    for words, row in ((POSITIVE, [-3.0, 3.0]), (NEGATIVE, [3.0, -3.0])):
+        for word in words:
+            if word in vocab:
+                table[vocab[word]] = row
     table[0] = [5.0, -5.0]  # [PAD]: wrong masking would show
     inits = [
         numpy_helper.from_array(table, "table"),
@@ -130,13 +145,14 @@ def build_bundle(
     coupled: bool = False,
     max_length: int = MAX_LENGTH,
     labels: list[str] | None = None,
+    words: Sequence[str] | None = None,
 ) -> Path:
     """Write a complete, manifest-verified bundle into `folder` and return it."""
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(folder / "tokenizer.json")
+    build_tokenizer(folder / "tokenizer.json", words)
     build_model(
         folder / "model.onnx",
-        tokenizer.get_vocab_size(),
+        vocabulary(words),
         ids_type=ids_type,
         slow=slow,
         coupled=coupled,
