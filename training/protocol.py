@@ -64,12 +64,11 @@ def build_splits(
 
     test = [r for r in val_rows if r.label in label_set]
     held_out = {r.tweet_id for r in val_rows}
-    pool = train_rows if leaky else [r for r in train_rows if r.tweet_id not in held_out]
-    # Split over every label, then keep the label set: a tweet is dev (or train) whatever label
-    # set a run uses, so a model first tuned on all four classes never saw the binary dev set.
-    train, dev = split_by_id(_dedupe(pool), dev_fraction=dev_fraction, seed=seed)
-    train = [r for r in train if r.label in label_set]
-    dev = [r for r in dev if r.label in label_set]
+    pool = [r for r in train_rows if r.label in label_set]
+    if not leaky:
+        pool = [r for r in pool if r.tweet_id not in held_out]
+    pool = _dedupe(pool)
+    train, dev = split_by_id(pool, dev_fraction=dev_fraction, seed=seed)
     return Splits(
         train=train,
         dev=dev,
