@@ -24,6 +24,7 @@ from benchmarks.machine import busy_processes, describe, machine_info
 from benchmarks.peers.optimum_ort import peer_deps_missing, prepare_model_dir
 from benchmarks.texts import load_texts
 from service.bundle import load_bundle
+from service.settings import Settings
 
 TARGET_RPS = 250.0
 TARGET_HTTP_VS_ENGINE = 0.8
@@ -99,7 +100,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--timeout", type=float, default=30.0, help="client timeout per request (s)")
     p.add_argument("--modes", default="direct,batched", help="service execution modes to run")
-    p.add_argument("--reference-mode", default="batched", help="the mode peers are compared with")
+    p.add_argument(
+        "--reference-mode",
+        default=Settings.mode,
+        help="the mode peers are compared with (default: the service's default mode)",
+    )
+    p.add_argument(
+        "--from-json",
+        type=Path,
+        help="measure nothing: recompute ratios and targets of this raw result (e.g. with another"
+        " --reference-mode) and rewrite its JSON, Markdown and plots",
+    )
     p.add_argument(
         "--service-env",
         action="append",
@@ -425,6 +436,13 @@ def targets(results: dict[str, Any], reference: str) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        results["settings"]["reference_mode"] = args.reference_mode
+        if "http" in results:
+            compare(results, args.reference_mode)
+        results["targets"] = targets(results, args.reference_mode)
+        return write_reports(results, args.from_json.with_suffix(""))
     bundle = load_bundle(args.bundle)
     info = machine_info()
     print(describe(info))
@@ -465,7 +483,10 @@ def main(argv: list[str] | None = None) -> int:
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
     results["machine"]["busy_processes_at_end"] = busy_processes()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    prefix = args.out_dir / run_id
+    return write_reports(results, args.out_dir / run_id)
+
+
+def write_reports(results: dict[str, Any], prefix: Path) -> int:
     prefix.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     text = report.markdown(results)
     prefix.with_suffix(".md").write_text(text)

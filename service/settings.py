@@ -48,7 +48,9 @@ class Settings:
     threads: int = 0  # intra-op threads per session.run; 0 = automatic (1)
     pool_size: int = 0  # concurrent session.run calls per worker; 0 = cores // workers // threads
     spin: bool = False  # let ORT's idle intra-op threads spin-wait (faster only on idle cores)
-    mode: Mode = "batched"
+    # Measured at 500 concurrent users on 2 cores with the shipped int8 bundle (whose texts run
+    # alone either way): direct 453 rps, batched 366 rps (benchmarks/results/2026-11-27-vm.md).
+    mode: Mode = "direct"
     max_batch: int = 16  # rows per session.run
     max_tokens: int = 2048  # rows x padded length per session.run
     max_wait_ms: float = 2.0  # longest a batch waits for more requests
