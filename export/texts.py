@@ -17,6 +17,7 @@ from tokenizers import Tokenizer
 
 from export.errors import ExportError
 from service.bundle import sha256_file
+from training.batching import batch_indices, pad
 
 
 @dataclass(frozen=True)
@@ -112,16 +113,9 @@ def encode(
 
 
 def batches(ids: list[np.ndarray], *, pad_id: int, batch_size: int = 32) -> list[Batch]:
-    """Length-sorted, right-padded batches (the fused Attention kernel assumes right padding)."""
-    order = np.argsort([len(x) for x in ids], kind="stable")
+    """Length-sorted, right-padded batches, cut the way training cut its evaluation batches."""
     out = []
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        width = max(len(ids[i]) for i in index)
-        input_ids = np.full((len(index), width), pad_id, dtype=np.int32)
-        mask = np.zeros((len(index), width), dtype=np.int32)
-        for row, i in enumerate(index):
-            input_ids[row, : len(ids[i])] = ids[i]
-            mask[row, : len(ids[i])] = 1
+    for index in batch_indices([len(x) for x in ids], batch_size):
+        input_ids, mask = pad([ids[i] for i in index], pad_id)
         out.append(Batch(index=index, input_ids=input_ids, attention_mask=mask))
     return out

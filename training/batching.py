@@ -48,16 +48,16 @@ def batch_indices(
 ) -> list[np.ndarray]:
     """Index batches of similar length; shuffled when `rng` is given, length-sorted otherwise."""
     order = np.arange(len(lengths))
-    lengths = np.asarray(lengths)
+    sizes = np.asarray(lengths)
     if rng is None:
-        order = order[np.argsort(lengths, kind="stable")]
+        order = order[np.argsort(sizes, kind="stable")]
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     rng.shuffle(order)
     pool = batch_size * POOL_BATCHES
-    batches = []
+    batches: list[np.ndarray] = []
     for start in range(0, len(order), pool):
         chunk = order[start : start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        chunk = chunk[np.argsort(sizes[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
