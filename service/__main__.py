@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.config.dictConfig(logging_config(settings.log_level))
     for name in Settings.unknown_variables():
         log.warning("ignoring unknown variable %s (not a setting: typo?)", name)
-    try:
-        load_bundle(settings.bundle, verify=True)
+    try:  # fail fast, before uvicorn binds or forks: exit 2 naming the altered file
+        bundle = load_bundle(settings.bundle, verify=True)
     except BundleError as exc:
         log.critical("refusing to start: %s", exc)
         return 2
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from service.app import create_app
 
-        target = create_app(settings)
+        target = create_app(settings, bundle)
     config = uvicorn.Config(
         target,
         factory=multi,

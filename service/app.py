@@ -52,9 +52,10 @@ RETRY_AFTER = {"Retry-After": "1"}
 class ServiceState:
     """What the lifespan loads and the handlers read; one per app."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, bundle: Bundle | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
+        self.verified = bundle  # already verified by the caller: the lifespan skips re-hashing
         self.bundle: Bundle | None = None
         self.bundle_sha256 = ""
         self.engine: Engine | None = None
@@ -325,7 +326,9 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
     settings = state.settings
     state.draining = False  # an app may be started again after a shutdown (tests do)
     try:
-        bundle = await asyncio.to_thread(load_bundle, settings.bundle, True)
+        bundle = state.verified
+        if bundle is None:
+            bundle = await asyncio.to_thread(load_bundle, settings.bundle, True)
         engine = await asyncio.to_thread(
             Engine, bundle, threads=settings.threads, spin=settings.spin
         )
@@ -389,9 +392,10 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
         log.info("stopped")
 
 
-def create_app(settings: Settings) -> Starlette:
-    """The service as an ASGI app (the model loads when the app's lifespan starts)."""
-    state = ServiceState(settings)
+def create_app(settings: Settings, bundle: Bundle | None = None) -> Starlette:
+    """The service as an ASGI app (the model loads when the app's lifespan starts). Pass
+    `bundle` when it was just verified with `load_bundle`, so the model is hashed once."""
+    state = ServiceState(settings, bundle)
     app = Starlette(
         routes=_routes(state),
         middleware=[Middleware(ObserveMiddleware, state=state)],
