@@ -25,7 +25,7 @@ class BundleError(RuntimeError):
     """The bundle is missing, incomplete or does not match its manifest."""
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

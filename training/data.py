@@ -8,7 +8,6 @@ rows are kept, and grouping by tweet_id is the protocol's job. Bad rows are coun
 from __future__ import annotations
 
 import csv
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,11 +77,3 @@ def read_rows(path: str | Path) -> tuple[list[Row], LoadReport]:
             rows.append(Row(tweet_id, entity.strip(), label, text))
     report.rows_kept = len(rows)
     return rows, report
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

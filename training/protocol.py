@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import TRAIN_FILE, VALIDATION_FILE, LoadReport, Row, read_rows, sha256_file
+from service.bundle import sha256_file
+from training.data import TRAIN_FILE, VALIDATION_FILE, LoadReport, Row, read_rows
 
 
 @dataclass
