@@ -196,8 +196,7 @@ def run_engine(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[
     print(f"  {tok}")
     print("real texts:")
     real = engine.real_text_throughput(
-        bundle.model_path,
-        tokenizer,
+        bundle,
         texts[: 64 if args.quick else 512],
         args.batches,
         max(args.threads),
@@ -437,12 +436,12 @@ def targets(results: dict[str, Any], reference: str) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
-        results = json.loads(args.from_json.read_text())
-        results["settings"]["reference_mode"] = args.reference_mode
-        if "http" in results:
-            compare(results, args.reference_mode)
-        results["targets"] = targets(results, args.reference_mode)
-        return write_reports(results, args.from_json.with_suffix(""))
+        raw: dict[str, Any] = json.loads(args.from_json.read_text())
+        raw["settings"]["reference_mode"] = args.reference_mode
+        if "http" in raw:
+            compare(raw, args.reference_mode)
+        raw["targets"] = targets(raw, args.reference_mode)
+        return write_reports(raw, args.from_json.with_suffix(""))
     bundle = load_bundle(args.bundle)
     info = machine_info()
     print(describe(info))

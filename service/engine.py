@@ -38,6 +38,23 @@ PROBE_TEXTS = (
 _DTYPES: dict[str, type[np.integer[Any]]] = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
+def pad_right(
+    rows: Sequence[Sequence[int]],
+    pad_id: int,
+    ids_type: type[np.integer[Any]] = np.int64,
+    mask_type: type[np.integer[Any]] = np.int64,
+) -> tuple[npt.NDArray[np.integer[Any]], npt.NDArray[np.integer[Any]]]:
+    """Ids and mask padded on the right to the longest row: the fused Attention op reads the
+    mask as lengths, so left padding would silently give wrong answers."""
+    width = max(len(row) for row in rows)
+    ids = np.full((len(rows), width), pad_id, dtype=ids_type)
+    mask = np.zeros((len(rows), width), dtype=mask_type)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
 @dataclass(frozen=True, slots=True)
 class Encoded:
     """One tokenized text: ids including special tokens, and whether the text was cut."""
@@ -123,13 +140,9 @@ class Engine:
 
     def infer(self, rows: Sequence[Sequence[int]]) -> Probs:
         """Softmax probabilities for one batch, right-padded to its longest row."""
-        width = max(len(row) for row in rows)
-        ids_type = self._inputs["input_ids"]
-        ids = np.full((len(rows), width), self.pad_id, dtype=ids_type)
-        mask = np.zeros((len(rows), width), dtype=self._inputs["attention_mask"])
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
+        ids, mask = pad_right(
+            rows, self.pad_id, self._inputs["input_ids"], self._inputs["attention_mask"]
+        )
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(ids, dtype=self._inputs["token_type_ids"])

@@ -40,14 +40,6 @@ def test_synthetic_batch_has_requested_shape_and_real_ids(parts: Parts) -> None:
     assert set(ids.ravel()) <= set(pool.tolist())
 
 
-def test_padding_is_right_sided(parts: Parts) -> None:
-    _, tokenizer, _ = parts
-    ids, mask = engine.padded(tokenizer.encode_batch(["love", "the best game is this"]), 0)
-    assert mask[0].tolist() == [1, 1, 1, 0, 0, 0, 0]
-    assert ids[0, 3:].tolist() == [0, 0, 0, 0]
-    assert mask[1].all()
-
-
 def test_feed_follows_the_graph_dtypes(parts: Parts) -> None:
     bundle, _, pool = parts
     session = engine.make_session(bundle.model_path, 1)
@@ -64,9 +56,7 @@ def test_tokenizer_cost_and_real_text_throughput(parts: Parts) -> None:
     assert cost["tokens_max"] == 9
     long_text = [" ".join(["love"] * 100)]
     assert engine.tokenizer_cost(tokenizer, long_text, BUDGET)["tokens_max"] == bundle.max_length
-    rows = engine.real_text_throughput(
-        bundle.model_path, tokenizer, TEXTS, [1, 2], 1, 0.05, log=lambda _: None
-    )
+    rows = engine.real_text_throughput(bundle, TEXTS, [1, 2], 1, 0.05, log=lambda _: None)
     assert [(r["order"], r["batch"]) for r in rows] == [
         ("arrival", 1),
         ("arrival", 2),

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto
 
 from service.bundle import BundleError, load_bundle, write_manifest
-from service.engine import Engine
+from service.engine import Engine, pad_right
 from tests.service.tiny_bundle import MAX_LENGTH, build_bundle
 
 TEXTS = ["I love this game!", "awful update today", "the movie", "great " * 30, "sad"]
@@ -93,3 +93,12 @@ def test_batch_drift_is_zero_for_a_row_independent_model(engine: Engine) -> None
 def test_batch_drift_detects_batch_coupled_models(tmp_path: Path) -> None:
     coupled = Engine(load_bundle(build_bundle(tmp_path / "c", coupled=True)), threads=1)
     assert coupled.batch_drift() > 1e-3
+
+
+def test_padding_is_right_sided(engine: Engine) -> None:
+    rows = [enc.ids for enc in engine.encode(["love", "the best game is this"])]
+    ids, mask = pad_right(rows, 0)
+    width = len(rows[1])
+    assert mask[0].tolist() == [1] * len(rows[0]) + [0] * (width - len(rows[0]))
+    assert ids[0, len(rows[0]) :].tolist() == [0] * (width - len(rows[0]))
+    assert mask[1].all() and ids[1].tolist() == rows[1]
