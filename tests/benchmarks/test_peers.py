@@ -13,6 +13,7 @@ from benchmarks import engine
 from benchmarks.peers.common import make_app, scores_to_result
 from benchmarks.peers.optimum_ort import peer_deps_missing, prepare_model_dir
 from service.bundle import load_bundle
+from service.engine import pad_right
 
 LABELS = ["Negative", "Positive"]
 
@@ -55,7 +56,7 @@ def reference_probabilities(bundle_dir: Path, text: str) -> list[float]:
     tokenizer = engine.load_tokenizer(bundle.tokenizer_path, bundle.max_length)
     session = engine.make_session(bundle.model_path, 1)
     logits = session.run(
-        None, engine.make_feed(session, *engine.padded([tokenizer.encode(text)], 0))
+        None, engine.make_feed(session, *pad_right([tokenizer.encode(text).ids], 0))
     )
     exp = np.exp(logits[0][0] - logits[0][0].max())
     return [float(p) for p in exp / exp.sum()]

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from benchmarks import engine
 from benchmarks.peers.common import base_parser, make_app, scores_to_result, serve
 from service.bundle import load_bundle
+from service.engine import pad_right
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     session = engine.make_session(bundle.model_path, threads=1)
 
     def predict(text: str) -> dict[str, object]:
-        ids, mask = engine.padded([tokenizer.encode(text)], 0)
+        ids, mask = pad_right([tokenizer.encode(text).ids], 0)
         logits = session.run(None, engine.make_feed(session, ids, mask))[0][0]
         probs = np.exp(logits - logits.max())
         return scores_to_result(list(bundle.labels), (probs / probs.sum()).tolist())
