@@ -32,11 +32,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import Closed, DirectRunner, MicroBatcher, Overloaded, QueueTimeout, Scheduler
 from service.bundle import Bundle, BundleError, load_bundle
-from service.engine import Engine
+from service.engine import EncodeError, Engine
 from service.errors import EXCEPTION_HANDLERS, ApiError
 from service.metrics import Metrics
 from service.openapi import build_openapi
-from service.payload import check_content_type, parse_texts, read_body, render
+from service.payload import check_content_type, check_entities, parse_texts, read_body, render
 from service.settings import Settings, available_cpus
 
 log = logging.getLogger("service")
@@ -72,7 +72,8 @@ class ServiceState:
         if self._openapi is not None:
             return self._openapi
         labels = self.bundle.labels if self.bundle else None
-        body = json.dumps(build_openapi(self.settings, labels, VERSION)).encode()
+        text_pair = self.bundle.text_pair if self.bundle else None
+        body = json.dumps(build_openapi(self.settings, labels, VERSION, text_pair)).encode()
         if labels is not None:
             self._openapi = body
         return body
@@ -86,6 +87,7 @@ class ServiceState:
                 "model_name": self.bundle.model_name,
                 "labels": list(self.bundle.labels),
                 "max_length": self.bundle.max_length,
+                "text_pair": self.bundle.text_pair,
                 "bundle_sha256": self.bundle_sha256,
                 "manifest": manifest,
                 "mode": settings.mode,
@@ -158,13 +160,20 @@ def _routes(state: ServiceState) -> list[Route]:
         engine, scheduler = loaded()
         check_content_type(request.headers.get("content-type"))
         body = await read_body(request, settings.max_body_bytes)
-        texts, single = parse_texts(body, settings.max_texts)
+        parsed = parse_texts(body, settings.max_texts)
+        check_entities(parsed, engine.text_pair)
+        texts = parsed.texts
         if not scheduler.has_room(len(texts)):
             raise reject("overloaded", "server is at capacity, retry shortly")
-        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-            encoded = engine.encode(texts)
-        else:
-            encoded = await asyncio.get_running_loop().run_in_executor(None, engine.encode, texts)
+        try:
+            if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+                encoded = engine.encode(texts, parsed.entities)
+            else:
+                encoded = await asyncio.get_running_loop().run_in_executor(
+                    None, engine.encode, texts, parsed.entities
+                )
+        except EncodeError as exc:
+            raise ApiError(422, str(exc)) from None
         try:
             probs = await scheduler.predict([enc.ids for enc in encoded])
         except Overloaded:
@@ -178,7 +187,7 @@ def _routes(state: ServiceState) -> list[Route]:
             metrics.texts.labels("true").inc(truncated)
         metrics.texts.labels("false").inc(len(encoded) - truncated)
         predictions = render(engine.labels, probs, encoded)
-        return _json(predictions[0] if single else {"predictions": predictions})
+        return _json(predictions[0] if parsed.single else {"predictions": predictions})
 
     async def health(request: Request) -> Response:
         return _json({"status": "ok"})

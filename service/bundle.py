@@ -55,6 +55,7 @@ class Bundle:
     max_length: int
     model_name: str
     manifest: dict[str, Any]
+    text_pair: bool = False  # the model reads "[CLS] entity [SEP] text [SEP]"
 
     @property
     def model_path(self) -> Path:
@@ -90,12 +91,16 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         raise BundleError(f"{folder / CONFIG}: 'labels' must be a non-empty list of strings")
     if not isinstance(max_length, int) or max_length < 2:
         raise BundleError(f"{folder / CONFIG}: 'max_length' must be an integer >= 2")
+    text_pair = config.get("text_pair", False)
+    if not isinstance(text_pair, bool):
+        raise BundleError(f"{folder / CONFIG}: 'text_pair' must be true or false")
     return Bundle(
         path=folder,
         labels=tuple(labels),
         max_length=max_length,
         model_name=str(config.get("model_name", folder.name)),
         manifest=manifest,
+        text_pair=text_pair,
     )
 
 

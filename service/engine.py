@@ -1,7 +1,8 @@
 """Text in, probabilities out: the tokenizer and the one ONNX Runtime session of a process.
 
-The engine knows nothing about HTTP or queues. `encode` turns texts into token ids (truncated
-to the bundle's max length), `infer` runs one padded batch. Both are safe to call from several
+The engine knows nothing about HTTP or queues. `encode` turns texts (with their entities, for
+entity-pair models) into token ids truncated to the bundle's max length, `infer` runs one
+padded batch. Both are safe to call from several
 threads at once; callers keep them off the event loop when they are not trivially cheap.
 """
 
@@ -63,6 +64,10 @@ class Encoded:
     truncated: bool
 
 
+class EncodeError(ValueError):
+    """The input cannot be tokenized for this model (e.g. an entity that leaves no room)."""
+
+
 class Engine:
     """Tokenizer + InferenceSession for one bundle, with the session's input contract checked."""
 
@@ -70,6 +75,7 @@ class Engine:
         self.bundle = bundle
         self.labels = bundle.labels
         self.max_length = bundle.max_length
+        self.text_pair = bundle.text_pair
         self.tokenizer = self._load_tokenizer(bundle)
         self.pad_id = self._pad_id(bundle, self.tokenizer)
         self.session = self._load_session(bundle, threads, spin)
@@ -82,7 +88,9 @@ class Engine:
         except Exception as exc:
             raise BundleError(f"{bundle.tokenizer_path}: unreadable tokenizer: {exc}") from exc
         tokenizer.no_padding()  # padding is done per batch, to the longest row
-        tokenizer.enable_truncation(bundle.max_length)
+        # As in training: an entity-pair model keeps its entity whole and cuts the text.
+        strategy = "only_second" if bundle.text_pair else "longest_first"
+        tokenizer.enable_truncation(bundle.max_length, strategy=strategy)
         return tokenizer
 
     @staticmethod
@@ -130,13 +138,38 @@ class Engine:
             raise BundleError(f"model has {width} logits but config.json lists {n_labels} labels")
         return inputs, output.name
 
-    def encode(self, texts: Sequence[str]) -> list[Encoded]:
-        """Tokenize (batch call: the Rust side runs it in parallel, without the GIL)."""
-        if len(texts) == 1:  # skips the batch call's thread-pool hand-off
-            encodings = [self.tokenizer.encode(texts[0])]
-        else:
-            encodings = self.tokenizer.encode_batch(list(texts))
+    def encode(self, texts: Sequence[str], entities: Sequence[str] | None = None) -> list[Encoded]:
+        """Tokenize (batch call: the Rust side runs it in parallel, without the GIL).
+
+        Entity-pair models need one entity per text; other models take none.
+        """
+        if (entities is not None) != self.text_pair:
+            need = "one entity per text" if self.text_pair else "no entities"
+            raise EncodeError(f"this model takes {need}")
+        try:
+            if entities is None:
+                if len(texts) == 1:  # skips the batch call's thread-pool hand-off
+                    encodings = [self.tokenizer.encode(texts[0])]
+                else:
+                    encodings = self.tokenizer.encode_batch(list(texts))
+            else:
+                if len(entities) != len(texts):
+                    raise EncodeError(f"{len(entities)} entities for {len(texts)} texts")
+                if len(texts) == 1:
+                    encodings = [self.tokenizer.encode(entities[0], texts[0])]
+                else:
+                    encodings = self.tokenizer.encode_batch(list(zip(entities, texts, strict=True)))
+        except EncodeError:
+            raise
+        except Exception as exc:  # tokenizers raises a bare Exception ("Truncation error: ...")
+            raise EncodeError(
+                f"an entity leaves no room for its text within {self.max_length} tokens"
+            ) from exc
         return [Encoded(enc.ids, bool(enc.overflowing)) for enc in encodings]
+
+    def _encode_probe(self, texts: Sequence[str]) -> list[Encoded]:
+        """`encode` for the engine's own probes: entity-pair models get a stand-in entity."""
+        return self.encode(texts, ["Entity"] * len(texts) if self.text_pair else None)
 
     def infer(self, rows: Sequence[Sequence[int]]) -> Probs:
         """Softmax probabilities for one batch, right-padded to its longest row."""
@@ -160,13 +193,13 @@ class Engine:
         whose activation scale is taken over the whole batch: a text's answer then depends on
         which other texts share its batch.
         """
-        rows = [enc.ids for enc in self.encode(PROBE_TEXTS)]
+        rows = [enc.ids for enc in self._encode_probe(PROBE_TEXTS)]
         alone = np.concatenate([self.infer([row]) for row in rows])
         return float(np.abs(self.infer(rows) - alone).max())
 
     def warmup(self, max_batch: int, max_tokens: int) -> None:
         """Run the extreme shapes once so the first real requests do not pay for allocation."""
-        cls_sep = self.encode(["warm up"])[0].ids
+        cls_sep = self._encode_probe(["warm up"])[0].ids
         full = [cls_sep[0]] + [cls_sep[1]] * (self.max_length - 1)
         rows = max(1, min(max_batch, max_tokens // self.max_length))
         for batch in ([cls_sep], [cls_sep] * max_batch, [full] * rows):

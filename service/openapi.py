@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from service.payload import MAX_ENTITY_CHARS
 from service.settings import Settings
 
 # The characters Python's str.isspace() accepts, as an ECMA-262 class (the server treats a text
@@ -38,8 +39,14 @@ def _ok(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": _ref(schema)}}}
 
 
-def build_openapi(settings: Settings, labels: Sequence[str] | None, version: str) -> dict[str, Any]:
-    """The document for these settings; `labels` is None until the bundle is loaded."""
+def build_openapi(
+    settings: Settings,
+    labels: Sequence[str] | None,
+    version: str,
+    text_pair: bool | None = False,
+) -> dict[str, Any]:
+    """The document for these settings; `labels` and `text_pair` are None until the bundle is
+    loaded (entities are then described as optional)."""
     label_schema: dict[str, Any] = {"type": "string"}
     scores: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "number"}}
     if labels:
@@ -60,24 +67,43 @@ def build_openapi(settings: Settings, labels: Sequence[str] | None, version: str
         "pattern": NOT_ONLY_SPACE,
         "description": "A tweet. Cut to the model's max length in tokens (then `truncated`).",
     }
+    entity = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_ENTITY_CHARS,
+        "pattern": NOT_ONLY_SPACE,
+        "description": "What the sentiment is about (a brand, a game): entity-pair models only.",
+    }
+    item = {
+        "type": "object",
+        "properties": {"text": _ref("Text"), "entity": _ref("Entity")},
+        "required": ["text", "entity"],
+        "additionalProperties": False,
+    }
+    # Plain models read strings; entity-pair models read {text, entity} items; before the
+    # bundle is loaded either may be right.
+    item_ref: dict[str, Any] = (
+        {"anyOf": [_ref("Text"), _ref("Item")]}
+        if text_pair is None
+        else _ref("Item" if text_pair else "Text")
+    )
+    one: dict[str, Any] = {"text": _ref("Text")}
+    if text_pair is not False:
+        one["entity"] = _ref("Entity")
+    texts = {"type": "array", "items": item_ref, "minItems": 1, "maxItems": settings.max_texts}
     schemas: dict[str, Any] = {
         "Text": text,
+        "Entity": entity,
+        "Item": item,
         "PredictOne": {
             "type": "object",
-            "properties": {"text": _ref("Text")},
-            "required": ["text"],
+            "properties": one,
+            "required": ["text", "entity"] if text_pair else ["text"],
             "additionalProperties": False,
         },
         "PredictMany": {
             "type": "object",
-            "properties": {
-                "texts": {
-                    "type": "array",
-                    "items": _ref("Text"),
-                    "minItems": 1,
-                    "maxItems": settings.max_texts,
-                }
-            },
+            "properties": {"texts": texts},
             "required": ["texts"],
             "additionalProperties": False,
         },
@@ -120,6 +146,7 @@ def build_openapi(settings: Settings, labels: Sequence[str] | None, version: str
                 "model_name": {"type": "string"},
                 "labels": {"type": "array", "items": {"type": "string"}},
                 "max_length": {"type": "integer"},
+                "text_pair": {"type": "boolean"},
                 "bundle_sha256": {"type": "string"},
                 "manifest": {"type": "object"},
                 "mode": {"type": "string", "enum": ["batched", "direct"]},
@@ -136,7 +163,9 @@ def build_openapi(settings: Settings, labels: Sequence[str] | None, version: str
             "summary": "Sentiment of one text or of a list of texts",
             "description": (
                 f"Send `text` (one prediction) or `texts` (1 to {settings.max_texts}, answered "
-                f"in input order). Body at most {settings.max_body_bytes} bytes of UTF-8 JSON."
+                f"in input order). Body at most {settings.max_body_bytes} bytes of UTF-8 JSON. "
+                "Entity-pair models (`text_pair` in /info) score the sentiment toward an entity: "
+                "send `entity` with `text`, and `{text, entity}` objects as `texts` items."
             ),
             **security,
             "requestBody": {

@@ -2,12 +2,14 @@
 
 Everything a client can get wrong is decided here, cheaply and before any model work:
 413 (too big), 415 (not JSON), 400 (not UTF-8 / not JSON), 422 (wrong shape), 413 (too many
-texts). Pure functions of the request, so they are easy to test and fuzz.
+texts), 422 (an entity where the model takes none, or none where it needs one). Pure
+functions of the request, so they are easy to test and fuzz.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,10 +54,23 @@ def check_content_type(value: str | None) -> None:
             raise ApiError(415, "only UTF-8 JSON is accepted")
 
 
-def parse_texts(body: bytes, max_texts: int) -> tuple[list[str], bool]:
-    """The texts of a predict body and whether it was the single-text form.
+MAX_ENTITY_CHARS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A predict body: its texts, their entities (entity-pair models) and its form."""
+
+    texts: list[str]
+    entities: list[str] | None
+    single: bool
+
+
+def parse_texts(body: bytes, max_texts: int) -> Parsed:
+    """The texts (and entities) of a predict body.
 
     400: not UTF-8 or not JSON; 422: wrong shape, type or empty text; 413: too many texts.
+    Whether the model needs entities depends on the bundle: see `check_entities`.
     """
     try:
         document = json.loads(body.decode("utf-8"))
@@ -68,21 +83,62 @@ def parse_texts(body: bytes, max_texts: int) -> tuple[list[str], bool]:
     if not isinstance(document, dict):
         raise ApiError(422, 'body must be a JSON object: {"text": ...} or {"texts": [...]}')
     keys = set(document)
-    if keys == {"text"}:
-        return [_check_text(document["text"], "text")], True
+    if keys in ({"text"}, {"text", "entity"}):
+        entities = [_check_entity(document["entity"], "entity")] if "entity" in keys else None
+        return Parsed([_check_text(document["text"], "text")], entities, True)
     if keys == {"texts"}:
-        texts = document["texts"]
-        if not isinstance(texts, list):
-            raise ApiError(422, "'texts' must be a list of strings")
-        if not texts:
+        items = document["texts"]
+        if not isinstance(items, list):
+            raise ApiError(422, "'texts' must be a list")
+        if not items:
             raise ApiError(422, "'texts' must not be empty")
-        if len(texts) > max_texts:
-            raise ApiError(413, f"'texts' has {len(texts)} items; the limit is {max_texts}")
-        return [_check_text(text, f"texts[{i}]") for i, text in enumerate(texts)], False
-    unknown = sorted(keys - {"text", "texts"})
+        if len(items) > max_texts:
+            raise ApiError(413, f"'texts' has {len(items)} items; the limit is {max_texts}")
+        pairs = [_check_item(item, f"texts[{i}]") for i, item in enumerate(items)]
+        with_entity = sum(entity is not None for _, entity in pairs)
+        if with_entity not in (0, len(pairs)):
+            raise ApiError(422, "give every item of 'texts' an entity, or none of them")
+        entities = [e for _, e in pairs if e is not None] if with_entity else None
+        return Parsed([text for text, _ in pairs], entities, False)
+    unknown = sorted(keys - {"text", "texts", "entity"})
     if unknown:
         raise ApiError(422, f"unknown field(s) {unknown}; send 'text' or 'texts'")
+    if "texts" in keys and "entity" in keys and "text" not in keys:
+        raise ApiError(
+            422, 'with \'texts\', give each item its entity: {"text": ..., "entity": ...}'
+        )
     raise ApiError(422, "send exactly one of 'text' or 'texts'")
+
+
+def _check_item(item: Any, where: str) -> tuple[str, str | None]:
+    """A 'texts' item: a string, or an object {"text": ..., "entity": ...}."""
+    if isinstance(item, str):
+        return _check_text(item, where), None
+    if not isinstance(item, dict):
+        raise ApiError(422, f"'{where}' must be a string or an object, not {_json_type(item)}")
+    if set(item) not in ({"text"}, {"text", "entity"}):
+        raise ApiError(422, f"'{where}' must have 'text' and may have 'entity', nothing else")
+    entity = _check_entity(item["entity"], f"{where}.entity") if "entity" in item else None
+    return _check_text(item["text"], f"{where}.text"), entity
+
+
+def check_entities(parsed: Parsed, text_pair: bool) -> None:
+    """422 unless entities come exactly when the model reads (entity, text) pairs."""
+    if text_pair and parsed.entities is None:
+        raise ApiError(
+            422,
+            "this model scores the sentiment toward an entity: send 'entity' with 'text', "
+            'and give each item of \'texts\' one: {"text": ..., "entity": ...}',
+        )
+    if not text_pair and parsed.entities is not None:
+        raise ApiError(422, "this model takes no entity: send only 'text' or 'texts'")
+
+
+def _check_entity(value: Any, where: str) -> str:
+    entity = _check_text(value, where)
+    if len(entity) > MAX_ENTITY_CHARS:
+        raise ApiError(422, f"'{where}' is longer than {MAX_ENTITY_CHARS} characters")
+    return entity
 
 
 def _check_text(value: Any, where: str) -> str:

@@ -52,6 +52,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--entity-pair", action="store_true", help="feed the entity as the first segment"
     )
     p.add_argument(
+        "--soup",
+        type=int,
+        default=d.soup,
+        help="average the weights of N runs that differ in data order (N times the training time)",
+    )
+    p.add_argument(
         "--no-leaky",
         action="store_true",
         help="skip the second, leaky run (it doubles training time)",
@@ -84,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         dev_fraction=args.dev_fraction,
         text_pair=args.entity_pair,
+        soup=args.soup,
     )
     started = time.perf_counter()
     splits = build_splits(
@@ -151,6 +158,7 @@ def _leaky_run(args: argparse.Namespace, config: TrainConfig) -> dict[str, objec
         "test": test,
         "best_epoch": history.best_epoch,
         "epochs": history.epochs,
+        "soup_members": history.members,
     }
 
 

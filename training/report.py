@@ -57,6 +57,7 @@ def build_metrics(
         "leaky": leaky,
         "best_epoch": history.best_epoch,
         "epochs": history.epochs,
+        "soup_members": history.members,  # empty unless config.soup > 1
         "config": asdict(config),
         "seed": config.seed,
         "data": data,
@@ -85,10 +86,20 @@ def plot_curve(path: Path, history: History) -> None:
     left.set_xlabel("step")
     left.set_ylabel("cross-entropy")
     left.legend()
-    epochs = [e["epoch"] for e in history.epochs]
-    right.plot(epochs, [e["dev_accuracy"] for e in history.epochs], "o-", label="dev accuracy")
-    right.plot(epochs, [e["dev_macro_f1"] for e in history.epochs], "s--", label="dev macro-F1")
-    right.axvline(history.best_epoch, color="grey", linestyle=":", label="chosen epoch")
+    epochs = sorted({e["epoch"] for e in history.epochs})
+    if history.members:  # a soup: one dev curve per member
+        for member in history.members:
+            run = [e for e in history.epochs if e["member_seed"] == member["seed"]]
+            right.plot(
+                [e["epoch"] for e in run],
+                [e["dev_macro_f1"] for e in run],
+                "s--",
+                label=f"dev macro-F1, seed {member['seed']}",
+            )
+    else:
+        right.plot(epochs, [e["dev_accuracy"] for e in history.epochs], "o-", label="dev accuracy")
+        right.plot(epochs, [e["dev_macro_f1"] for e in history.epochs], "s--", label="dev macro-F1")
+        right.axvline(history.best_epoch, color="grey", linestyle=":", label="chosen epoch")
     right.set_xlabel("epoch")
     right.set_xticks(epochs)
     right.legend()

@@ -2,6 +2,9 @@
 
 A custom loop (rather than `model.fit`) keeps one traced graph for every batch shape, and lets
 model choice happen on dev only: the best epoch's weights are kept, by dev macro-F1.
+With `soup > 1` several runs that differ only in data order and dropout (one shared head init,
+so their weights stay in one basin) are averaged into one model: an ensemble's variance
+reduction at the inference cost of a single model (Wortsman et al., "Model soups", 2022).
 """
 
 from __future__ import annotations
@@ -38,14 +41,16 @@ class TrainConfig:
     seed: int = 13
     dev_fraction: float = 0.1
     text_pair: bool = False
+    soup: int = 1  # >1: average this many runs (data-order seeds seed, seed+1, ...)
 
 
 @dataclass
 class History:
     step_loss: list[float] = field(default_factory=list)
     epochs: list[dict[str, Any]] = field(default_factory=list)
-    best_epoch: int = 0
+    best_epoch: int = 0  # 0 for a soup: each member has its own (see `members`)
     seconds: float = 0.0
+    members: list[dict[str, Any]] = field(default_factory=list)
 
 
 def set_seed(seed: int) -> None:
@@ -77,12 +82,42 @@ def load_model(base_model: str, labels: Sequence[str]) -> tuple[Any, Any]:
 def fine_tune(
     config: TrainConfig, train_rows: Sequence[Row], dev_rows: Sequence[Row], progress: bool = True
 ) -> tuple[Any, Any, History]:
+    """One fine-tuned model, or the uniform weight average of `config.soup` runs."""
+    if config.soup <= 1:
+        return _fine_tune_one(config, config.seed, train_rows, dev_rows, progress)
+    started = time.perf_counter()
+    soup = History()
+    weights: list[list[np.ndarray]] = []
+    model: Any = None
+    tokenizer: Any = None
+    for seed in range(config.seed, config.seed + config.soup):
+        log.info("soup member %d/%d (data-order seed %d)", len(weights) + 1, config.soup, seed)
+        model, tokenizer, member = _fine_tune_one(config, seed, train_rows, dev_rows, progress)
+        weights.append(model.get_weights())
+        soup.step_loss.extend(member.step_loss)
+        soup.epochs.extend({"member_seed": seed, **e} for e in member.epochs)
+        best = member.epochs[member.best_epoch - 1]
+        soup.members.append({"seed": seed, "best_epoch": member.best_epoch, **best})
+    model.set_weights([np.mean(layer, axis=0) for layer in zip(*weights, strict=True)])
+    soup.seconds = time.perf_counter() - started
+    return model, tokenizer, soup
+
+
+def _fine_tune_one(
+    config: TrainConfig,
+    seed: int,
+    train_rows: Sequence[Row],
+    dev_rows: Sequence[Row],
+    progress: bool,
+) -> tuple[Any, Any, History]:
     import tensorflow as tf
     from tqdm.auto import tqdm
     from transformers import create_optimizer
 
-    set_seed(config.seed)
+    set_seed(config.seed)  # the head's init: shared by every soup member
     model, tokenizer = load_model(config.base_model, config.labels)
+    if seed != config.seed:
+        set_seed(seed)  # data order and dropout
     pad_id = tokenizer.pad_token_id or 0
     train = encode(tokenizer, train_rows, config.labels, config.max_length, config.text_pair)
     dev = encode(tokenizer, dev_rows, config.labels, config.max_length, config.text_pair)
@@ -107,7 +142,7 @@ def fine_tune(
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    rng = np.random.default_rng(config.seed)
+    rng = np.random.default_rng(seed)
     history = History()
     best_f1, best_weights, stale = -1.0, None, 0
     started = time.perf_counter()

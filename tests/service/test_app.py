@@ -76,13 +76,13 @@ def test_large_inputs_are_tokenized_off_the_loop_with_the_same_answer(
         on_loop: list[bool] = []
         encode = engine.encode
 
-        def spy(texts: Sequence[str]) -> Any:
+        def spy(texts: Sequence[str], entities: Sequence[str] | None = None) -> Any:
             try:
                 asyncio.get_running_loop()
                 on_loop.append(True)
             except RuntimeError:
                 on_loop.append(False)
-            return encode(texts)
+            return encode(texts, entities)
 
         engine.encode = spy
         long_text = "I love it " + "x " * 2500  # over the inline tokenization threshold (1024)
@@ -154,6 +154,38 @@ def test_openapi_describes_every_route(client: TestClient) -> None:
     prediction = document["components"]["schemas"]["Prediction"]
     assert prediction["properties"]["label"]["enum"] == ["Negative", "Positive"]
     assert document["components"]["schemas"]["PredictMany"]["properties"]["texts"]["maxItems"] == 64
+
+
+def test_plain_model_refuses_entities_and_documents_none(client: TestClient) -> None:
+    response = client.post("/predict", json={"text": "I love this", "entity": "game"})
+    assert response.status_code == 422 and "takes no entity" in error_of(response)["message"]
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(schemas["PredictOne"]["properties"]) == {"text"}
+    assert client.get("/info").json()["text_pair"] is False
+
+
+def test_pair_model_needs_an_entity_per_text(
+    make_settings: Callable[..., Settings], pair_bundle: Path
+) -> None:
+    with TestClient(create_app(make_settings(bundle=pair_bundle))) as pair:
+        response = pair.post("/predict", json={"text": "I love this"})
+        assert response.status_code == 422
+        assert "toward an entity" in error_of(response)["message"]
+        one = pair.post("/predict", json={"text": "I love this", "entity": "the game"})
+        assert one.status_code == 200 and one.json()["label"] == "Positive"
+        items = [{"text": "I love this", "entity": "the game"}, {"text": "awful", "entity": "it"}]
+        many = pair.post("/predict", json={"texts": items})
+        assert many.status_code == 200
+        assert many.json()["predictions"][0] == one.json()
+        assert [p["label"] for p in many.json()["predictions"]] == ["Positive", "Negative"]
+        too_long = pair.post("/predict", json={"text": "good", "entity": "game " * 20})
+        assert too_long.status_code == 422 and "no room" in error_of(too_long)["message"]
+        assert pair.get("/info").json()["text_pair"] is True
+        schemas = pair.get("/openapi.json").json()["components"]["schemas"]
+        assert schemas["PredictOne"]["required"] == ["text", "entity"]
+        assert schemas["PredictMany"]["properties"]["texts"]["items"] == {
+            "$ref": "#/components/schemas/Item"
+        }
 
 
 def test_access_log_is_one_structured_line(

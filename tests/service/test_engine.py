@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto
 
 from service.bundle import BundleError, load_bundle, write_manifest
-from service.engine import Engine, pad_right
+from service.engine import EncodeError, Engine, pad_right
 from tests.service.tiny_bundle import MAX_LENGTH, build_bundle
 
 TEXTS = ["I love this game!", "awful update today", "the movie", "great " * 30, "sad"]
@@ -29,6 +29,30 @@ def test_encode_adds_special_tokens_and_truncates(engine: Engine) -> None:
     exact = "great " * (MAX_LENGTH - 2)  # fills max_length exactly: not truncated
     assert not engine.encode([exact])[0].truncated
     assert engine.encode(["I love this"]) == engine.encode(["I love this", "x"])[:1]
+
+
+def test_pair_model_encodes_entity_then_text_and_cuts_only_the_text(pair_bundle: Path) -> None:
+    engine = Engine(load_bundle(pair_bundle), threads=1)
+    vocab = engine.tokenizer.get_vocab()
+    (enc,) = engine.encode(["love it"], ["game"])
+    assert enc.ids == [vocab[t] for t in ("[CLS]", "game", "[SEP]", "love", "it", "[SEP]")]
+    long, short = engine.encode(["great " * 30, "sad"], ["the game", "the movie"])
+    assert long.truncated and len(long.ids) == MAX_LENGTH and long.ids[1:4] == [
+        vocab["the"], vocab["game"], vocab["[SEP]"]
+    ]  # fmt: skip
+    assert not short.truncated
+    with pytest.raises(EncodeError, match="no room"):
+        engine.encode(["good"], ["game " * MAX_LENGTH])
+    with pytest.raises(EncodeError, match="one entity per text"):
+        engine.encode(["good"])
+    with pytest.raises(EncodeError, match="2 entities for 1 texts"):
+        engine.encode(["good"], ["a", "b"])
+    assert engine.batch_drift() < 1e-6  # the probes run with a stand-in entity
+
+
+def test_plain_model_refuses_entities(engine: Engine) -> None:
+    with pytest.raises(EncodeError, match="takes no entities"):
+        engine.encode(["good"], ["game"])
 
 
 def test_infer_returns_probabilities_in_label_order(engine: Engine) -> None:

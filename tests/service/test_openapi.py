@@ -45,10 +45,17 @@ secured_schema = schemathesis.openapi.from_dict(
     build_openapi(SECURED, LABELS, VERSION), config=CONFIG
 )
 secured_schema.app = create_app(SECURED)
+# An entity-pair model: max length 128 as shipped, so any entity the schema allows fits.
+PAIR = SETTINGS.with_overrides(bundle=_ROOT / "pair")
+pair_schema = schemathesis.openapi.from_dict(
+    build_openapi(PAIR, LABELS, VERSION, text_pair=True), config=CONFIG
+)
+pair_schema.app = create_app(PAIR)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def bundle_on_disk() -> Iterator[Path]:
+    build_bundle(_ROOT / "pair", text_pair=True, max_length=128)
     yield build_bundle(_ROOT / "tiny")
     shutil.rmtree(_ROOT, ignore_errors=True)
 
@@ -74,6 +81,18 @@ def test_api_conforms_to_its_openapi_document(case: Any) -> None:
 def test_secured_api_conforms_and_rejects_missing_keys(case: Any) -> None:
     # the built-in checks also replay the request without the key and expect a 401
     case.call_and_validate(headers={"Authorization": "Bearer k3y"})
+
+
+@pair_schema.parametrize()
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_pair_api_conforms_to_its_openapi_document(case: Any) -> None:
+    case.call_and_validate()
+
+
+def test_the_pair_document_is_the_one_served() -> None:
+    with TestClient(create_app(PAIR)) as pair:
+        served = pair.get("/openapi.json").json()
+    assert served == build_openapi(PAIR, LABELS, VERSION, text_pair=True)
 
 
 # ------------------------------------------------------------------------------- hypothesis

@@ -7,13 +7,64 @@ import pytest
 
 from service.engine import Encoded
 from service.errors import ApiError
-from service.payload import check_content_type, parse_texts, render
+from service.payload import (
+    MAX_ENTITY_CHARS,
+    Parsed,
+    check_content_type,
+    check_entities,
+    parse_texts,
+    render,
+)
 
 
 def test_parse_single_and_many() -> None:
-    assert parse_texts(b'{"text": "hi"}', 4) == (["hi"], True)
-    assert parse_texts(json.dumps({"texts": ["a", "b"]}).encode(), 4) == (["a", "b"], False)
-    assert parse_texts('{"text": "café 😀"}'.encode(), 4) == (["café 😀"], True)
+    assert parse_texts(b'{"text": "hi"}', 4) == Parsed(["hi"], None, True)
+    assert parse_texts(json.dumps({"texts": ["a", "b"]}).encode(), 4) == Parsed(
+        ["a", "b"], None, False
+    )
+    assert parse_texts('{"text": "café 😀"}'.encode(), 4) == Parsed(["café 😀"], None, True)
+
+
+def test_parse_entities() -> None:
+    assert parse_texts(b'{"text": "hi", "entity": "Xbox"}', 4) == Parsed(["hi"], ["Xbox"], True)
+    items = [{"text": "a", "entity": "X"}, {"entity": "Y", "text": "b"}]
+    body = json.dumps({"texts": items}).encode()
+    assert parse_texts(body, 4) == Parsed(["a", "b"], ["X", "Y"], False)
+    body = json.dumps({"texts": ["a", {"text": "b"}]}).encode()  # objects without entity: fine
+    assert parse_texts(body, 4) == Parsed(["a", "b"], None, False)
+
+
+@pytest.mark.parametrize(
+    ("document", "status", "message"),
+    [
+        ({"text": "a", "entity": None}, 422, "'entity' must be a string, not null"),
+        ({"text": "a", "entity": " "}, 422, "'entity' is empty"),
+        ({"text": "a", "entity": "x" * (MAX_ENTITY_CHARS + 1)}, 422, "longer than"),
+        ({"texts": [{"text": "a", "entity": "X"}, "b"]}, 422, "an entity, or none of them"),
+        ({"texts": [{"text": "a", "entity": 3}]}, 422, "'texts[0].entity' must be a string"),
+        ({"texts": [{"text": ""}]}, 422, "'texts[0].text' is empty"),
+        ({"texts": [{"text": "a", "x": 1}]}, 422, "may have 'entity', nothing else"),
+        ({"texts": [["a"]]}, 422, "'texts[0]' must be a string or an object, not a list"),
+        ({"texts": ["a", "b", "c"]}, 413, "limit is 2"),
+        ({"texts": ["a"], "entity": "X"}, 422, "give each item its entity"),
+        ({"text": "a", "entities": ["X"]}, 422, "unknown field(s) ['entities']"),
+        ({"entity": "X"}, 422, "exactly one of 'text' or 'texts'"),
+        ({"text": "a", "texts": ["b"], "entity": "X"}, 422, "exactly one of 'text' or 'texts'"),
+    ],
+)
+def test_parse_entity_errors(document: dict[str, object], status: int, message: str) -> None:
+    with pytest.raises(ApiError) as info:
+        parse_texts(json.dumps(document).encode(), 2)
+    assert info.value.status == status and message in info.value.message, info.value.message
+
+
+def test_entities_must_match_the_model() -> None:
+    check_entities(Parsed(["a"], ["X"], True), text_pair=True)
+    check_entities(Parsed(["a"], None, True), text_pair=False)
+    for parsed, pair in ((Parsed(["a"], None, True), True), (Parsed(["a"], ["X"], True), False)):
+        with pytest.raises(ApiError) as info:
+            check_entities(parsed, text_pair=pair)
+        assert info.value.status == 422
 
 
 @pytest.mark.parametrize(

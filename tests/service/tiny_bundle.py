@@ -146,8 +146,10 @@ def build_bundle(
     max_length: int = MAX_LENGTH,
     labels: list[str] | None = None,
     words: Sequence[str] | None = None,
+    text_pair: bool = False,
 ) -> Path:
-    """Write a complete, manifest-verified bundle into `folder` and return it."""
+    """Write a complete, manifest-verified bundle into `folder` and return it (`text_pair`: the
+    model is declared to read "[CLS] entity [SEP] text [SEP]")."""
     folder.mkdir(parents=True, exist_ok=True)
     build_tokenizer(folder / "tokenizer.json", words)
     build_model(
@@ -157,7 +159,12 @@ def build_bundle(
         slow=slow,
         coupled=coupled,
     )
-    config = {"labels": labels or LABELS, "max_length": max_length, "model_name": "tiny-test"}
+    config = {
+        "labels": labels or LABELS,
+        "max_length": max_length,
+        "model_name": "tiny-test",
+        "text_pair": text_pair,
+    }
     (folder / "config.json").write_text(json.dumps(config))
     write_manifest(folder, {"note": "tiny test model", "metrics": {"accuracy": None}})
     return folder

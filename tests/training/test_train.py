@@ -51,7 +51,7 @@ def test_tiny_model_learns(run: Path) -> None:
 @pytest.mark.slow
 def test_metrics_file_schema(run: Path) -> None:
     metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("labels", "protocol", "test", "dev", "leaky", "best_epoch", "epochs", "config", "seed",
+    for key in ("labels", "protocol", "test", "dev", "leaky", "best_epoch", "epochs", "soup_members", "config", "seed",
                 "data", "versions", "wall_time_seconds"):  # fmt: skip
         assert key in metrics, key
     assert metrics["protocol"] == "clean" and metrics["labels"] == ["Negative", "Positive"]
@@ -89,3 +89,26 @@ def test_four_class_label_set_trains(tmp_path: Path, tiny_base: Path, twitter_da
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels"] == labels.split(",")
     assert len(metrics["test"]["confusion_matrix"]["rows_true_cols_pred"]) == 4
+
+
+@pytest.mark.slow
+def test_soup_is_the_mean_of_its_members(tiny_base: Path, tiny_data: Path) -> None:
+    from dataclasses import replace
+
+    from training.protocol import build_splits
+    from training.train import TrainConfig, _fine_tune_one, fine_tune
+
+    splits = build_splits(tiny_data, ("Negative", "Positive"))
+    config = TrainConfig(base_model=str(tiny_base), epochs=2, patience=2, learning_rate=3e-3,
+                         batch_size=8, warmup_ratio=0.0, max_length=32)  # fmt: skip
+    members = [
+        _fine_tune_one(config, seed, splits.train, splits.dev, progress=False)[0].get_weights()
+        for seed in (config.seed, config.seed + 1)
+    ]
+    assert any(not np.allclose(a, b) for a, b in zip(*members, strict=True))  # data order differs
+    model, _, history = fine_tune(replace(config, soup=2), splits.train, splits.dev, progress=False)
+    expected = [np.mean(layer, axis=0) for layer in zip(*members, strict=True)]
+    for got, want in zip(model.get_weights(), expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    assert [m["seed"] for m in history.members] == [config.seed, config.seed + 1]
+    assert history.best_epoch == 0 and {e["member_seed"] for e in history.epochs} == {13, 14}
