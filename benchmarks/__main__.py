@@ -22,7 +22,7 @@ import psutil
 from benchmarks import engine, http, report
 from benchmarks.machine import busy_processes, describe, machine_info
 from benchmarks.peers.optimum_ort import peer_deps_missing, prepare_model_dir
-from benchmarks.texts import load_texts
+from benchmarks.texts import load_tweets
 from service.bundle import load_bundle
 from service.settings import Settings
 
@@ -174,7 +174,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_engine(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[str, Any]:
+def run_engine(
+    args: argparse.Namespace, bundle: Any, texts: list[str], entities: list[str] | None
+) -> dict[str, Any]:
     notes: list[str] = []
     models = {"int8": bundle.model_path}
     if args.fp32_model and args.fp32_model.is_file():
@@ -195,12 +197,14 @@ def run_engine(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[
     tok = engine.tokenizer_cost(tokenizer, texts[:500], budget)
     print(f"  {tok}")
     print("real texts:")
+    n = 64 if args.quick else 512
     real = engine.real_text_throughput(
         bundle,
-        texts[: 64 if args.quick else 512],
+        texts[:n],
         args.batches,
         max(args.threads),
         0.3 if args.quick else 2.0,
+        entities=None if entities is None else entities[:n],
     )
     profile = engine.op_profile(
         bundle.model_path, pool, 8, 64, max(args.threads), 5 if args.quick else 30
@@ -219,7 +223,9 @@ def run_engine(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[
     }
 
 
-def run_http(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[str, Any]:
+def run_http(
+    args: argparse.Namespace, bundle: Any, texts: list[str], entities: list[str] | None
+) -> dict[str, Any]:
     notes: list[str] = []
     servers: list[dict[str, Any]] = []
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else None
@@ -259,6 +265,7 @@ def run_http(args: argparse.Namespace, bundle: Any, texts: list[str]) -> dict[st
                         port,
                         texts,
                         headers=headers,
+                        entities=entities,
                         profile=args.py_spy == "all"
                         or (args.py_spy == "ours" and mode == args.reference_mode),
                         **common,
@@ -445,8 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(args.bundle)
     info = machine_info()
     print(describe(info))
-    texts, source = load_texts(args.data, limit=args.texts)
-    print(f"texts: {source}")
+    tweets, source = load_tweets(args.data, limit=args.texts)
+    texts = [t.text for t in tweets]
+    # An entity-pair model gets each tweet's entity (the peers, text-only by design, do not).
+    entities = [t.entity for t in tweets] if bundle.text_pair else None
+    print(f"texts: {source}" + (" (with entities)" if entities else ""))
     started = dt.datetime.now(dt.UTC)
     run_id = f"{started:%Y-%m-%d}-{info['host']}" + ("-quick" if args.quick else "")
     results: dict[str, Any] = {
@@ -458,22 +468,23 @@ def main(argv: list[str] | None = None) -> int:
             "path": str(bundle.path),
             "model_name": bundle.model_name,
             "max_length": bundle.max_length,
+            "text_pair": bundle.text_pair,
             "labels": list(bundle.labels),
             "sha256": bundle.sha256,
         },
-        "texts": {"source": source, "count": len(texts)},
+        "texts": {"source": source, "count": len(texts), "entities": entities is not None},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
     t0 = time.perf_counter()
     if not args.skip_engine:
-        results["engine"] = run_engine(args, bundle, texts)
+        results["engine"] = run_engine(args, bundle, texts, entities)
     if not args.skip_http:
         me = psutil.Process()
         before = me.cpu_affinity()
         if args.client_cpus:
             me.cpu_affinity(args.client_cpus)
         try:
-            results["http"] = run_http(args, bundle, texts)
+            results["http"] = run_http(args, bundle, texts, entities)
         finally:
             me.cpu_affinity(before)
         results["http"]["pinning"] = {"server": args.server_cpus, "client": args.client_cpus}

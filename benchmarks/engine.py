@@ -174,9 +174,11 @@ def real_text_throughput(
     threads: int,
     min_seconds: float,
     log: Any = print,
+    entities: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """End-to-end texts/s (tokenize + pad + run) on the HTTP benchmark's texts, per batch size,
-    through the service's own `Engine` (so the ceiling is the code the HTTP numbers run).
+    """End-to-end texts/s (tokenize + pad + run) on the HTTP benchmark's texts (with their
+    `entities` for entity-pair models), per batch size, through the service's own `Engine` (so
+    the ceiling is the code the HTTP numbers run).
 
     Two orders: `arrival` (the texts as they come, like a queue) and `length_sorted` by token
     count (the best a batcher that groups similar lengths could do). Every measurement covers
@@ -184,23 +186,27 @@ def real_text_throughput(
     until `min_seconds`. The best row is the engine-alone ceiling.
     """
     model = Engine(bundle, threads=threads, spin=True)  # ORT default: the best this engine does
-    tokenizer = model.tokenizer
     rows: list[dict[str, Any]] = []
-    texts = list(texts)
-    lengths = {
-        text: len(enc.ids) for text, enc in zip(texts, tokenizer.encode_batch(texts), strict=True)
-    }
-    orders = {"arrival": texts, "length_sorted": sorted(texts, key=lengths.__getitem__)}
+    items = list(zip(texts, entities, strict=True)) if entities is not None else None
+    lengths = [len(enc.ids) for enc in model.encode(list(texts), entities)]
+    arrival = list(range(len(texts)))
+    orders = {"arrival": arrival, "length_sorted": sorted(arrival, key=lengths.__getitem__)}
     for order, ordered in orders.items():
         for batch in batches:
-            chunks = [ordered[i : i + batch] for i in range(0, len(ordered), batch)]
+            chunks = [
+                (
+                    [texts[k] for k in ordered[i : i + batch]],
+                    None if items is None else [items[k][1] for k in ordered[i : i + batch]],
+                )
+                for i in range(0, len(ordered), batch)
+            ]
             passes = 0
             per_batch: list[float] = []
             start = time.perf_counter()
             while passes == 0 or time.perf_counter() - start < min_seconds:
-                for chunk in chunks:
+                for chunk, chunk_entities in chunks:
                     t0 = time.perf_counter()
-                    model.infer([enc.ids for enc in model.encode(chunk)])
+                    model.infer([enc.ids for enc in model.encode(chunk, chunk_entities)])
                     per_batch.append(time.perf_counter() - t0)
                 passes += 1
             elapsed = time.perf_counter() - start

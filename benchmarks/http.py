@@ -52,12 +52,15 @@ def build_requests(
     port: int,
     path: str = "/predict",
     headers: dict[str, str] | None = None,
+    entities: Sequence[str] | None = None,
 ) -> list[bytes]:
-    """Pre-encoded `POST {"text": ...}` requests, so the client does no JSON work per request."""
+    """Pre-encoded `POST {"text": ...}` requests (with `"entity"` for entity-pair models), so
+    the client does no JSON work per request."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     out = []
-    for text in texts:
-        body = json.dumps({"text": text}).encode()
+    for i, text in enumerate(texts):
+        document = {"text": text} if entities is None else {"text": text, "entity": entities[i]}
+        body = json.dumps(document).encode()
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
             f"{extra}Content-Length: {len(body)}\r\n\r\n"
@@ -404,14 +407,16 @@ def bench_server(
     startup_timeout: float = 180.0,
     profile: bool = False,
     log: Any = print,
+    entities: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Every concurrency level against a freshly started server.
+    """Every concurrency level against a freshly started server (`entities`: one per text, for
+    an entity-pair model).
 
     A fresh server per level keeps one level's backlog (a slow peer still working through
     requests whose clients timed out) from leaking into the next. With `profile`, one more
     run at the top level is sampled by py-spy; it is reported apart and never counted.
     """
-    requests = build_requests(texts, "127.0.0.1", port, headers=headers)
+    requests = build_requests(texts, "127.0.0.1", port, headers=headers, entities=entities)
     result: dict[str, Any] = {"name": name, "argv": list(argv), "levels": []}
     for level in levels:
         server = Server(name, argv, port, env, startup_timeout=startup_timeout, cpus=cpus)

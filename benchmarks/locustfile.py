@@ -17,9 +17,9 @@ from typing import Any
 
 from locust import FastHttpUser, events, task
 
-from benchmarks.texts import load_texts
+from benchmarks.texts import Tweet, load_tweets
 
-TEXTS: list[str] = []
+TWEETS: list[Tweet] = []
 STATE: dict[str, Any] = {}
 
 
@@ -35,16 +35,16 @@ def add_arguments(parser: Any) -> None:
 
 
 @events.init.add_listener  # type: ignore[untyped-decorator]
-def load_tweets(environment: Any, **_: Any) -> None:
+def read_tweets(environment: Any, **_: Any) -> None:
     options = environment.parsed_options
     folder = Path(options.tweets_data) if options and options.tweets_data else None
-    texts, source = load_texts(folder, limit=options.tweets_limit if options else 2000)
-    TEXTS[:] = texts
+    tweets, source = load_tweets(folder, limit=options.tweets_limit if options else 2000)
+    TWEETS[:] = tweets
     if options:
         TweetUser.network_timeout = options.request_timeout
     STATE["environment"] = environment
     STATE["source"] = source
-    print(f"locustfile: {len(texts)} tweets from {source}")
+    print(f"locustfile: {len(tweets)} tweets from {source}")
 
 
 @events.quit.add_listener  # type: ignore[untyped-decorator]
@@ -84,6 +84,10 @@ class TweetUser(FastHttpUser):
         self.wait_range = (options.wait_min, max(options.wait_min, options.wait_max))
         self.headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
         self.rng = random.Random()
+        if "text_pair" not in STATE:  # entity-pair models need each tweet's entity
+            with self.client.get("/info", headers=self.headers, catch_response=True) as info:
+                STATE["text_pair"] = info.status_code == 200 and info.json().get("text_pair")
+                info.success()  # not a prediction: kept out of the failure count below
 
     def wait_time(self) -> float:
         low, high = self.wait_range
@@ -91,9 +95,14 @@ class TweetUser(FastHttpUser):
 
     @task
     def predict(self) -> None:
-        text = self.rng.choice(TEXTS)
+        tweet = self.rng.choice(TWEETS)
+        body = (
+            {"text": tweet.text, "entity": tweet.entity}
+            if STATE["text_pair"]
+            else {"text": tweet.text}
+        )
         with self.client.post(
-            "/predict", json={"text": text}, headers=self.headers, catch_response=True
+            "/predict", json=body, headers=self.headers, catch_response=True
         ) as response:
             if response.status_code != 200:
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")

@@ -134,6 +134,8 @@ def test_requests_are_valid_http_with_json_bodies() -> None:
     assert b"X-API-Key: k" in head
     assert f"Content-Length: {len(body)}".encode() in head
     assert body == b'{"text": "say \\"hi\\" \\ud83e\\udd23"}'
+    (raw,) = http.build_requests(["good"], "127.0.0.1", 8000, entities=["Xbox"])
+    assert raw.split(b"\r\n\r\n")[1] == b'{"text": "good", "entity": "Xbox"}'
 
 
 class _FakeTransport:

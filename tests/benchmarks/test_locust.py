@@ -72,9 +72,15 @@ def test_locust_reports_failed_requests(
 @pytest.mark.skipif(
     importlib.util.find_spec("service.__main__") is None, reason="service not in this tree yet"
 )
-def test_load_starts_and_stops_the_real_service(tiny_bundle: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["plain", "entity-pair"])
+def test_load_starts_and_stops_the_real_service(
+    kind: str, tiny_bundle: Path, pair_bundle: Path, tmp_path: Path
+) -> None:
+    # an entity-pair service answers 422 to a tweet without its entity: no failures means the
+    # locustfile learned from /info to send one
+    bundle = pair_bundle if kind == "entity-pair" else tiny_bundle
     code = main([
-        "--bundle", str(tiny_bundle), "--users", "4", "--spawn-rate", "4", "--run-time", "2s",
+        "--bundle", str(bundle), "--users", "4", "--spawn-rate", "4", "--run-time", "2s",
         "--out-dir", str(tmp_path), "--name", "s",
     ])  # fmt: skip
     summary = json.loads((tmp_path / "s_summary.json").read_text())

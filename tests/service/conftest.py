@@ -23,11 +23,6 @@ def slow_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_bundle(tmp_path_factory.mktemp("bundle") / "slow", slow=24)
 
 
-@pytest.fixture(scope="session")
-def pair_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_bundle(tmp_path_factory.mktemp("bundle") / "pair", text_pair=True)
-
-
 @pytest.fixture
 def make_settings(tiny_bundle: Path) -> Callable[..., Settings]:
     def make(**changes: Any) -> Settings:
