@@ -31,6 +31,7 @@ class Thresholds:
 class GateReport:
     metrics: dict[str, Any]
     failures: list[str] = field(default_factory=list)
+    fp32_failed: bool = False  # the fp32 graph itself is off: no int8 setting can pass
 
     @property
     def passed(self) -> bool:
@@ -150,4 +151,5 @@ def gate(
         "int8_by_run": int8_metrics,
         "parity": parity,
     }
-    return GateReport(metrics=report, failures=failures)
+    fp32_failed = any(not d <= thresholds.max_logit_diff for d in stage_diffs.values())
+    return GateReport(metrics=report, failures=failures, fp32_failed=fp32_failed)

@@ -50,6 +50,10 @@ def test_bundle_is_complete_verified_and_describes_itself(
     assert 0 < m["sizes"]["int8_bytes"] < m["sizes"]["fp32_bytes"]
     assert m["sizes"]["int8_bytes"] == (exported / "model.onnx").stat().st_size
     assert m["quantization"]["per_channel"] is True
+    assert m["quantization"]["rung"] == "int8" and m["quantization"]["fp32_nodes"] == []
+    assert m["metrics"]["quantization_attempts"] == [
+        {"rung": "int8", "passed": True, "failures": []}
+    ]
     assert {"tensorflow", "transformers", "tf2onnx", "onnx", "onnxruntime", "tokenizers"} <= set(
         m["versions"]
     )
@@ -116,6 +120,41 @@ def corrupt_final_bias(model: onnx.ModelProto, head_dim: int) -> dict[str, int]:
     value = onnx.numpy_helper.to_array(bias) + np.float32(0.01)
     bias.CopyFrom(onnx.numpy_helper.from_array(value, bias.name))
     return counts
+
+
+def test_a_refused_int8_graph_falls_back_to_fp32_ffn_outputs(
+    tiny_checkpoint: Path,
+    export_cli: ExportCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from export import parity
+
+    real_gate = parity.gate
+    calls: list[int] = []
+
+    def gate_refusing_the_first(**kwargs: object) -> parity.GateReport:
+        report = real_gate(**kwargs)  # type: ignore[arg-type]
+        calls.append(1)
+        if len(calls) == 1:
+            report.failures.append("refused for the test")
+        return report
+
+    monkeypatch.setattr(parity, "gate", gate_refusing_the_first)
+    out = tmp_path / "bundle"
+    assert export_cli(tiny_checkpoint, out) == 0
+    manifest = load_bundle(out).manifest
+    attempts = manifest["metrics"]["quantization_attempts"]
+    assert [(a["rung"], a["passed"]) for a in attempts] == [
+        ("int8", False),
+        ("int8, FFN output projections fp32", True),
+    ]
+    kept = manifest["quantization"]["fp32_nodes"]
+    assert len(kept) == 2  # one FFN output projection per layer of the tiny model
+    graph = onnx.load(out / "model.onnx").graph
+    fp32_matmuls = {n.name for n in graph.node if n.op_type == "MatMul"}
+    assert set(kept) <= fp32_matmuls
+    assert any(n.op_type == "QAttention" for n in graph.node)  # the rest is still int8
 
 
 def snapshot(folder: Path) -> dict[str, str]:
