@@ -141,11 +141,13 @@ class Engine:
     def encode(self, texts: Sequence[str], entities: Sequence[str] | None = None) -> list[Encoded]:
         """Tokenize (batch call: the Rust side runs it in parallel, without the GIL).
 
-        Entity-pair models need one entity per text; other models take none.
+        Entity-pair models read "[CLS] entity [SEP] text [SEP]"; a text without an entity gets
+        an empty one ("[CLS] [SEP] text [SEP]"). Other models take no entities.
         """
-        if (entities is not None) != self.text_pair:
-            need = "one entity per text" if self.text_pair else "no entities"
-            raise EncodeError(f"this model takes {need}")
+        if entities is not None and not self.text_pair:
+            raise EncodeError("this model takes no entities")
+        if entities is None and self.text_pair:
+            entities = [""] * len(texts)
         try:
             if entities is None:
                 if len(texts) == 1:  # skips the batch call's thread-pool hand-off
@@ -166,10 +168,6 @@ class Engine:
                 f"an entity leaves no room for its text within {self.max_length} tokens"
             ) from exc
         return [Encoded(enc.ids, bool(enc.overflowing)) for enc in encodings]
-
-    def _encode_probe(self, texts: Sequence[str]) -> list[Encoded]:
-        """`encode` for the engine's own probes: entity-pair models get a stand-in entity."""
-        return self.encode(texts, ["Entity"] * len(texts) if self.text_pair else None)
 
     def infer(self, rows: Sequence[Sequence[int]]) -> Probs:
         """Softmax probabilities for one batch, right-padded to its longest row."""
@@ -193,13 +191,13 @@ class Engine:
         whose activation scale is taken over the whole batch: a text's answer then depends on
         which other texts share its batch.
         """
-        rows = [enc.ids for enc in self._encode_probe(PROBE_TEXTS)]
+        rows = [enc.ids for enc in self.encode(PROBE_TEXTS)]
         alone = np.concatenate([self.infer([row]) for row in rows])
         return float(np.abs(self.infer(rows) - alone).max())
 
     def warmup(self, max_batch: int, max_tokens: int) -> None:
         """Run the extreme shapes once so the first real requests do not pay for allocation."""
-        cls_sep = self._encode_probe(["warm up"])[0].ids
+        cls_sep = self.encode(["warm up"])[0].ids
         full = [cls_sep[0]] + [cls_sep[1]] * (self.max_length - 1)
         rows = max(1, min(max_batch, max_tokens // self.max_length))
         for batch in ([cls_sep], [cls_sep] * max_batch, [full] * rows):

@@ -72,20 +72,20 @@ def build_openapi(
         "minLength": 1,
         "maxLength": MAX_ENTITY_CHARS,
         "pattern": NOT_ONLY_SPACE,
-        "description": "What the sentiment is about (a brand, a game): entity-pair models only.",
+        "description": (
+            "What the sentiment is about (a brand, a game): entity-pair models only, optional."
+        ),
     }
     item = {
         "type": "object",
         "properties": {"text": _ref("Text"), "entity": _ref("Entity")},
-        "required": ["text", "entity"],
+        "required": ["text"],
         "additionalProperties": False,
     }
-    # Plain models read strings; entity-pair models read {text, entity} items; before the
-    # bundle is loaded either may be right.
+    # Plain models read strings; entity-pair models also read {text, entity?} items (and
+    # before the bundle is loaded either may be right).
     item_ref: dict[str, Any] = (
-        {"anyOf": [_ref("Text"), _ref("Item")]}
-        if text_pair is None
-        else _ref("Item" if text_pair else "Text")
+        _ref("Text") if text_pair is False else {"anyOf": [_ref("Text"), _ref("Item")]}
     )
     one: dict[str, Any] = {"text": _ref("Text")}
     if text_pair is not False:
@@ -98,7 +98,7 @@ def build_openapi(
         "PredictOne": {
             "type": "object",
             "properties": one,
-            "required": ["text", "entity"] if text_pair else ["text"],
+            "required": ["text"],
             "additionalProperties": False,
         },
         "PredictMany": {
@@ -164,8 +164,9 @@ def build_openapi(
             "description": (
                 f"Send `text` (one prediction) or `texts` (1 to {settings.max_texts}, answered "
                 f"in input order). Body at most {settings.max_body_bytes} bytes of UTF-8 JSON. "
-                "Entity-pair models (`text_pair` in /info) score the sentiment toward an entity: "
-                "send `entity` with `text`, and `{text, entity}` objects as `texts` items."
+                "Entity-pair models (`text_pair` in /info) score the sentiment toward an "
+                "entity: send `entity` with `text`, and `{text, entity}` objects as `texts` "
+                "items; without one the model reads an empty entity."
             ),
             **security,
             "requestBody": {

@@ -2,8 +2,7 @@
 
 Everything a client can get wrong is decided here, cheaply and before any model work:
 413 (too big), 415 (not JSON), 400 (not UTF-8 / not JSON), 422 (wrong shape), 413 (too many
-texts), 422 (an entity where the model takes none, or none where it needs one). Pure
-functions of the request, so they are easy to test and fuzz.
+texts), 422 (an entity for a model that reads none). Pure functions of the request, so they are easy to test and fuzz.
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ class Parsed:
     """A predict body: its texts, their entities (entity-pair models) and its form."""
 
     texts: list[str]
-    entities: list[str] | None
+    entities: list[str] | None  # None: no entity given; "" for the items that came without one
     single: bool
 
 
@@ -70,7 +69,7 @@ def parse_texts(body: bytes, max_texts: int) -> Parsed:
     """The texts (and entities) of a predict body.
 
     400: not UTF-8 or not JSON; 422: wrong shape, type or empty text; 413: too many texts.
-    Whether the model needs entities depends on the bundle: see `check_entities`.
+    Whether the model reads entities depends on the bundle: see `check_entities`.
     """
     try:
         document = json.loads(body.decode("utf-8"))
@@ -95,10 +94,8 @@ def parse_texts(body: bytes, max_texts: int) -> Parsed:
         if len(items) > max_texts:
             raise ApiError(413, f"'texts' has {len(items)} items; the limit is {max_texts}")
         pairs = [_check_item(item, f"texts[{i}]") for i, item in enumerate(items)]
-        with_entity = sum(entity is not None for _, entity in pairs)
-        if with_entity not in (0, len(pairs)):
-            raise ApiError(422, "give every item of 'texts' an entity, or none of them")
-        entities = [e for _, e in pairs if e is not None] if with_entity else None
+        given = any(entity is not None for _, entity in pairs)
+        entities = [entity or "" for _, entity in pairs] if given else None
         return Parsed([text for text, _ in pairs], entities, False)
     unknown = sorted(keys - {"text", "texts", "entity"})
     if unknown:
@@ -123,13 +120,7 @@ def _check_item(item: Any, where: str) -> tuple[str, str | None]:
 
 
 def check_entities(parsed: Parsed, text_pair: bool) -> None:
-    """422 unless entities come exactly when the model reads (entity, text) pairs."""
-    if text_pair and parsed.entities is None:
-        raise ApiError(
-            422,
-            "this model scores the sentiment toward an entity: send 'entity' with 'text', "
-            'and give each item of \'texts\' one: {"text": ..., "entity": ...}',
-        )
+    """422 for entities sent to a model that reads none (rather than silently ignoring them)."""
     if not text_pair and parsed.entities is not None:
         raise ApiError(422, "this model takes no entity: send only 'text' or 'texts'")
 

@@ -76,8 +76,7 @@ def test_locust_reports_failed_requests(
 def test_load_starts_and_stops_the_real_service(
     kind: str, tiny_bundle: Path, pair_bundle: Path, tmp_path: Path
 ) -> None:
-    # an entity-pair service answers 422 to a tweet without its entity: no failures means the
-    # locustfile learned from /info to send one
+    # the locustfile asks /info whether to send each tweet's entity
     bundle = pair_bundle if kind == "entity-pair" else tiny_bundle
     code = main([
         "--bundle", str(bundle), "--users", "4", "--spawn-rate", "4", "--run-time", "2s",

@@ -43,11 +43,12 @@ def test_pair_model_encodes_entity_then_text_and_cuts_only_the_text(pair_bundle:
     assert not short.truncated
     with pytest.raises(EncodeError, match="no room"):
         engine.encode(["good"], ["game " * MAX_LENGTH])
-    with pytest.raises(EncodeError, match="one entity per text"):
-        engine.encode(["good"])
+    # no entity: an empty one, "[CLS] [SEP] text [SEP]"
+    assert engine.encode(["good"])[0].ids == [vocab[t] for t in ("[CLS]", "[SEP]", "good", "[SEP]")]
+    assert engine.encode(["good"]) == engine.encode(["good"], [""])
     with pytest.raises(EncodeError, match="2 entities for 1 texts"):
         engine.encode(["good"], ["a", "b"])
-    assert engine.batch_drift() < 1e-6  # the probes run with a stand-in entity
+    assert engine.batch_drift() < 1e-6  # the probes run without entities
 
 
 def test_plain_model_refuses_entities(engine: Engine) -> None:
