@@ -191,7 +191,7 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def pair_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`tiny_bundle`, declared an entity-pair model (it then needs an entity per text)."""
+    """`tiny_bundle`, declared an entity-pair model (it then reads an entity per text)."""
     from tests.service.tiny_bundle import build_bundle
 
     return build_bundle(tmp_path_factory.mktemp("bundle") / "pair", text_pair=True)

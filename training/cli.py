@@ -49,7 +49,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--dev-fraction", type=float, default=d.dev_fraction)
     p.add_argument(
-        "--entity-pair", action="store_true", help="feed the entity as the first segment"
+        "--entity-pair",
+        action=argparse.BooleanOptionalAction,
+        default=d.text_pair,
+        help="feed the entity as the first segment (default: on)",
     )
     p.add_argument(
         "--soup",

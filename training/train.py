@@ -40,7 +40,7 @@ class TrainConfig:
     patience: int = 2
     seed: int = 13
     dev_fraction: float = 0.1
-    text_pair: bool = False
+    text_pair: bool = True  # "[CLS] entity [SEP] text [SEP]": the labels are toward the entity
     soup: int = 1  # >1: average this many runs (data-order seeds seed, seed+1, ...)
 
 
