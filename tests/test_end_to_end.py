@@ -40,19 +40,22 @@ def test_train_export_serve(tmp_path: Path, tiny_base: Path, tiny_data: Path) ->
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["fusion"]["Attention"] == 2
 
+    assert json.loads((bundle / "config.json").read_text())["text_pair"] is True  # the default
+
     rows, _ = read_rows(tiny_data / VALIDATION_FILE)
-    texts = [r.text for r in rows]
+    texts, entities = [r.text for r in rows], [r.entity for r in rows]
     tokenizer = AutoTokenizer.from_pretrained(run / "model")
     model = TFDistilBertForSequenceClassification.from_pretrained(run / "model")
-    batch = tokenizer(texts, padding=True, return_tensors="np")
+    batch = tokenizer(entities, texts, padding=True, return_tensors="np")
     tf_labels = [model.config.id2label[int(i)] for i in np.argmax(model(**batch).logits, axis=1)]
 
     settings = Settings(bundle=bundle, mode="batched", warmup=True)
     with TestClient(create_app(settings)) as client:
         assert client.get("/ready").status_code == 200
-        one = client.post("/predict", json={"text": texts[0]})
+        one = client.post("/predict", json={"text": texts[0], "entity": entities[0]})
         assert one.status_code == 200 and one.json()["label"] == tf_labels[0]
-        many = client.post("/predict", json={"texts": texts})
+        items = [{"text": t, "entity": e} for t, e in zip(texts, entities, strict=True)]
+        many = client.post("/predict", json={"texts": items})
         assert many.status_code == 200
         served = [p["label"] for p in many.json()["predictions"]]
     assert served == tf_labels
