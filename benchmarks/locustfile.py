@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,19 @@ def read_tweets(environment: Any, **_: Any) -> None:
     STATE["environment"] = environment
     STATE["source"] = source
     print(f"locustfile: {len(tweets)} tweets from {source}")
+
+
+@events.test_start.add_listener  # type: ignore[untyped-decorator]
+def discover_model(environment: Any, **_: Any) -> None:
+    """Ask /info once, outside Locust's stats, whether the model reads each tweet's entity."""
+    options = environment.parsed_options
+    headers = {"Authorization": f"Bearer {options.api_key}"} if options and options.api_key else {}
+    request = urllib.request.Request(f"{environment.host}/info", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            STATE["text_pair"] = bool(json.load(response).get("text_pair"))
+    except (OSError, ValueError):  # not this service, or no /info: send text only
+        STATE["text_pair"] = False
 
 
 @events.quit.add_listener  # type: ignore[untyped-decorator]
@@ -84,10 +98,6 @@ class TweetUser(FastHttpUser):
         self.wait_range = (options.wait_min, max(options.wait_min, options.wait_max))
         self.headers = {"Authorization": f"Bearer {options.api_key}"} if options.api_key else {}
         self.rng = random.Random()
-        if "text_pair" not in STATE:  # entity-pair models need each tweet's entity
-            with self.client.get("/info", headers=self.headers, catch_response=True) as info:
-                STATE["text_pair"] = info.status_code == 200 and info.json().get("text_pair")
-                info.success()  # not a prediction: kept out of the failure count below
 
     def wait_time(self) -> float:
         low, high = self.wait_range
@@ -98,7 +108,7 @@ class TweetUser(FastHttpUser):
         tweet = self.rng.choice(TWEETS)
         body = (
             {"text": tweet.text, "entity": tweet.entity}
-            if STATE["text_pair"]
+            if STATE.get("text_pair")
             else {"text": tweet.text}
         )
         with self.client.post(
