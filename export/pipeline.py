@@ -72,6 +72,10 @@ def export_bundle(
     ckpt = convert.load_checkpoint(checkpoint)
     labels = list(ckpt.info.labels)
     gate_texts = _load_texts(data_dir, texts_file, labels, max_texts)
+    # Quantization settings are ranked on training tweets; without the data, on the gate texts.
+    calibration = (
+        texts.calibration_from_data(data_dir, labels) if data_dir is not None else gate_texts
+    )
     log(f"checkpoint {ckpt.path}: {ckpt.n_layers} layers, dim {ckpt.dim}, labels {labels}")
     log(
         f"parity texts: {len(gate_texts)} ({gate_texts.source['kind']}: {gate_texts.source['path']})"
@@ -81,7 +85,7 @@ def export_bundle(
         work = Path(tmp)
         try:
             return _export(
-                ckpt, gate_texts, out, work,
+                ckpt, gate_texts, calibration, out, work,
                 opset=opset, per_channel=per_channel, thresholds=thresholds,
                 model_name=model_name or out.name, log=log, started=started,
             )  # fmt: skip
@@ -97,6 +101,7 @@ def export_bundle(
 def _export(
     ckpt: convert.Checkpoint,
     gate_texts: texts.Texts,
+    calibration: texts.Texts,
     out: Path,
     work: Path,
     *,
@@ -143,8 +148,12 @@ def _export(
     }
     # Fastest quantization first; the next rung only when the gate refuses this one. The gate's
     # criteria never change, and every attempt is recorded in the manifest.
+    calibration_ids = texts.encode(
+        tokenizer_path, calibration, max_length=ckpt.info.max_length, text_pair=ckpt.info.text_pair
+    )
+    scores = quantize.sensitivity(fused, calibration_ids)
     attempts: list[dict[str, Any]] = []
-    for rung, fp32_nodes in quantize.ladder(fused):
+    for rung, fp32_nodes in quantize.ladder(fused, scores):
         quantization = quantize.quantize(
             paths["fused"], int8_path, per_channel=per_channel, fp32_nodes=fp32_nodes
         )
@@ -170,6 +179,12 @@ def _export(
         if report.passed or report.fp32_failed:
             break
     report.metrics["quantization_attempts"] = attempts
+    report.metrics["quantization_sensitivity"] = {
+        "calibration": calibration.source,
+        "relative_error_by_node": {
+            k: round(v, 5) for k, v in sorted(scores.items(), key=lambda kv: -kv[1])
+        },
+    }
     (work / "gate.json").write_text(json.dumps(report.metrics, indent=2) + "\n")
     if not report.passed:
         raise GateError("parity gate failed: " + "; ".join(report.failures))

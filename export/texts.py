@@ -98,6 +98,26 @@ def from_file(path: str | Path, labels: Sequence[str], max_texts: int | None = N
     )
 
 
+def calibration_from_data(data_dir: str | Path, labels: Sequence[str], n: int = 128) -> Texts:
+    """`n` tweets spread evenly over the clean *training* split: what quantization settings are
+    ranked on, so the gate's test texts only judge the result."""
+    from training.protocol import build_splits
+
+    rows = build_splits(Path(data_dir), labels).train
+    rows = rows[:: max(1, len(rows) // n)][:n]
+    index = {label: i for i, label in enumerate(labels)}
+    return Texts(
+        texts=[r.text for r in rows],
+        entities=[r.entity for r in rows],
+        labels=np.array([index[r.label] for r in rows], dtype=np.int64),
+        source={
+            "kind": "data",
+            "protocol": "clean training split, evenly spaced",
+            "rows": len(rows),
+        },
+    )
+
+
 def encode(
     tokenizer_path: Path, texts: Texts, *, max_length: int, text_pair: bool
 ) -> list[np.ndarray]:
