@@ -187,7 +187,6 @@ def real_text_throughput(
     """
     model = Engine(bundle, threads=threads, spin=True)  # ORT default: the best this engine does
     rows: list[dict[str, Any]] = []
-    items = list(zip(texts, entities, strict=True)) if entities is not None else None
     lengths = [len(enc.ids) for enc in model.encode(list(texts), entities)]
     arrival = list(range(len(texts)))
     orders = {"arrival": arrival, "length_sorted": sorted(arrival, key=lengths.__getitem__)}
@@ -196,7 +195,7 @@ def real_text_throughput(
             chunks = [
                 (
                     [texts[k] for k in ordered[i : i + batch]],
-                    None if items is None else [items[k][1] for k in ordered[i : i + batch]],
+                    None if entities is None else [entities[k] for k in ordered[i : i + batch]],
                 )
                 for i in range(0, len(ordered), batch)
             ]

@@ -113,6 +113,7 @@ def gate(
         for name, diff in stage_diffs.items()
         if not diff <= thresholds.max_logit_diff  # `not <=` also catches NaN
     ]
+    fp32_failed = bool(failures)
     int8_metrics, agreements, deltas, int8_diffs = {}, {}, {}, {}
     for name, logits in int8_runs.items():
         int8_metrics[name] = metrics = classification(logits, labels)
@@ -151,5 +152,4 @@ def gate(
         "int8_by_run": int8_metrics,
         "parity": parity,
     }
-    fp32_failed = any(not d <= thresholds.max_logit_diff for d in stage_diffs.values())
     return GateReport(metrics=report, failures=failures, fp32_failed=fp32_failed)

@@ -20,8 +20,6 @@ import numpy as np
 import onnx
 
 GELU_OPS = ("BiasGelu", "Gelu", "FastGelu")
-
-
 QUANTIZED_OPS = ("MatMul", "Attention")
 MOST_SENSITIVE = (2, 4)  # ladder rungs: this many of the most sensitive nodes in fp32
 

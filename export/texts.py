@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from export.errors import ExportError
 from service.bundle import sha256_file
 from training.batching import batch_indices, pad
+from training.data import Row
 
 
 @dataclass(frozen=True)
@@ -49,12 +50,10 @@ def from_data(data_dir: str | Path, labels: Sequence[str], max_texts: int | None
     rows = splits.test[:max_texts] if max_texts else splits.test
     if not rows:
         raise ExportError(f"no test rows with labels {list(labels)} in {data_dir}")
-    index = {label: i for i, label in enumerate(labels)}
-    return Texts(
-        texts=[r.text for r in rows],
-        entities=[r.entity for r in rows],
-        labels=np.array([index[r.label] for r in rows], dtype=np.int64),
-        source={
+    return _from_rows(
+        rows,
+        labels,
+        {
             "kind": "data",
             "protocol": "clean test split (training.protocol.build_splits)",
             "path": str(data_dir),
@@ -105,16 +104,17 @@ def calibration_from_data(data_dir: str | Path, labels: Sequence[str], n: int = 
 
     rows = build_splits(Path(data_dir), labels).train
     rows = rows[:: max(1, len(rows) // n)][:n]
+    source = {"kind": "data", "protocol": "clean training split, evenly spaced", "rows": len(rows)}
+    return _from_rows(rows, labels, source)
+
+
+def _from_rows(rows: Sequence[Row], labels: Sequence[str], source: dict[str, Any]) -> Texts:
     index = {label: i for i, label in enumerate(labels)}
     return Texts(
         texts=[r.text for r in rows],
         entities=[r.entity for r in rows],
         labels=np.array([index[r.label] for r in rows], dtype=np.int64),
-        source={
-            "kind": "data",
-            "protocol": "clean training split, evenly spaced",
-            "rows": len(rows),
-        },
+        source=source,
     )
 
 

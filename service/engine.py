@@ -148,21 +148,16 @@ class Engine:
             raise EncodeError("this model takes no entities")
         if entities is None and self.text_pair:
             entities = [""] * len(texts)
+        if entities is not None and len(entities) != len(texts):
+            raise EncodeError(f"{len(entities)} entities for {len(texts)} texts")
         try:
-            if entities is None:
-                if len(texts) == 1:  # skips the batch call's thread-pool hand-off
-                    encodings = [self.tokenizer.encode(texts[0])]
-                else:
-                    encodings = self.tokenizer.encode_batch(list(texts))
+            if len(texts) == 1:  # skips the batch call's thread-pool hand-off
+                one = (texts[0],) if entities is None else (entities[0], texts[0])
+                encodings = [self.tokenizer.encode(*one)]
+            elif entities is None:
+                encodings = self.tokenizer.encode_batch(list(texts))
             else:
-                if len(entities) != len(texts):
-                    raise EncodeError(f"{len(entities)} entities for {len(texts)} texts")
-                if len(texts) == 1:
-                    encodings = [self.tokenizer.encode(entities[0], texts[0])]
-                else:
-                    encodings = self.tokenizer.encode_batch(list(zip(entities, texts, strict=True)))
-        except EncodeError:
-            raise
+                encodings = self.tokenizer.encode_batch(list(zip(entities, texts, strict=True)))
         except Exception as exc:  # tokenizers raises a bare Exception ("Truncation error: ...")
             raise EncodeError(
                 f"an entity leaves no room for its text within {self.max_length} tokens"
