@@ -164,8 +164,11 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer DistilBERT encoder (no head) whose vocabulary covers the tiny data's
-    words: the `--base-model` for training runs in tests."""
+    words: the `--base-model` for training runs in tests. Seeded: unseeded, its weights depended
+    on whatever TF work ran earlier in the session, and some draws made the tiny runs collapse."""
     from transformers import DistilBertConfig, DistilBertTokenizerFast, TFDistilBertModel
+
+    from training.train import set_seed
 
     folder = tmp_path_factory.mktemp("tiny_base")
     tok = build_tiny_tokenizer([*POSITIVE, *NEGATIVE, "it is a game #0 #1 #2 #3 #4 #5 #6 !"], 200)
@@ -173,6 +176,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
         vocab_size=tok.get_vocab_size(), dim=32, n_layers=2, n_heads=2, hidden_dim=64,
         max_position_embeddings=64,
     )  # fmt: skip
+    set_seed(0)
     model = TFDistilBertModel(config)
     model(model.dummy_inputs)
     model.save_pretrained(folder)
