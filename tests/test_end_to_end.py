@@ -28,7 +28,7 @@ def test_train_export_serve(tmp_path: Path, tiny_base: Path, tiny_data: Path) ->
     run, bundle = tmp_path / "run", tmp_path / "bundle"
     assert train_main(
         ["--data", str(tiny_data), "--out", str(run), "--base-model", str(tiny_base),
-         "--epochs", "8", "--patience", "8", "--lr", "3e-3", "--batch-size", "8",
+         "--epochs", "12", "--patience", "12", "--lr", "3e-3", "--batch-size", "8",
          "--warmup-ratio", "0", "--max-length", "32", "--no-leaky", "--no-progress"]
     ) == 0  # fmt: skip
     assert (
