@@ -43,7 +43,7 @@ def versions() -> dict[str, str]:
 def build_metrics(
     config: TrainConfig,
     history: History,
-    test: dict[str, Any],
+    test: dict[str, Any] | None,
     dev: dict[str, Any],
     data: dict[str, Any],
     leaky: dict[str, Any] | None,
@@ -51,7 +51,7 @@ def build_metrics(
 ) -> dict[str, Any]:
     return {
         "labels": list(config.labels),
-        "protocol": "clean",
+        "protocol": "clean" if test is not None else "clean, dev only (test not scored)",
         "test": test,
         "dev": dev,
         "leaky": leaky,

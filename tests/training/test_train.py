@@ -114,3 +114,28 @@ def test_soup_is_the_mean_of_its_members(tiny_base: Path, tiny_data: Path) -> No
         np.testing.assert_allclose(got, want, atol=1e-5)
     assert [m["seed"] for m in history.members] == [config.seed, config.seed + 1]
     assert history.best_epoch == 0 and {e["member_seed"] for e in history.epochs} == {13, 14}
+
+
+@pytest.mark.slow
+def test_dev_only_run_never_scores_the_test_set(
+    tmp_path: Path, tiny_base: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.cli
+    from training.protocol import build_splits
+
+    test_ids = {row.tweet_id for row in build_splits(tiny_data, ("Negative", "Positive")).test}
+    scored: list[set[int]] = []
+    real = training.cli.evaluate_rows
+
+    def spy(model: object, tokenizer: object, rows: list, config: object) -> dict:
+        scored.append({row.tweet_id for row in rows})
+        return real(model, tokenizer, rows, config)
+
+    monkeypatch.setattr(training.cli, "evaluate_rows", spy)
+    out = tmp_path / "sweep"
+    assert main(["--data", str(tiny_data), "--out", str(out), "--base-model", str(tiny_base),
+                 "--epochs", "1", "--max-length", "32", "--dev-only", "--no-progress"]) == 0  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"] is None and metrics["leaky"] is None and "baselines" not in metrics
+    assert metrics["dev"]["n"] > 0 and "dev only" in metrics["protocol"]
+    assert scored and not any(ids & test_ids for ids in scored)
