@@ -29,7 +29,7 @@ def test_train_export_serve(tmp_path: Path, tiny_base: Path, tiny_data: Path) ->
     assert train_main(
         ["--data", str(tiny_data), "--out", str(run), "--base-model", str(tiny_base),
          "--epochs", "12", "--patience", "12", "--lr", "3e-3", "--batch-size", "8",
-         "--warmup-ratio", "0", "--max-length", "32", "--no-leaky", "--no-progress"]
+         "--warmup-ratio", "0", "--max-length", "32", "--no-leaky", "--soup", "1", "--no-progress"]
     ) == 0  # fmt: skip
     assert (
         export_main(

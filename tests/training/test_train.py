@@ -36,7 +36,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, tiny_data: Pa
     code = main(
         ["--data", str(tiny_data), "--out", str(out), "--base-model", str(tiny_base),
          "--epochs", "12", "--patience", "12", "--lr", "3e-3", "--batch-size", "8", "--warmup-ratio", "0",
-         "--max-length", "32", "--no-progress"]
+         "--max-length", "32", "--soup", "1", "--no-progress"]
     )  # fmt: skip
     assert code == 0
     return out
@@ -87,7 +87,7 @@ def test_four_class_label_set_trains(tmp_path: Path, tiny_base: Path, twitter_da
     labels = "Positive,Negative,Neutral,Irrelevant"
     assert main(["--data", str(twitter_data), "--out", str(out), "--base-model", str(tiny_base),
                  "--labels", labels, "--epochs", "1", "--limit", "64", "--max-length", "32",
-                 "--no-leaky", "--no-progress"]) == 0  # fmt: skip
+                 "--no-leaky", "--soup", "1", "--no-progress"]) == 0  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["labels"] == labels.split(",")
     assert len(metrics["test"]["confusion_matrix"]["rows_true_cols_pred"]) == 4
@@ -134,7 +134,7 @@ def test_dev_only_run_never_scores_the_test_set(
     monkeypatch.setattr(training.cli, "evaluate_rows", spy)
     out = tmp_path / "sweep"
     assert main(["--data", str(tiny_data), "--out", str(out), "--base-model", str(tiny_base),
-                 "--epochs", "1", "--max-length", "32", "--dev-only", "--no-progress"]) == 0  # fmt: skip
+                 "--epochs", "1", "--max-length", "32", "--dev-only", "--soup", "1", "--no-progress"]) == 0  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"] is None and metrics["leaky"] is None and "baselines" not in metrics
     assert metrics["dev"]["n"] > 0 and "dev only" in metrics["protocol"]
