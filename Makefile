@@ -9,7 +9,7 @@ BUNDLE ?= models/sentiment-binary
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install install-serve test lint serve train export bench load docker clean
+.PHONY: install install-serve test lint serve train export accuracy bench load docker clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ train: $(VENV)/.all
 # optimum peer the un-fused graph.
 export: $(VENV)/.all
 	$(PY) -m export --checkpoint $(RUN)/model --data $(DATA) --out $(BUNDLE) --keep-intermediate $(RUN)/onnx $(EXPORT_ARGS)
+
+# The bundle as served (service.engine.Engine, one text per run) on the clean dev and test tweets.
+accuracy: $(VENV)/.all
+	$(PY) -m benchmarks.accuracy --bundle $(BUNDLE) --data $(DATA) --out reports/binary/served-accuracy.json
 
 bench: $(VENV)/.peers
 	$(PY) -m benchmarks --bundle $(BUNDLE) --data $(DATA) $(BENCH_ARGS)
