@@ -30,8 +30,9 @@ log = logging.getLogger("training")
 class TrainConfig:
     labels: tuple[str, ...] = ("Negative", "Positive")
     base_model: str = "minilm"
-    # The shipped model's recipe (README: what was tried); `make train` reproduces it.
-    epochs: int = 2  # the schedule decays to 0 in 2 epochs (reports/experiments.md: dev-only search)
+    # The shipped model's recipe (reports/experiments.md: a dev-only search); `make train`
+    # reproduces it. The schedule decays to 0 within `epochs`.
+    epochs: int = 2
     learning_rate: float = 1e-4
     batch_size: int = 32
     max_length: int = 128
