@@ -2,7 +2,8 @@
 
 Everything a client can get wrong is decided here, cheaply and before any model work:
 413 (too big), 415 (not JSON), 400 (not UTF-8 / not JSON), 422 (wrong shape), 413 (too many
-texts), 422 (an entity for a model that reads none). Pure functions of the request, so they are easy to test and fuzz.
+texts), 422 (an entity for a model that reads none). Pure functions of the request, so
+they are easy to test and fuzz.
 """
 
 from __future__ import annotations
