@@ -1,13 +1,19 @@
 # syntax=docker/dockerfile:1
-# The tweet-sentiment API as a lean container: `make docker` (needs the bundle from `make export`).
+# The tweet-sentiment API as a lean container: `make docker` (needs the bundles from `make export`).
 # builder: resolves the serving dependencies (setup.cfg's base install_requires, pinned by
-#          constraints.txt, binary wheels only) into /opt/venv and checks the bundle's manifest.
-# runtime: python slim + that venv + the `service` package + the bundle. No TensorFlow, no
-#          transformers, no compilers, no pip. tests/deploy checks all of this without an engine.
+#          constraints.txt, binary wheels only) into /opt/venv and checks every bundle's manifest.
+# runtime: python slim + that venv + the `service` package + every bundle under models/. No
+#          TensorFlow, no transformers, no compilers, no pip. tests/deploy checks all of this
+#          without an engine.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The served bundles, the first being the default model: every models/*/ folder with a
+# manifest.json. `make docker` passes the list it finds; this default is the shipped set
+# (tests/deploy keeps it equal to the repository's bundles).
+ARG BUNDLES=/app/models/sentiment-binary
 
 FROM ${PYTHON_IMAGE} AS builder
+ARG BUNDLES
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -21,15 +27,22 @@ RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('set
     && python -m pip --python /opt/venv/bin/python check
 WORKDIR /app
 COPY service/ service/
-COPY models/sentiment-binary/ models/sentiment-binary/
-# Fail the build, not the rollout, on a bundle that does not match its manifest (it is checked
-# again at every start); precompile the service so a read-only root filesystem costs nothing.
-RUN /opt/venv/bin/python -c "from service.bundle import load_bundle; load_bundle('models/sentiment-binary')" \
+COPY models/ models/
+# Fail the build, not the rollout, on a bundle that is copied but not served, does not match its
+# manifest or shares another's name (checked again at every start); precompile the service so a
+# read-only root filesystem costs nothing.
+RUN for found in models/*/manifest.json; do \
+        case ",${BUNDLES}," in *",/app/${found%/manifest.json},"*) ;; \
+            *) echo "${found%/manifest.json} is not in BUNDLES=${BUNDLES} (make docker lists every bundle)" >&2; exit 1 ;; \
+        esac; \
+    done \
+    && /opt/venv/bin/python -c "import sys; from service.registry import load_bundles; load_bundles(sys.argv[1].split(','))" "${BUNDLES}" \
     && /opt/venv/bin/python -m compileall -q --invalidation-mode checked-hash service
 
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG PYTHON_IMAGE
+ARG BUNDLES
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -54,7 +67,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    SENTIMENT_BUNDLE=/app/models/sentiment-binary \
+    SENTIMENT_BUNDLES=${BUNDLES} \
     SENTIMENT_HOST=0.0.0.0 \
     SENTIMENT_PORT=8000
 

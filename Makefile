@@ -6,6 +6,13 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 DATA   ?= ../shared/data/twitter_entity
 RUN    ?= runs/binary
 BUNDLE ?= models/sentiment-binary
+# Every bundle under models/ (a folder with a manifest.json), BUNDLE first: the default model.
+comma  := ,
+empty  :=
+space  := $(empty) $(empty)
+FOUND  := $(sort $(patsubst %/manifest.json,%,$(wildcard models/*/manifest.json)))
+SERVED := $(filter $(BUNDLE),$(FOUND)) $(filter-out $(BUNDLE),$(FOUND))
+BUNDLES ?= $(subst $(space),$(comma),$(strip $(SERVED)))
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
@@ -39,7 +46,7 @@ lint: $(VENV)/.all
 	$(PY) -m mypy service export
 
 serve: $(VENV)/.base
-	SENTIMENT_BUNDLE=$(BUNDLE) SENTIMENT_HOST=$(HOST) SENTIMENT_PORT=$(PORT) $(PY) -m service
+	SENTIMENT_BUNDLES=$(BUNDLES) SENTIMENT_HOST=$(HOST) SENTIMENT_PORT=$(PORT) $(PY) -m service
 
 train: $(VENV)/.all
 	$(PY) -m training --data $(DATA) --out $(RUN) $(TRAIN_ARGS)
@@ -60,8 +67,9 @@ load: $(VENV)/.all
 	$(PY) -m benchmarks.load --bundle $(BUNDLE) --data $(DATA) $(LOAD_ARGS)
 
 docker:
-	@test -f $(BUNDLE)/manifest.json || { echo "no bundle in $(BUNDLE): run 'make export' first" >&2; exit 1; }
+	@test -n "$(FOUND)" || { echo "no bundle under models/: run 'make export' first" >&2; exit 1; }
 	docker build -t tweet-sentiment:latest \
+	  --build-arg BUNDLES=$(subst $(space),$(comma),$(strip $(addprefix /app/,$(SERVED)))) \
 	  --build-arg VERSION=$$(sed -n 's/^version = //p' setup.cfg) \
 	  --build-arg REVISION=$$(git rev-parse --short HEAD) \
 	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) .

@@ -1,7 +1,8 @@
 """`python -m service [--workers N] [--host H] [--port P]`: the one way to start the service.
 
-Reads `Settings` from `SENTIMENT_*` variables (flags override them), checks the bundle before
-binding the port (exit 2 with a clear message if it is missing or altered), then runs uvicorn
+Reads `Settings` from `SENTIMENT_*` variables (flags override them), checks every bundle before
+binding the port (exit 2 with a clear message if one is missing or altered, or two share a
+name), then runs uvicorn
 with uvloop and httptools. SIGTERM: /ready turns 503, the listener closes after
 SENTIMENT_DRAIN_DELAY_S, every accepted request is answered, then the process exits 0.
 """
@@ -24,9 +25,10 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from service.bundle import BundleError, load_bundle
+from service.bundle import BundleError
 from service.logs import logging_config
 from service.metrics import MULTIPROC_ENV
+from service.registry import load_bundles
 from service.settings import PREFIX, Settings, SettingsError
 
 log = logging.getLogger("service")
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in Settings.unknown_variables():
         log.warning("ignoring unknown variable %s (not a setting: typo?)", name)
     try:  # fail fast, before uvicorn binds or forks: exit 2 naming the altered file
-        bundle = load_bundle(settings.bundle, verify=True)
+        bundles = load_bundles(settings.bundles)
     except BundleError as exc:
         log.critical("refusing to start: %s", exc)
         return 2
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from service.app import create_app
 
-        target = create_app(settings, bundle)
+        target = create_app(settings, bundles)
     config = uvicorn.Config(
         target,
         factory=multi,

@@ -1,9 +1,10 @@
 """The HTTP layer: routes, request parsing and validation, auth, lifespan and observability.
 
-`create_app(settings)` builds a Starlette app whose lifespan verifies and loads the bundle,
-creates the one InferenceSession of the process, warms it up and only then reports ready.
-Handlers validate the body (payload.py) on the event loop, tokenize there only when the
-input is small, and hand inference to the scheduler (thread pool).
+`create_app(settings)` builds a Starlette app whose lifespan verifies and loads every
+configured bundle into the model registry (registry.py: one engine, session and scheduler per
+model, one shared thread pool), warms them up and only then reports ready. Handlers validate
+the body (payload.py) on the event loop, pick the request's model once, tokenize on the loop
+only when the input is small, and hand inference to that model's scheduler.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import platform
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from time import perf_counter
@@ -30,13 +31,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.batcher import Closed, DirectRunner, MicroBatcher, Overloaded, QueueTimeout, Scheduler
-from service.bundle import Bundle, BundleError, load_bundle
-from service.engine import EncodeError, Engine
+from service.batcher import Closed, Overloaded, QueueTimeout
+from service.bundle import Bundle, BundleError
+from service.engine import Encoded, EncodeError, Engine, Probs
 from service.errors import EXCEPTION_HANDLERS, ApiError
 from service.metrics import Metrics
-from service.openapi import build_openapi
-from service.payload import check_content_type, check_entities, parse_texts, read_body, render
+from service.openapi import ModelDoc, build_openapi
+from service.payload import (
+    Parsed,
+    check_content_type,
+    check_entities,
+    parse_texts,
+    read_body,
+    render,
+)
+from service.registry import Model, Registry, build_registry
 from service.settings import Settings, available_cpus
 
 log = logging.getLogger("service")
@@ -47,23 +56,19 @@ INLINE_TOKENIZE_CHARS = 1024  # ~0.4 ms of tokenizing; above it, a thread keeps 
 ROUTES = frozenset({"/predict", "/health", "/ready", "/metrics", "/info", "/openapi.json"})
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RETRY_AFTER = {"Retry-After": "1"}
+MODEL_KEY = "sentiment.model"  # scope key: the handler's chosen model, for the request counter
 
 
 class ServiceState:
     """What the lifespan loads and the handlers read; one per app."""
 
-    def __init__(self, settings: Settings, bundle: Bundle | None = None) -> None:
+    def __init__(self, settings: Settings, bundles: Sequence[Bundle] | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.verified = bundle  # already verified by the caller: the lifespan skips re-hashing
-        self.bundle: Bundle | None = None
-        self.bundle_sha256 = ""
-        self.engine: Engine | None = None
-        self.scheduler: Scheduler | None = None
+        self.verified = bundles  # already verified by the caller: the lifespan skips re-hashing
+        self.registry: Registry | None = None
         self.ready = False
         self.draining = False
-        self.max_batch = settings.max_batch  # 1 when batching would change answers
-        self.batch_drift: float | None = None
         self.api_key = settings.api_key.encode() if settings.api_key else None
         self._openapi: bytes | None = None
         self._info: bytes | None = None
@@ -71,47 +76,53 @@ class ServiceState:
     def openapi(self) -> bytes:
         if self._openapi is not None:
             return self._openapi
-        labels = self.bundle.labels if self.bundle else None
-        text_pair = self.bundle.text_pair if self.bundle else None
-        body = json.dumps(build_openapi(self.settings, labels, VERSION, text_pair)).encode()
-        if labels is not None:
+        docs = None
+        if self.registry is not None:
+            docs = [ModelDoc(m.name, m.bundle.labels, m.bundle.text_pair) for m in self.registry]
+        body = json.dumps(build_openapi(self.settings, VERSION, docs)).encode()
+        if docs is not None:
             self._openapi = body
         return body
 
     def info(self) -> bytes:
         if self._info is None:
-            assert self.bundle is not None
-            settings = self.settings
-            manifest = {k: v for k, v in self.bundle.manifest.items() if k != "files"}
-            info = {
-                "model_name": self.bundle.model_name,
-                "labels": list(self.bundle.labels),
-                "max_length": self.bundle.max_length,
-                "text_pair": self.bundle.text_pair,
-                "bundle_sha256": self.bundle_sha256,
-                "manifest": manifest,
-                "mode": settings.mode,
-                "versions": _versions(),
-                "limits": {
-                    "max_texts": settings.max_texts,
-                    "max_body_bytes": settings.max_body_bytes,
-                    "queue_size": settings.queue_size,
-                    "request_timeout_s": settings.request_timeout_s,
-                },
-                "runtime": {
-                    "workers": settings.workers,
-                    "threads": settings.threads,
-                    "pool_size": settings.pool_size,
-                    "spin": settings.spin,
-                    "max_batch": self.max_batch,
-                    "batch_drift": self.batch_drift,
-                    "batch_tolerance": settings.batch_tolerance,
-                    "max_tokens": settings.max_tokens,
-                    "max_wait_ms": settings.max_wait_ms,
-                },
-            }
+            assert self.registry is not None
+            info = _info(self.settings, self.registry)
             self._info = json.dumps(info, ensure_ascii=False).encode()
         return self._info
+
+
+def _info(settings: Settings, registry: Registry) -> dict[str, Any]:
+    """/info: every model under `models`; the top-level model fields (model_name, labels,
+    text_pair, ...; runtime.max_batch and batch_drift) describe the default model, as they
+    did when the service had only one."""
+    default = registry.default.facts()
+    return {
+        "model_name": default["name"],
+        **{k: default[k] for k in ("labels", "max_length", "text_pair", "bundle_sha256")},
+        "manifest": default["manifest"],
+        "default_model": default["name"],
+        "models": [model.facts() for model in registry],
+        "mode": settings.mode,
+        "versions": _versions(),
+        "limits": {
+            "max_texts": settings.max_texts,
+            "max_body_bytes": settings.max_body_bytes,
+            "queue_size": settings.queue_size,
+            "request_timeout_s": settings.request_timeout_s,
+        },
+        "runtime": {
+            "workers": settings.workers,
+            "threads": settings.threads,
+            "pool_size": settings.pool_size,
+            "spin": settings.spin,
+            "max_batch": default["max_batch"],
+            "batch_drift": default["batch_drift"],
+            "batch_tolerance": settings.batch_tolerance,
+            "max_tokens": settings.max_tokens,
+            "max_wait_ms": settings.max_wait_ms,
+        },
+    }
 
 
 def _versions() -> dict[str, str]:
@@ -146,53 +157,35 @@ def _routes(state: ServiceState) -> list[Route]:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def loaded() -> tuple[Engine, Scheduler]:
-        if state.engine is None or state.scheduler is None:
-            raise ApiError(503, "model is not loaded yet", type="not_ready", headers=RETRY_AFTER)
-        return state.engine, state.scheduler
-
-    def reject(reason: str, message: str) -> ApiError:
-        metrics.rejected.labels(reason).inc()
-        return ApiError(503, message, type=reason, headers=RETRY_AFTER)
+    def loaded() -> Registry:
+        if state.registry is None:
+            raise ApiError(503, "models are not loaded yet", type="not_ready", headers=RETRY_AFTER)
+        return state.registry
 
     async def predict(request: Request) -> Response:
         authorize(request)
-        engine, scheduler = loaded()
+        registry = loaded()
         check_content_type(request.headers.get("content-type"))
         body = await read_body(request, settings.max_body_bytes)
         parsed = parse_texts(body, settings.max_texts)
-        check_entities(parsed, engine.text_pair)
-        texts = parsed.texts
-        if not scheduler.has_room(len(texts)):
-            raise reject("overloaded", "server is at capacity, retry shortly")
-        try:
-            if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-                encoded = engine.encode(texts, parsed.entities)
-            else:
-                encoded = await asyncio.get_running_loop().run_in_executor(
-                    None, engine.encode, texts, parsed.entities
-                )
-        except EncodeError as exc:
-            raise ApiError(422, str(exc)) from None
-        try:
-            probs = await scheduler.predict([enc.ids for enc in encoded])
-        except Overloaded:
-            raise reject("overloaded", "server is at capacity, retry shortly") from None
-        except QueueTimeout:
-            raise reject("timeout", "request timed out waiting for the model") from None
-        except Closed:
-            raise reject("shutting_down", "server is shutting down") from None
-        truncated = sum(enc.truncated for enc in encoded)
-        if truncated:
-            metrics.texts.labels("true").inc(truncated)
-        metrics.texts.labels("false").inc(len(encoded) - truncated)
-        predictions = render(engine.labels, probs, encoded)
-        return _json(predictions[0] if parsed.single else {"predictions": predictions})
+        model = registry.pick(parsed.model)
+        request.scope[MODEL_KEY] = model.name
+        check_entities(parsed, model.engine.text_pair, model.name)
+        if not model.scheduler.has_room(len(parsed.texts)):
+            raise _reject(model, "overloaded", "server is at capacity, retry shortly")
+        encoded = await _encode(model.engine, parsed)
+        probs = await _infer(model, encoded)
+        model.metrics.texts(len(encoded), sum(enc.truncated for enc in encoded))
+        predictions = render(model.engine.labels, probs, encoded)
+        if parsed.single:
+            predictions[0]["model"] = model.name
+            return _json(predictions[0])
+        return _json({"model": model.name, "predictions": predictions})
 
     async def health(request: Request) -> Response:
         return _json({"status": "ok"})
 
-    async def ready(request: Request) -> Response:
+    async def ready(request: Request) -> Response:  # ready: every model loaded and warm
         if state.draining:
             return _json({"status": "draining"}, 503)
         if not state.ready:
@@ -219,6 +212,34 @@ def _routes(state: ServiceState) -> list[Route]:
         Route("/info", info, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
+
+
+def _reject(model: Model, reason: str, message: str) -> ApiError:
+    model.metrics.rejected(reason)
+    return ApiError(503, message, type=reason, headers=RETRY_AFTER)
+
+
+async def _encode(engine: Engine, parsed: Parsed) -> list[Encoded]:
+    """Token ids; a tweet is tokenized on the loop, a large input in a thread."""
+    try:
+        if sum(map(len, parsed.texts)) <= INLINE_TOKENIZE_CHARS:
+            return engine.encode(parsed.texts, parsed.entities)
+        return await asyncio.get_running_loop().run_in_executor(
+            None, engine.encode, parsed.texts, parsed.entities
+        )
+    except EncodeError as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+async def _infer(model: Model, encoded: list[Encoded]) -> Probs:
+    try:
+        return await model.scheduler.predict([enc.ids for enc in encoded])
+    except Overloaded:
+        raise _reject(model, "overloaded", "server is at capacity, retry shortly") from None
+    except QueueTimeout:
+        raise _reject(model, "timeout", "request timed out waiting for the model") from None
+    except Closed:
+        raise _reject(model, "shutting_down", "server is shutting down") from None
 
 
 # ------------------------------------------------------------------------------- middleware
@@ -255,7 +276,8 @@ class ObserveMiddleware:
             path: str = scope["path"]
             route = path if path in ROUTES else "unmatched"
             method: str = scope["method"]
-            metrics.requests.labels(route, method if method in METHODS else "other", status).inc()
+            verb = method if method in METHODS else "other"
+            metrics.requests.labels(route, verb, status, scope.get(MODEL_KEY, "")).inc()
             metrics.latency.labels(route).observe(elapsed)
             if self.log_requests and access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
@@ -272,31 +294,6 @@ class ObserveMiddleware:
 
 
 # -------------------------------------------------------------------------------- lifespan
-
-
-def _make_scheduler(
-    settings: Settings,
-    engine: Engine,
-    executor: ThreadPoolExecutor,
-    metrics: Metrics,
-    max_batch: int,
-) -> Scheduler:
-    common: dict[str, Any] = {
-        "max_batch": max_batch,
-        "max_tokens": settings.max_tokens,
-        "queue_size": settings.queue_size,
-        "timeout_s": settings.request_timeout_s,
-        "observer": metrics,
-    }
-    if settings.mode == "direct":
-        return DirectRunner(engine.infer, executor, **common)
-    return MicroBatcher(
-        engine.infer,
-        executor,
-        slots=settings.pool_size,
-        max_wait_s=settings.max_wait_ms / 1000,
-        **common,
-    )
 
 
 def _install_drain(state: ServiceState) -> dict[int, Any]:
@@ -334,66 +331,26 @@ def _install_drain(state: ServiceState) -> dict[int, Any]:
 async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
     settings = state.settings
     state.draining = False  # an app may be started again after a shutdown (tests do)
-    try:
-        bundle = state.verified
-        if bundle is None:
-            bundle = await asyncio.to_thread(load_bundle, settings.bundle, True)
-        engine = await asyncio.to_thread(
-            Engine, bundle, threads=settings.threads, spin=settings.spin
-        )
-        if settings.warmup:
-            await asyncio.to_thread(engine.warmup, settings.max_batch, settings.max_tokens)
-        drift = await asyncio.to_thread(engine.batch_drift)
-    except BundleError as exc:
-        log.critical("refusing to start: %s", exc)
-        raise
-    state.batch_drift = drift
-    state.max_batch = settings.max_batch
-    if drift > settings.batch_tolerance and settings.max_batch > 1:
-        state.max_batch = 1
-        log.warning(
-            "batching changes this model's answers (max |dprob| %.3g > %.3g, e.g. dynamic int8 "
-            "scales per batch): every text runs alone. Set SENTIMENT_BATCH_TOLERANCE to accept "
-            "the drift, or export a batch-invariant model.",
-            drift,
-            settings.batch_tolerance,
-        )
-    state.metrics.drift.set(drift)
-    busy = settings.workers * settings.pool_size * settings.threads
-    if busy > available_cpus():
-        log.warning(
-            "workers x pool_size x threads = %d compute threads on %d cores: oversubscribed",
-            busy,
-            available_cpus(),
-        )
-    state.bundle, state.engine = bundle, engine
-    state.bundle_sha256 = await asyncio.to_thread(lambda: bundle.sha256)
     executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="sentiment-infer")
-    scheduler = _make_scheduler(settings, engine, executor, state.metrics, state.max_batch)
-    scheduler.start()
-    state.scheduler = scheduler
-    state.metrics.model.labels(
-        bundle.model_name, state.bundle_sha256, ",".join(bundle.labels), bundle.max_length,
-        settings.mode,
-    ).set(1)  # fmt: skip
+    try:
+        registry = await build_registry(settings, state.verified, executor, state.metrics)
+    except BaseException as exc:
+        executor.shutdown(wait=False)
+        if isinstance(exc, BundleError):
+            log.critical("refusing to start: %s", exc)
+        raise
+    _warn_if_oversubscribed(settings)
+    registry.start()
+    state.registry = registry
     previous = _install_drain(state)
-    state.ready = True
-    log.info(
-        "ready",
-        extra={
-            "model": bundle.model_name,
-            "bundle_sha256": state.bundle_sha256,
-            "max_batch": state.max_batch,
-            "batch_drift": drift,
-            "settings": settings.public(),
-        },
-    )
+    state.ready = True  # only now: every model verified, loaded, warm and scheduling
+    _log_ready(settings, registry)
     try:
         yield
     finally:
         state.ready = False
         state.draining = True
-        await scheduler.aclose()
+        await registry.aclose()
         await asyncio.to_thread(executor.shutdown, True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -401,10 +358,33 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
         log.info("stopped")
 
 
-def create_app(settings: Settings, bundle: Bundle | None = None) -> Starlette:
-    """The service as an ASGI app (the model loads when the app's lifespan starts). Pass
-    `bundle` when it was just verified with `load_bundle`, so the model is hashed once."""
-    state = ServiceState(settings, bundle)
+def _warn_if_oversubscribed(settings: Settings) -> None:
+    busy = settings.workers * settings.pool_size * settings.threads
+    if busy > available_cpus():
+        log.warning(
+            "workers x pool_size x threads = %d compute threads on %d cores: oversubscribed",
+            busy,
+            available_cpus(),
+        )
+
+
+def _log_ready(settings: Settings, registry: Registry) -> None:
+    models = [
+        {"model": m.name, "bundle_sha256": m.sha256, "max_batch": m.max_batch,
+         "batch_drift": m.batch_drift}
+        for m in registry
+    ]  # fmt: skip
+    log.info(
+        "ready",
+        extra={"model": registry.default.name, "models": models, "settings": settings.public()},
+    )
+
+
+def create_app(settings: Settings, bundles: Sequence[Bundle] | None = None) -> Starlette:
+    """The service as an ASGI app (the models load when the app's lifespan starts). Pass
+    `bundles` (one per `settings.bundles`) when they were just verified with
+    `registry.load_bundles`, so each model is hashed once."""
+    state = ServiceState(settings, bundles)
     app = Starlette(
         routes=_routes(state),
         middleware=[Middleware(ObserveMiddleware, state=state)],

@@ -1,4 +1,8 @@
-"""Prometheus metrics of one app: HTTP traffic, queue, batches, inference and the model.
+"""Prometheus metrics of one app: HTTP traffic, queue, batches, inference and the models.
+
+Every series about a model carries a `model` label (the bundle's name); HTTP requests carry it
+too once the handler knows the model (`model=""` otherwise: no model involved, or none chosen).
+`ModelMetrics` binds one model's series once, so the hot path does no label lookups.
 
 Each app owns its registry (tests create many apps in one process). With several uvicorn
 workers, `python -m service` sets PROMETHEUS_MULTIPROC_DIR before any worker starts, so every
@@ -22,6 +26,8 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_multiprocess
 
+from service.bundle import Bundle
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: noise
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -30,7 +36,7 @@ TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
 class Metrics:
-    """The service's metric families; also the batcher's `Observer`."""
+    """The service's metric families (per model: `for_model`)."""
 
     def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
@@ -39,8 +45,8 @@ class Metrics:
             ProcessCollector(registry=registry)  # memory and CPU of this (only) process
         self.requests = Counter(
             "sentiment_requests",
-            "HTTP requests by route, method and status code.",
-            ["route", "method", "status"],
+            "HTTP requests by route, method, status code and model (empty: none chosen).",
+            ["route", "method", "status", "model"],
             registry=registry,
         )
         self.latency = Histogram(
@@ -58,68 +64,65 @@ class Metrics:
         )
         self.depth = Gauge(
             "sentiment_queue_depth",
-            "Texts admitted and not yet answered.",
+            "Texts admitted and not yet answered, per model.",
+            ["model"],
             registry=registry,
             multiprocess_mode="livesum",
         )
         self.wait = Histogram(
             "sentiment_queue_wait_seconds",
             "Time a request waited before its inference started.",
+            ["model"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.inference = Histogram(
             "sentiment_inference_seconds",
             "Duration of one session.run (one batch).",
+            ["model"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
         self.batch_rows = Histogram(
             "sentiment_batch_size",
             "Texts per session.run.",
+            ["model"],
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
         self.batch_tokens = Histogram(
             "sentiment_batch_tokens",
             "Padded tokens (rows x longest row) per session.run.",
+            ["model"],
             buckets=TOKEN_BUCKETS,
             registry=registry,
         )
         self.texts = Counter(
-            "sentiment_texts", "Texts classified.", ["truncated"], registry=registry
+            "sentiment_texts", "Texts classified.", ["model", "truncated"], registry=registry
         )
         self.rejected = Counter(
             "sentiment_rejected",
-            "Predict requests refused because of load, by reason.",
-            ["reason"],
+            "Predict requests refused because of load, by model and reason.",
+            ["model", "reason"],
             registry=registry,
         )
         self.drift = Gauge(
             "sentiment_batch_drift",
             "Max |Δprob| between probe texts run alone and batched (measured at start).",
+            ["model"],
             registry=registry,
             multiprocess_mode="livemax",
         )
         self.model = Gauge(
             "sentiment_model_info",
-            "The served model (value 1).",
-            ["model_name", "bundle_sha256", "labels", "max_length", "mode"],
+            "A served model (value 1; model_name repeats model for older dashboards).",
+            ["model", "model_name", "bundle_sha256", "labels", "max_length", "mode"],
             registry=registry,
             multiprocess_mode="livemax",
         )
 
-    # Observer (called from the event loop and from inference threads)
-    def queue_depth(self, texts: int) -> None:
-        self.depth.set(texts)
-
-    def queue_wait(self, seconds: float) -> None:
-        self.wait.observe(seconds)
-
-    def batch(self, rows: int, tokens: int, seconds: float) -> None:
-        self.inference.observe(seconds)
-        self.batch_rows.observe(rows)
-        self.batch_tokens.observe(tokens)
+    def for_model(self, name: str) -> ModelMetrics:
+        return ModelMetrics(self, name)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
@@ -133,3 +136,45 @@ class Metrics:
         """Drop this worker's live gauges from the shared files (multiprocess mode)."""
         if self.multiprocess:
             prom_multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class ModelMetrics:
+    """One model's series, labelled once; also its scheduler's `Observer` (called from the
+    event loop and from inference threads)."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.name = name
+        self._metrics = metrics
+        self._depth = metrics.depth.labels(name)
+        self._wait = metrics.wait.labels(name)
+        self._inference = metrics.inference.labels(name)
+        self._rows = metrics.batch_rows.labels(name)
+        self._tokens = metrics.batch_tokens.labels(name)
+        self._truncated = metrics.texts.labels(name, "true")
+        self._whole = metrics.texts.labels(name, "false")
+
+    def loaded(self, bundle: Bundle, sha256: str, mode: str, drift: float) -> None:
+        """Publish what was loaded: model info and the measured batch drift."""
+        labels = ",".join(bundle.labels)
+        info = (self.name, bundle.model_name, sha256, labels, str(bundle.max_length), mode)
+        self._metrics.model.labels(*info).set(1)
+        self._metrics.drift.labels(self.name).set(drift)
+
+    def queue_depth(self, texts: int) -> None:
+        self._depth.set(texts)
+
+    def queue_wait(self, seconds: float) -> None:
+        self._wait.observe(seconds)
+
+    def batch(self, rows: int, tokens: int, seconds: float) -> None:
+        self._inference.observe(seconds)
+        self._rows.observe(rows)
+        self._tokens.observe(tokens)
+
+    def texts(self, total: int, truncated: int) -> None:
+        if truncated:
+            self._truncated.inc(truncated)
+        self._whole.inc(total - truncated)
+
+    def rejected(self, reason: str) -> None:
+        self._metrics.rejected.labels(self.name, reason).inc()

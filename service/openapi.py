@@ -1,9 +1,11 @@
 """The OpenAPI 3.1 description of the service, written by hand so it says exactly what the
-handlers enforce (limits come from the settings, label names from the loaded bundle)."""
+handlers enforce (limits come from the settings; model names and label names from the loaded
+models)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from service.payload import MAX_ENTITY_CHARS
@@ -35,29 +37,56 @@ def _retry_error(description: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class ModelDoc:
+    """What the document says about one loaded model."""
+
+    name: str
+    labels: Sequence[str]
+    text_pair: bool
+
+
+def _label_schemas(models: Sequence[ModelDoc] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`label` and `scores`: any label of any model; a score for every label all models share."""
+    if not models:
+        return {"type": "string"}, {"type": "object", "additionalProperties": {"type": "number"}}
+    labels = list(dict.fromkeys(label for model in models for label in model.labels))
+    shared = [label for label in labels if all(label in m.labels for m in models)]
+    probability = {"type": "number", "minimum": 0, "maximum": 1}
+    scores: dict[str, Any] = {
+        "type": "object",
+        "properties": dict.fromkeys(labels, probability),
+        "required": shared,
+        "additionalProperties": False,
+    }
+    return {"type": "string", "enum": labels}, scores
+
+
+def _model_schema(models: Sequence[ModelDoc] | None) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "string",
+        "description": (
+            "The model to use for the whole request (a loaded bundle's name, see /info "
+            "`models`); absent: the default model (/info `default_model`). Unknown: 422."
+        ),
+    }
+    if models:
+        schema["enum"] = [model.name for model in models]
+    return schema
+
+
 def _ok(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": _ref(schema)}}}
 
 
 def build_openapi(
-    settings: Settings,
-    labels: Sequence[str] | None,
-    version: str,
-    text_pair: bool | None = False,
+    settings: Settings, version: str, models: Sequence[ModelDoc] | None = None
 ) -> dict[str, Any]:
-    """The document for these settings; `labels` and `text_pair` are None until the bundle is
-    loaded (entities are then described as optional)."""
-    label_schema: dict[str, Any] = {"type": "string"}
-    scores: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "number"}}
-    if labels:
-        label_schema["enum"] = list(labels)
-        probability = {"type": "number", "minimum": 0, "maximum": 1}
-        scores = {
-            "type": "object",
-            "properties": dict.fromkeys(labels, probability),
-            "required": list(labels),
-            "additionalProperties": False,
-        }
+    """The document for these settings and loaded `models` (None until they are loaded: any
+    model name and label, entities described as optional)."""
+    label_schema, scores = _label_schemas(models)
+    # Entities are documented when some model reads them (and before the models are known).
+    text_pair = None if models is None else any(model.text_pair for model in models)
     secured = settings.api_key is not None
     unauthorized: dict[str, Any] = {"401": _error("Missing or wrong API key")} if secured else {}
     security: dict[str, Any] = {"security": [{"bearer": []}]} if secured else {}
@@ -90,11 +119,13 @@ def build_openapi(
     one: dict[str, Any] = {"text": _ref("Text")}
     if text_pair is not False:
         one["entity"] = _ref("Entity")
+    one["model"] = _ref("Model")
     texts = {"type": "array", "items": item_ref, "minItems": 1, "maxItems": settings.max_texts}
     schemas: dict[str, Any] = {
         "Text": text,
         "Entity": entity,
         "Item": item,
+        "Model": _model_schema(models),
         "PredictOne": {
             "type": "object",
             "properties": one,
@@ -103,7 +134,7 @@ def build_openapi(
         },
         "PredictMany": {
             "type": "object",
-            "properties": {"texts": texts},
+            "properties": {"texts": texts, "model": _ref("Model")},
             "required": ["texts"],
             "additionalProperties": False,
         },
@@ -114,14 +145,18 @@ def build_openapi(
                 "score": {"type": "number", "minimum": 0, "maximum": 1},
                 "scores": scores,
                 "truncated": {"type": "boolean"},
+                "model": {"type": "string", "description": "The model that answered"},
             },
             "required": ["label", "score", "scores", "truncated"],
             "additionalProperties": False,
         },
         "Predictions": {
             "type": "object",
-            "properties": {"predictions": {"type": "array", "items": _ref("Prediction")}},
-            "required": ["predictions"],
+            "properties": {
+                "model": {"type": "string", "description": "The model that answered them all"},
+                "predictions": {"type": "array", "items": _ref("Prediction")},
+            },
+            "required": ["model", "predictions"],
             "additionalProperties": False,
         },
         "Error": {
@@ -153,8 +188,27 @@ def build_openapi(
                 "versions": {"type": "object", "additionalProperties": {"type": "string"}},
                 "limits": {"type": "object", "additionalProperties": {"type": "number"}},
                 "runtime": {"type": "object"},
+                "default_model": {"type": "string"},
+                "models": {"type": "array", "items": _ref("ModelInfo")},
             },
-            "required": ["model_name", "labels", "max_length", "bundle_sha256", "versions"],
+            "required": [
+                *("model_name", "labels", "max_length", "bundle_sha256", "versions"),
+                *("default_model", "models"),
+            ],
+        },
+        "ModelInfo": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "labels": {"type": "array", "items": {"type": "string"}},
+                "max_length": {"type": "integer"},
+                "text_pair": {"type": "boolean"},
+                "bundle_sha256": {"type": "string"},
+                "manifest": {"type": "object"},
+                "max_batch": {"type": "integer"},
+                "batch_drift": {"type": "number"},
+            },
+            "required": ["name", "labels", "max_length", "text_pair", "bundle_sha256"],
         },
     }
     predict = {
@@ -166,7 +220,9 @@ def build_openapi(
                 f"in input order). Body at most {settings.max_body_bytes} bytes of UTF-8 JSON. "
                 "Entity-pair models (`text_pair` in /info) score the sentiment toward an "
                 "entity: send `entity` with `text`, and `{text, entity}` objects as `texts` "
-                "items; without one the model reads an empty entity."
+                "items; without one the model reads an empty entity. `model` picks one loaded "
+                "model for the whole request (default: /info `default_model`); the answer "
+                "names it."
             ),
             **security,
             "requestBody": {
@@ -184,7 +240,10 @@ def build_openapi(
                 **unauthorized,
                 "413": _error("Body or number of texts over the limit"),
                 "415": _error("Content-Type is not application/json"),
-                "422": _error("JSON does not match the request schema"),
+                "422": _error(
+                    "JSON does not match the request schema, `model` names no loaded model "
+                    "(the message lists them), or an entity for a model that reads none"
+                ),
                 "503": _retry_error("Queue full, request timed out, or model not ready"),
             },
         }
@@ -205,7 +264,7 @@ def build_openapi(
             "/health": simple("health", "Liveness", _ok("Status", "Process is alive"), {}),
             "/ready": simple(
                 "ready",
-                "Readiness: model loaded and warm, not draining",
+                "Readiness: every model loaded and warm, not draining",
                 _ok("Status", "Ready"),
                 {"503": _ok("Status", "Loading or draining")},
             ),
@@ -220,7 +279,7 @@ def build_openapi(
                     **simple(
                         "info",
                         "Model and service facts",
-                        _ok("Info", "Model facts"),
+                        _ok("Info", "Facts of every model (top level: the default model)"),
                         {**unauthorized, "503": _retry_error("Model not loaded yet")},
                     )["get"],
                     **security,

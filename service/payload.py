@@ -1,8 +1,8 @@
 """The /predict wire format: read and validate request bodies, render predictions.
 
 Everything a client can get wrong is decided here, cheaply and before any model work:
-413 (too big), 415 (not JSON), 400 (not UTF-8 / not JSON), 422 (wrong shape), 413 (too many
-texts), 422 (an entity for a model that reads none). Pure functions of the request, so
+413 (too big), 415 (not JSON), 400 (not UTF-8 / not JSON), 422 (wrong shape, a non-string
+"model"), 413 (too many texts), 422 (an entity for a model that reads none). Pure functions of the request, so
 they are easy to test and fuzz.
 """
 
@@ -59,18 +59,21 @@ MAX_ENTITY_CHARS = 100
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """A predict body: its texts, their entities (entity-pair models) and its form."""
+    """A predict body: its texts, their entities (entity-pair models), its form and the model
+    it names (None: the default model)."""
 
     texts: list[str]
     entities: list[str] | None  # None: no entity given; "" for the items that came without one
     single: bool
+    model: str | None = None
 
 
 def parse_texts(body: bytes, max_texts: int) -> Parsed:
     """The texts (and entities) of a predict body.
 
     400: not UTF-8 or not JSON; 422: wrong shape, type or empty text; 413: too many texts.
-    Whether the model reads entities depends on the bundle: see `check_entities`.
+    Whether the model reads entities depends on the bundle: see `check_entities`; whether the
+    named model exists, on the registry.
     """
     try:
         document = json.loads(body.decode("utf-8"))
@@ -82,10 +85,11 @@ def parse_texts(body: bytes, max_texts: int) -> Parsed:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ApiError(422, 'body must be a JSON object: {"text": ...} or {"texts": [...]}')
+    model = _check_model(document.pop("model")) if "model" in document else None
     keys = set(document)
     if keys in ({"text"}, {"text", "entity"}):
         entities = [_check_entity(document["entity"], "entity")] if "entity" in keys else None
-        return Parsed([_check_text(document["text"], "text")], entities, True)
+        return Parsed([_check_text(document["text"], "text")], entities, True, model)
     if keys == {"texts"}:
         items = document["texts"]
         if not isinstance(items, list):
@@ -97,10 +101,10 @@ def parse_texts(body: bytes, max_texts: int) -> Parsed:
         pairs = [_check_item(item, f"texts[{i}]") for i, item in enumerate(items)]
         given = any(entity is not None for _, entity in pairs)
         entities = [entity or "" for _, entity in pairs] if given else None
-        return Parsed([text for text, _ in pairs], entities, False)
+        return Parsed([text for text, _ in pairs], entities, False, model)
     unknown = sorted(keys - {"text", "texts", "entity"})
     if unknown:
-        raise ApiError(422, f"unknown field(s) {unknown}; send 'text' or 'texts'")
+        raise ApiError(422, f"unknown field(s) {unknown}; send 'text' or 'texts' (and 'model')")
     if "texts" in keys and "entity" in keys and "text" not in keys:
         raise ApiError(
             422, 'with \'texts\', give each item its entity: {"text": ..., "entity": ...}'
@@ -120,10 +124,17 @@ def _check_item(item: Any, where: str) -> tuple[str, str | None]:
     return _check_text(item["text"], f"{where}.text"), entity
 
 
-def check_entities(parsed: Parsed, text_pair: bool) -> None:
+def check_entities(parsed: Parsed, text_pair: bool, model: str | None = None) -> None:
     """422 for entities sent to a model that reads none (rather than silently ignoring them)."""
     if not text_pair and parsed.entities is not None:
-        raise ApiError(422, "this model takes no entity: send only 'text' or 'texts'")
+        which = "this model" if model is None else f"model {model!r}"
+        raise ApiError(422, f"{which} takes no entity: send only 'text' or 'texts'")
+
+
+def _check_model(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ApiError(422, f"'model' must be a string (a model's name), not {_json_type(value)}")
+    return value
 
 
 def _check_entity(value: Any, where: str) -> str:

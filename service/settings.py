@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 PREFIX = "SENTIMENT_"
+DEFAULT_BUNDLE = Path("models/sentiment-binary")
 Mode = Literal["batched", "direct"]
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -41,7 +42,11 @@ def available_cpus() -> int:
 class Settings:
     """Service configuration; `from_env` documents the variable behind each field."""
 
-    bundle: Path = Path("models/sentiment-binary")
+    # The served bundles, the first being the default model. `bundle` is the one-bundle alias
+    # (SENTIMENT_BUNDLE, kept for existing configs); both given and different is an error.
+    # Neither given: DEFAULT_BUNDLE. After construction `bundles` is always the resolved list.
+    bundles: tuple[Path, ...] = ()
+    bundle: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -77,13 +82,29 @@ class Settings:
             object.__setattr__(self, "threads", 1)
         if self.pool_size == 0:
             object.__setattr__(self, "pool_size", max(1, per_worker // max(1, self.threads)))
-        problems = self._problems()
+        problems = self._problems(self._resolve_bundles())
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
 
-    def _problems(self) -> list[str]:
+    def _resolve_bundles(self) -> bool:
+        """Fill `bundles` from itself, the `bundle` alias or the default; True if the two
+        were both given and disagree (SENTIMENT_BUNDLE=a with SENTIMENT_BUNDLES=b,c)."""
+        listed = tuple(Path(path) for path in self.bundles)
+        alias = () if self.bundle is None else (Path(self.bundle),)
+        object.__setattr__(self, "bundle", alias[0] if alias else None)
+        object.__setattr__(self, "bundles", listed or alias or (DEFAULT_BUNDLE,))
+        return bool(listed and alias) and listed != alias
+
+    def _problems(self, bundle_conflict: bool) -> list[str]:
+        twice = sorted({str(p) for p in self.bundles if self.bundles.count(p) > 1})
         checks: list[tuple[bool, str]] = [
-            (str(self.bundle) != "", "SENTIMENT_BUNDLE must not be empty"),
+            (
+                not bundle_conflict,
+                f"SENTIMENT_BUNDLE={self.bundle} and SENTIMENT_BUNDLES="
+                f"{','.join(map(str, self.bundles))} disagree: set only SENTIMENT_BUNDLES "
+                "(SENTIMENT_BUNDLE is its one-bundle alias)",
+            ),
+            (not twice, f"SENTIMENT_BUNDLES lists {', '.join(twice)} more than once"),
             (self.host != "", "SENTIMENT_HOST must not be empty"),
             (0 <= self.port <= 65535, "SENTIMENT_PORT must be in 0..65535"),
             (self.workers >= 1, "SENTIMENT_WORKERS must be >= 1"),
@@ -136,14 +157,20 @@ class Settings:
         return sorted(name for name in env if name.startswith(PREFIX) and name not in known)
 
     def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with `changes`; the pool size is recomputed when workers or threads change."""
-        auto = {"pool_size": 0} if {"workers", "threads"} & changes.keys() else {}
+        """A copy with `changes`; the pool size is recomputed when workers or threads change,
+        and a new `bundle` replaces `bundles` (and vice versa) instead of conflicting with it."""
+        auto: dict[str, Any] = {"pool_size": 0} if {"workers", "threads"} & changes.keys() else {}
+        if "bundle" in changes:
+            auto["bundles"] = ()
+        if "bundles" in changes:
+            auto["bundle"] = None
         return replace(self, **{**auto, **changes})
 
     def public(self) -> dict[str, Any]:
         """The settings as JSON-able values, with the API key masked (for /info and logs)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        out["bundle"] = str(self.bundle)
+        out["bundles"] = [str(path) for path in self.bundles]
+        out["bundle"] = None if self.bundle is None else str(self.bundle)
         out["api_key"] = "***" if self.api_key else None
         return out
 
@@ -155,6 +182,13 @@ def _bool(raw: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError("expected true/false")
+
+
+def _paths(raw: str) -> tuple[Path, ...]:
+    parts = [part.strip() for part in raw.split(",")]
+    if not all(parts):
+        raise ValueError("expected comma-separated bundle folders, found an empty entry")
+    return tuple(Path(part) for part in parts)
 
 
 def _int(raw: str) -> int:
@@ -182,6 +216,7 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
 
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
+    "bundles": _paths,
     "bundle": Path,
     "host": str,
     "port": _int,

@@ -80,6 +80,11 @@ class Dockerfile:
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
 
+    def expand(self, value: str) -> str:
+        """`value` with ${NAME} / $NAME replaced by the global ARG defaults (as a build without
+        --build-arg would)."""
+        return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: self.args[m[1] or m[2]], value)
+
 
 def logical_lines(text: str) -> Iterator[str]:
     """Join `\\` continuations and drop comment lines, as the Docker parser does."""

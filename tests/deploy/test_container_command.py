@@ -96,7 +96,7 @@ def image_env(dockerfile: Dockerfile, app: Path, bundle: Path, **extra: str) -> 
         "PYTHONPATH": str(app),
         "SENTIMENT_HOST": "127.0.0.1",
         "SENTIMENT_PORT": str(free_port()),
-        "SENTIMENT_BUNDLE": str(bundle),
+        "SENTIMENT_BUNDLES": str(bundle),
         **extra,
     }
     return env

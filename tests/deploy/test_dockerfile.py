@@ -242,13 +242,56 @@ def test_exec_form_entrypoint_port_and_bundle(dockerfile: Dockerfile) -> None:
     builder = dockerfile.stage("builder")
     bundle_copy = [c for c in builder.all("COPY") if "models/" in c.args]
     assert len(bundle_copy) == 1
-    destination = copy_sources(bundle_copy[0])[1]
-    assert workdir is not None and env["SENTIMENT_BUNDLE"].rstrip("/") == (
-        workdir.args + "/" + destination
-    ).rstrip("/")
-    assert "load_bundle(" in " ".join(r.args for r in builder.all("RUN")), (
-        "the builder checks the bundle against its manifest"
+    sources, destination = copy_sources(bundle_copy[0])
+    assert sources == ["models/"], "every bundle goes into the image"
+    assert workdir is not None
+    served = dockerfile.expand(env["SENTIMENT_BUNDLES"]).split(",")
+    inside = (workdir.args + "/" + destination).rstrip("/") + "/"
+    assert served and all(path.startswith(inside) for path in served), served
+    assert "load_bundles(" in " ".join(r.args for r in builder.all("RUN")), (
+        "the builder checks every bundle against its manifest"
     )
+
+
+def image_bundles() -> list[str]:
+    """The repository's bundles as the image sees them."""
+    return sorted(f"/app/{p.parent.relative_to(REPO)}" for p in REPO.glob("models/*/manifest.json"))
+
+
+def test_the_default_bundle_list_is_every_bundle_in_the_repository(dockerfile: Dockerfile) -> None:
+    """`docker build .` without --build-arg serves what `make docker` would."""
+    listed = dockerfile.args["BUNDLES"].split(",")
+    assert sorted(listed) == image_bundles()
+    for stage in dockerfile.stages:
+        assert any(a.args == "BUNDLES" for a in stage.all("ARG")), f"{stage.name} lacks BUNDLES"
+
+
+def bundle_loop(dockerfile: Dockerfile) -> str:
+    steps = [s for r in dockerfile.stage("builder").all("RUN") for s in shell_steps(r)]
+    loops = [step for step in steps if step.startswith("for ") and "models/*/manifest.json" in step]
+    assert len(loops) == 1, "the builder must check that every copied bundle is served"
+    return loops[0]
+
+
+@pytest.mark.parametrize(
+    ("bundles", "ok"),
+    [
+        ("/app/models/a,/app/models/b", True),
+        ("/app/models/b,/app/models/a,/app/models/c", True),
+        ("/app/models/a", False),  # b would be copied but never served
+        ("/app/models/a,/app/models/bb", False),
+    ],
+)
+def test_the_builder_refuses_a_copied_bundle_that_is_not_served(
+    dockerfile: Dockerfile, tmp_path: Path, bundles: str, ok: bool
+) -> None:
+    for name in ("a", "b", "no-manifest"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+    for name in ("a", "b"):
+        (tmp_path / "models" / name / "manifest.json").write_text("{}")
+    env = {"PATH": "/usr/bin:/bin", "BUNDLES": bundles}
+    run = subprocess.run(["sh", "-c", bundle_loop(dockerfile)], cwd=tmp_path, env=env, timeout=30)
+    assert (run.returncode == 0) is ok
 
 
 def test_oci_labels(dockerfile: Dockerfile) -> None:
@@ -266,8 +309,9 @@ def test_image_environment_is_valid_settings(dockerfile: Dockerfile) -> None:
     env = {k: v for k, v in dockerfile.runtime.env().items() if k.startswith(PREFIX)}
     known = {PREFIX + name.upper() for name in Settings.__dataclass_fields__}
     assert env.keys() <= known, f"unknown settings: {sorted(env.keys() - known)}"
-    settings = Settings.from_env(env)
-    assert str(settings.bundle) == env["SENTIMENT_BUNDLE"]
+    settings = Settings.from_env({k: dockerfile.expand(v) for k, v in env.items()})
+    assert sorted(str(path) for path in settings.bundles) == image_bundles()
+    assert settings.bundle is None  # the list, not the one-bundle alias
 
 
 def test_version_label_defaults_to_the_package_version(dockerfile: Dockerfile) -> None:

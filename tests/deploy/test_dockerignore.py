@@ -28,7 +28,6 @@ MUST_STAY_OUT = [
     ".mypy_cache/3.11/service/app.data.json",
     "service/__pycache__/app.cpython-311.pyc",
     "models/sentiment-binary/__pycache__/x.pyc",
-    "models/other-bundle/model.onnx",
     "tests/deploy/conftest.py",
     "training/train.py",
 ]
@@ -39,6 +38,8 @@ MUST_GO_IN = [
     "service/__main__.py",
     "models/sentiment-binary/model.onnx",
     "models/sentiment-binary/manifest.json",
+    "models/other-bundle/model.onnx",  # every bundle is served (SENTIMENT_BUNDLES)
+    "models/other-bundle/manifest.json",
 ]
 LEAKS = (".venv", ".git", "runs", "artifacts", ".cache", "__pycache__", ".pytest_cache")
 

@@ -26,7 +26,10 @@ def slow_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def make_settings(tiny_bundle: Path) -> Callable[..., Settings]:
     def make(**changes: Any) -> Settings:
-        base: dict[str, Any] = {"bundle": tiny_bundle, "threads": 1, "access_log": False}
+        """Settings serving `tiny_bundle`, or `bundles=(...)` when given."""
+        base: dict[str, Any] = {"threads": 1, "access_log": False}
+        if "bundles" not in changes:
+            base["bundle"] = tiny_bundle
         return Settings(**{**base, **changes})
 
     return make

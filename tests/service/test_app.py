@@ -33,6 +33,11 @@ def error_of(response: httpx.Response) -> dict[str, str]:
     return error
 
 
+def without_model(prediction: dict[str, Any]) -> dict[str, Any]:
+    """A single answer as it appears in a batch (the batch names its model once, at the top)."""
+    return {k: v for k, v in prediction.items() if k != "model"}
+
+
 # ----------------------------------------------------------------------------- happy paths
 
 
@@ -40,7 +45,8 @@ def test_single_text(client: TestClient) -> None:
     response = client.post("/predict", json={"text": "I love this game"})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"label", "score", "scores", "truncated"}
+    assert set(body) == {"label", "score", "scores", "truncated", "model"}
+    assert body["model"] == "tiny-test"  # the only (so the default) model
     assert body["label"] == "Positive" and body["truncated"] is False
     assert list(body["scores"]) == ["Negative", "Positive"]  # bundle order
     assert body["score"] == body["scores"]["Positive"] == max(body["scores"].values())
@@ -72,7 +78,7 @@ def test_large_inputs_are_tokenized_off_the_loop_with_the_same_answer(
 ) -> None:
     app = create_app(make_settings())
     with TestClient(app) as client:
-        engine: Any = app.state.service.engine
+        engine: Any = app.state.service.registry.default.engine
         on_loop: list[bool] = []
         encode = engine.encode
 
@@ -127,15 +133,18 @@ def test_metrics_cover_requests_queue_batches_and_model(client: TestClient) -> N
     client.post("/predict", content=b"{", headers=JSON)
     client.get("/nowhere/at/all")
     text = client.get("/metrics").text
-    assert 'sentiment_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
-    assert 'sentiment_requests_total{method="POST",route="/predict",status="400"} 1.0' in text
+    ok = 'sentiment_requests_total{method="POST",model="tiny-test",route="/predict",status="200"}'
+    assert ok + " 1.0" in text
+    bad = 'sentiment_requests_total{method="POST",model="",route="/predict",status="400"}'
+    assert bad + " 1.0" in text  # no model was chosen
     assert 'route="unmatched",status="404"' in text and "/nowhere" not in text
     assert 'sentiment_request_duration_seconds_count{route="/predict"} 2.0' in text
-    assert "sentiment_batch_size_count 1.0" in text  # one batch; warm-up is not counted
-    assert "sentiment_queue_wait_seconds_count 1.0" in text
-    assert "sentiment_inference_seconds_bucket" in text
-    assert "sentiment_queue_depth 0.0" in text
-    assert 'sentiment_texts_total{truncated="false"} 2.0' in text
+    model = '{model="tiny-test"}'
+    assert f"sentiment_batch_size_count{model} 1.0" in text  # one batch; warm-up is not counted
+    assert f"sentiment_queue_wait_seconds_count{model} 1.0" in text
+    assert "sentiment_inference_seconds_bucket{le=" in text and 'model="tiny-test"' in text
+    assert f"sentiment_queue_depth{model} 0.0" in text
+    assert 'sentiment_texts_total{model="tiny-test",truncated="false"} 2.0' in text
     assert 'sentiment_model_info{bundle_sha256="' in text and 'model_name="tiny-test"' in text
     assert "process_resident_memory_bytes" in text
 
@@ -160,7 +169,7 @@ def test_plain_model_refuses_entities_and_documents_none(client: TestClient) -> 
     response = client.post("/predict", json={"text": "I love this", "entity": "game"})
     assert response.status_code == 422 and "takes no entity" in error_of(response)["message"]
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
-    assert set(schemas["PredictOne"]["properties"]) == {"text"}
+    assert set(schemas["PredictOne"]["properties"]) == {"text", "model"}
     assert client.get("/info").json()["text_pair"] is False
 
 
@@ -176,15 +185,18 @@ def test_pair_model_reads_each_texts_entity(
         items = [{"text": "I love this", "entity": "the game"}, {"text": "awful", "entity": "it"}]
         many = pair.post("/predict", json={"texts": items})
         assert many.status_code == 200
-        assert many.json()["predictions"][0] == one.json()
+        assert many.json()["predictions"][0] == without_model(one.json())
         assert [p["label"] for p in many.json()["predictions"]] == ["Positive", "Negative"]
         mixed = pair.post("/predict", json={"texts": ["I love this", items[0]]})
-        assert mixed.json()["predictions"] == [bare.json(), one.json()]
+        assert mixed.json()["predictions"] == [
+            without_model(bare.json()),
+            without_model(one.json()),
+        ]
         too_long = pair.post("/predict", json={"text": "good", "entity": "game " * 20})
         assert too_long.status_code == 422 and "no room" in error_of(too_long)["message"]
         assert pair.get("/info").json()["text_pair"] is True
         schemas = pair.get("/openapi.json").json()["components"]["schemas"]
-        assert set(schemas["PredictOne"]["properties"]) == {"text", "entity"}
+        assert set(schemas["PredictOne"]["properties"]) == {"text", "entity", "model"}
         assert schemas["PredictOne"]["required"] == ["text"]
         assert {"$ref": "#/components/schemas/Item"} in schemas["PredictMany"]["properties"][
             "texts"
@@ -383,7 +395,7 @@ def test_unexpected_failures_are_json_500(make_settings: Callable[..., Settings]
         def broken(rows: Sequence[Sequence[int]]) -> Probs:
             raise RuntimeError("model exploded")
 
-        scheduler: Any = app.state.service.scheduler
+        scheduler: Any = app.state.service.registry.default.scheduler
         scheduler._infer = broken
         response = client.post("/predict", json={"text": "good"})
         assert response.status_code == 500
@@ -422,7 +434,7 @@ def test_full_queue_and_timeouts_are_fast_503s(
 
     async def go() -> list[httpx.Response]:
         async with app.router.lifespan_context(app):
-            scheduler: Any = app.state.service.scheduler
+            scheduler: Any = app.state.service.registry.default.scheduler
             gate = Gate(scheduler._infer)
             scheduler._infer = gate
             transport = httpx.ASGITransport(app=app)
@@ -445,8 +457,8 @@ def test_full_queue_and_timeouts_are_fast_503s(
     assert full.headers["retry-after"] == "1"
     assert timed_out.status_code == 503 and error_of(timed_out)["type"] == "timeout"
     assert done.status_code == 200 and after.status_code == 200
-    assert 'sentiment_rejected_total{reason="overloaded"} 1.0' in metrics.text
-    assert 'sentiment_rejected_total{reason="timeout"} 1.0' in metrics.text
+    assert 'sentiment_rejected_total{model="tiny-test",reason="overloaded"} 1.0' in metrics.text
+    assert 'sentiment_rejected_total{model="tiny-test",reason="timeout"} 1.0' in metrics.text
 
 
 def test_batched_mode_matches_direct_mode(make_settings: Callable[..., Settings]) -> None:
@@ -473,7 +485,7 @@ def test_a_batch_coupled_model_runs_every_text_alone(
         assert runtime["max_batch"] == 1 and runtime["batch_drift"] > 1e-3
         batch = client.post("/predict", json={"texts": texts}).json()["predictions"]
         for text, batched in zip(texts, batch, strict=True):
-            assert client.post("/predict", json={"text": text}).json() == batched
+            assert without_model(client.post("/predict", json={"text": text}).json()) == batched
         assert "sentiment_batch_drift" in client.get("/metrics").text
     assert any("every text runs alone" in r.getMessage() for r in caplog.records)
     tolerant = make_settings(bundle=bundle, batch_tolerance=1.0)  # operator accepts the drift

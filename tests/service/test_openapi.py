@@ -23,7 +23,7 @@ from starlette.testclient import TestClient
 
 from service import Settings, create_app
 from service.app import VERSION
-from service.openapi import build_openapi
+from service.openapi import ModelDoc, build_openapi
 from tests.service.tiny_bundle import LABELS, build_bundle
 
 pytestmark = pytest.mark.timeout(600)
@@ -39,23 +39,30 @@ SECURED = SETTINGS.with_overrides(api_key="k3y")
 CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
     {"checks": {"negative_data_rejection": {"expected-statuses": [400, 401, 413, 415, 422]}}}
 )
-schema = schemathesis.openapi.from_dict(build_openapi(SETTINGS, LABELS, VERSION), config=CONFIG)
+TINY = [ModelDoc("tiny-test", LABELS, False)]
+schema = schemathesis.openapi.from_dict(build_openapi(SETTINGS, VERSION, TINY), config=CONFIG)
 schema.app = create_app(SETTINGS)
 secured_schema = schemathesis.openapi.from_dict(
-    build_openapi(SECURED, LABELS, VERSION), config=CONFIG
+    build_openapi(SECURED, VERSION, TINY), config=CONFIG
 )
 secured_schema.app = create_app(SECURED)
 # An entity-pair model: max length 128 as shipped, so any entity the schema allows fits.
 PAIR = SETTINGS.with_overrides(bundle=_ROOT / "pair")
-pair_schema = schemathesis.openapi.from_dict(
-    build_openapi(PAIR, LABELS, VERSION, text_pair=True), config=CONFIG
-)
+PAIR_DOCS = [ModelDoc("tiny-test", LABELS, True)]
+pair_schema = schemathesis.openapi.from_dict(build_openapi(PAIR, VERSION, PAIR_DOCS), config=CONFIG)
 pair_schema.app = create_app(PAIR)
+# Two models with different label sets: `model` is an enum of both, labels are their union.
+TWO = SETTINGS.with_overrides(bundles=(_ROOT / "tiny", _ROOT / "three"))
+THREE_LABELS = ["Negative", "Neutral", "Positive"]
+TWO_DOCS = [*TINY, ModelDoc("tiny-3class", THREE_LABELS, False)]
+two_schema = schemathesis.openapi.from_dict(build_openapi(TWO, VERSION, TWO_DOCS), config=CONFIG)
+two_schema.app = create_app(TWO)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def bundle_on_disk() -> Iterator[Path]:
     build_bundle(_ROOT / "pair", text_pair=True, max_length=128)
+    build_bundle(_ROOT / "three", labels=THREE_LABELS, model_name="tiny-3class")
     yield build_bundle(_ROOT / "tiny")
     shutil.rmtree(_ROOT, ignore_errors=True)
 
@@ -67,7 +74,7 @@ def client() -> Iterator[TestClient]:
 
 
 def test_the_served_document_is_the_one_tested(client: TestClient) -> None:
-    assert client.get("/openapi.json").json() == build_openapi(SETTINGS, LABELS, VERSION)
+    assert client.get("/openapi.json").json() == build_openapi(SETTINGS, VERSION, TINY)
 
 
 @schema.parametrize()
@@ -92,7 +99,33 @@ def test_pair_api_conforms_to_its_openapi_document(case: Any) -> None:
 def test_the_pair_document_is_the_one_served() -> None:
     with TestClient(create_app(PAIR)) as pair:
         served = pair.get("/openapi.json").json()
-    assert served == build_openapi(PAIR, LABELS, VERSION, text_pair=True)
+    assert served == build_openapi(PAIR, VERSION, PAIR_DOCS)
+
+
+@two_schema.parametrize()
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_two_model_api_conforms_to_its_openapi_document(case: Any) -> None:
+    case.call_and_validate()
+
+
+def test_the_two_model_document_is_the_one_served() -> None:
+    with TestClient(create_app(TWO)) as two:
+        served = two.get("/openapi.json").json()
+    assert served == build_openapi(TWO, VERSION, TWO_DOCS)
+    schemas = served["components"]["schemas"]
+    assert schemas["Model"]["enum"] == ["tiny-test", "tiny-3class"]
+    assert schemas["Prediction"]["properties"]["label"]["enum"] == [*LABELS, "Neutral"]
+    assert schemas["Prediction"]["properties"]["scores"]["required"] == LABELS  # shared by both
+    assert schemas["PredictMany"]["properties"]["model"] == {"$ref": "#/components/schemas/Model"}
+    assert (
+        "no loaded model" in served["paths"]["/predict"]["post"]["responses"]["422"]["description"]
+    )
+
+
+def test_before_loading_any_model_name_is_documented() -> None:
+    document = build_openapi(SETTINGS, VERSION, None)
+    assert "enum" not in document["components"]["schemas"]["Model"]
+    assert "entity" in document["components"]["schemas"]["PredictOne"]["properties"]
 
 
 # ------------------------------------------------------------------------------- hypothesis

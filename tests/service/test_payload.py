@@ -36,6 +36,22 @@ def test_parse_entities() -> None:
     assert parse_texts(body, 4) == Parsed(["a", "b"], ["", "Y"], False)  # "": none given
 
 
+def test_parse_model_for_single_and_many() -> None:
+    body = json.dumps({"model": "m", "text": "hi"}).encode()
+    assert parse_texts(body, 4) == Parsed(["hi"], None, True, "m")
+    body = json.dumps({"texts": [{"text": "a", "entity": "X"}], "model": "m"}).encode()
+    assert parse_texts(body, 4) == Parsed(["a"], ["X"], False, "m")
+    assert parse_texts(b'{"text": "hi"}', 4).model is None  # the default model
+
+
+@pytest.mark.parametrize("value", [3, None, True, ["m"], {"name": "m"}])
+def test_a_model_that_is_not_a_string_is_422(value: object) -> None:
+    for document in ({"text": "a", "model": value}, {"texts": ["a"], "model": value}):
+        with pytest.raises(ApiError) as info:
+            parse_texts(json.dumps(document).encode(), 4)
+        assert info.value.status == 422 and "'model' must be a string" in info.value.message
+
+
 @pytest.mark.parametrize(
     ("document", "status", "message"),
     [
@@ -66,6 +82,9 @@ def test_only_pair_models_take_entities() -> None:
     with pytest.raises(ApiError) as info:
         check_entities(Parsed(["a"], ["X"], True), text_pair=False)
     assert info.value.status == 422
+    with pytest.raises(ApiError) as info:
+        check_entities(Parsed(["a"], ["X"], True), text_pair=False, model="plain")
+    assert "model 'plain' takes no entity" in info.value.message
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,7 @@ class Server:
 
     def metric(self, name: str) -> float:
         text = httpx.get(self.url + "/metrics").text
-        found = re.findall(rf"^{re.escape(name)} (\S+)$", text, flags=re.M)
+        found = re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, flags=re.M)
         return sum(float(x) for x in found)
 
     def settled_metric(self, name: str, expected: float) -> float:
@@ -80,13 +80,19 @@ class Server:
         return value
 
 
-def start(tmp_path: Path, bundle: Path, *args: str, wait: bool = True, **env: str) -> Server:
+def start(
+    tmp_path: Path, bundle: Path | list[Path], *args: str, wait: bool = True, **env: str
+) -> Server:
+    """`python -m service` on `bundle` (SENTIMENT_BUNDLE) or a list (SENTIMENT_BUNDLES)."""
     port = free_port()
     log = tmp_path / f"server-{port}.log"
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")}
     environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if isinstance(bundle, list):
+        environ["SENTIMENT_BUNDLES"] = ",".join(map(str, bundle))
+    else:
+        environ["SENTIMENT_BUNDLE"] = str(bundle)
     environ.update(
-        SENTIMENT_BUNDLE=str(bundle),
         SENTIMENT_PORT=str(port),
         SENTIMENT_HOST="127.0.0.1",
         SENTIMENT_LOG_LEVEL="info",
@@ -172,7 +178,7 @@ def test_300_concurrent_requests_all_answered_correctly(
     bodies: list[dict[str, object]] = [{"text": TEXTS[i % len(TEXTS)]} for i in range(300)]
     responses = asyncio.run(fire(server.url, bodies, limit=300))
     check_answers(responses, bodies, expected(tiny_bundle, TEXTS))
-    ok = 'sentiment_requests_total{method="POST",route="/predict",status="200"}'
+    ok = 'sentiment_requests_total{method="POST",model="tiny-test",route="/predict",status="200"}'
     assert server.settled_metric(ok, 300) == 300
 
 
@@ -253,7 +259,7 @@ def test_two_workers_serve_and_share_metrics(
     bodies: list[dict[str, object]] = [{"text": TEXTS[i % len(TEXTS)]} for i in range(100)]
     responses = asyncio.run(fire(server.url, bodies, limit=50))
     check_answers(responses, bodies, expected(tiny_bundle, TEXTS))
-    ok = 'sentiment_requests_total{method="POST",route="/predict",status="200"}'
+    ok = 'sentiment_requests_total{method="POST",model="tiny-test",route="/predict",status="200"}'
     assert server.settled_metric(ok, 100) == 100
     for _ in range(5):  # whichever worker answers /metrics, it reports both workers' traffic
         assert server.metric(ok) == 100
@@ -292,3 +298,35 @@ def test_refuses_to_start_on_an_altered_bundle_or_bad_settings(
     server = start(tmp_path, tiny_bundle, wait=False, SENTIMENT_MAX_BATCH="zero")
     assert server.process.wait(timeout=60) == 2
     assert "SENTIMENT_MAX_BATCH='zero'" in server.logs()
+
+
+def test_serves_several_bundles_by_name(
+    tmp_path: Path, tiny_bundle: Path, servers: list[Server]
+) -> None:
+    three = build_bundle(tmp_path / "three", labels=["a", "b", "c"], model_name="tiny-3class")
+    server = start(tmp_path, [three, tiny_bundle])
+    servers.append(server)
+    default = httpx.post(server.url + "/predict", json={"text": "good"}).json()
+    assert default["model"] == "tiny-3class" and list(default["scores"]) == ["a", "b", "c"]
+    named = {"texts": ["good", "bad"], "model": "tiny-test"}
+    many = httpx.post(server.url + "/predict", json=named).json()
+    assert many["model"] == "tiny-test" and [p["label"] for p in many["predictions"]] == [
+        "Positive",
+        "Negative",
+    ]
+    info = httpx.get(server.url + "/info").json()
+    assert [m["name"] for m in info["models"]] == ["tiny-3class", "tiny-test"]
+    ready = [json.loads(x) for x in server.logs().splitlines() if '"msg": "ready"' in x]
+    assert [m["model"] for m in ready[0]["models"]] == ["tiny-3class", "tiny-test"]
+
+
+def test_refuses_to_start_on_two_bundles_with_one_name_or_disagreeing_settings(
+    tmp_path: Path, tiny_bundle: Path
+) -> None:
+    twin = build_bundle(tmp_path / "twin")  # also named tiny-test
+    server = start(tmp_path, [tiny_bundle, twin], wait=False)
+    assert server.process.wait(timeout=60) == 2
+    assert "two bundles are named 'tiny-test'" in server.logs()
+    server = start(tmp_path, twin, wait=False, SENTIMENT_BUNDLES=str(tiny_bundle))
+    assert server.process.wait(timeout=60) == 2
+    assert "disagree: set only SENTIMENT_BUNDLES" in server.logs()

@@ -9,7 +9,7 @@ from service.settings import Settings, SettingsError, available_cpus
 
 def test_defaults_without_environment() -> None:
     settings = Settings.from_env({})
-    assert settings.bundle == Path("models/sentiment-binary")
+    assert settings.bundles == (Path("models/sentiment-binary"),) and settings.bundle is None
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
     assert settings.max_body_bytes == 65536 and settings.max_texts == 64
     assert settings.api_key is None
@@ -29,11 +29,51 @@ def test_reads_every_prefixed_variable() -> None:
         "SENTIMENT_THREADS": "",  # empty = default
     }
     settings = Settings.from_env(env)
-    assert settings.bundle == Path("/b") and settings.port == 9001 and settings.workers == 2
+    assert settings.bundles == (Path("/b"),) and settings.port == 9001 and settings.workers == 2
     assert settings.mode == "direct" and settings.max_wait_ms == 0.5
     assert settings.api_key == "s3cret" and settings.access_log is False
     assert settings.log_level == "warning"
     assert settings.threads == 1 and settings.pool_size == max(1, available_cpus() // 2)
+
+
+def test_bundles_are_a_comma_separated_list_the_first_being_the_default() -> None:
+    settings = Settings.from_env({"SENTIMENT_BUNDLES": " models/a , /srv/b/ "})
+    assert settings.bundles == (Path("models/a"), Path("/srv/b"))
+    assert settings.public()["bundles"] == ["models/a", "/srv/b"]
+    assert Settings.from_env({"SENTIMENT_BUNDLES": "models/a"}).bundles == (Path("models/a"),)
+    assert Settings(bundles=("a", "b")).bundles == (Path("a"), Path("b"))  # str is fine too
+
+
+def test_the_one_bundle_alias_must_agree_with_the_list() -> None:
+    same = {"SENTIMENT_BUNDLE": "models/a/", "SENTIMENT_BUNDLES": "models/a"}
+    assert Settings.from_env(same).bundles == (Path("models/a"),)
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"SENTIMENT_BUNDLE": "models/a", "SENTIMENT_BUNDLES": "models/b"})
+    assert "SENTIMENT_BUNDLE=models/a and SENTIMENT_BUNDLES=models/b disagree" in str(info.value)
+    with pytest.raises(SettingsError, match="disagree"):  # the alias names one bundle only
+        Settings(bundle=Path("models/a"), bundles=(Path("models/a"), Path("models/b")))
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ("models/a,,models/b", "SENTIMENT_BUNDLES='models/a,,models/b': expected comma-separated"),
+        ("models/a,", "found an empty entry"),
+        ("models/a,models/b,models/a/", "SENTIMENT_BUNDLES lists models/a more than once"),
+    ],
+)
+def test_bad_bundle_lists_fail_naming_the_variable(raw: str, needle: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"SENTIMENT_BUNDLES": raw})
+    assert needle in str(info.value)
+
+
+def test_overrides_replace_the_bundles_instead_of_conflicting() -> None:
+    listed = Settings(bundles=(Path("a"), Path("b")))
+    assert listed.with_overrides(bundle=Path("c")).bundles == (Path("c"),)
+    alias = Settings(bundle=Path("a"))
+    assert alias.with_overrides(bundles=(Path("b"), Path("c"))).bundles == (Path("b"), Path("c"))
+    assert alias.with_overrides(port=1).bundles == (Path("a"),)
 
 
 def test_cores_are_split_across_workers_runs_and_threads() -> None:

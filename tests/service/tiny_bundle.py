@@ -6,7 +6,9 @@ single runs only agree if padding and masking are right. Sentiment words get str
 "I love this" is Positive. `slow=N` adds N [hidden x hidden] MatMuls per token whose result is
 multiplied by zero: same answers, more CPU per token (to build queues in load tests).
 `words=[...]` swaps the default vocabulary (words, letters, digits and ## pieces: few [UNK]s) for
-the special tokens plus exactly those words, so every other word is one [UNK].
+the special tokens plus exactly those words, so every other word is one [UNK]. `labels=[...]`
+sets the label set (any size: negative words score the first label, positive words the last) and
+`model_name=` the name the service serves it under.
 """
 
 from __future__ import annotations
@@ -66,16 +68,19 @@ def build_model(
     slow: int = 0,
     coupled: bool = False,
     seed: int = 0,
+    n_labels: int = len(LABELS),
 ) -> None:
-    """input_ids, attention_mask ([batch, seq] of `ids_type`) -> logits [batch, 2]."""
+    """input_ids, attention_mask ([batch, seq] of `ids_type`) -> logits [batch, n_labels]."""
     vocab_size = len(vocab)
     rng = np.random.default_rng(seed)
-    table = rng.normal(0.0, 0.5, (vocab_size, len(LABELS))).astype(np.float32)
-    for words, row in ((POSITIVE, [-3.0, 3.0]), (NEGATIVE, [3.0, -3.0])):
+    table = rng.normal(0.0, 0.5, (vocab_size, n_labels)).astype(np.float32)
+    for words, hot in ((POSITIVE, -1), (NEGATIVE, 0)):
         for word in words:
             if word in vocab:
-                table[vocab[word]] = row
-    table[0] = [5.0, -5.0]  # [PAD]: wrong masking would show
+                table[vocab[word]] = -3.0
+                table[vocab[word], hot] = 3.0
+    table[0] = -5.0
+    table[0, 0] = 5.0  # [PAD]: wrong masking would show
     inits = [
         numpy_helper.from_array(table, "table"),
         numpy_helper.from_array(np.array([1], np.int64), "axis1"),
@@ -92,7 +97,8 @@ def build_model(
     ]
     out = "mean"
     if coupled:  # like dynamic int8: each row's answer depends on its batch-mates
-        inits.append(numpy_helper.from_array(np.array([[2.0, -2.0]], np.float32), "tilt"))
+        tilt = np.array([[2.0] + [-2.0] * (n_labels - 1)], np.float32)
+        inits.append(numpy_helper.from_array(tilt, "tilt"))
         nodes += [
             helper.make_node("ReduceMean", ["masked"], ["batch_max"], keepdims=0),
             helper.make_node("Mul", ["batch_max", "tilt"], ["shift"]),
@@ -106,7 +112,7 @@ def build_model(
                 rng.normal(size=(vocab_size, hidden)).astype(np.float32) * 0.01, "wide"
             )
         )
-        inits.append(numpy_helper.from_array(np.zeros((1, len(LABELS)), np.float32), "zero"))
+        inits.append(numpy_helper.from_array(np.zeros((1, n_labels), np.float32), "zero"))
         nodes.append(helper.make_node("Gather", ["wide", "input_ids"], ["h0"], axis=0))
         for i in range(slow):
             weight = (rng.normal(size=(hidden, hidden)) / np.sqrt(hidden)).astype(np.float32)
@@ -128,7 +134,7 @@ def build_model(
             helper.make_tensor_value_info("input_ids", ids_type, ["batch", "seq"]),
             helper.make_tensor_value_info("attention_mask", ids_type, ["batch", "seq"]),
         ],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(LABELS)])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_labels])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -147,9 +153,11 @@ def build_bundle(
     labels: list[str] | None = None,
     words: Sequence[str] | None = None,
     text_pair: bool = False,
+    model_name: str = "tiny-test",
 ) -> Path:
     """Write a complete, manifest-verified bundle into `folder` and return it (`text_pair`: the
     model is declared to read "[CLS] entity [SEP] text [SEP]")."""
+    labels = labels or LABELS
     folder.mkdir(parents=True, exist_ok=True)
     build_tokenizer(folder / "tokenizer.json", words)
     build_model(
@@ -158,11 +166,12 @@ def build_bundle(
         ids_type=ids_type,
         slow=slow,
         coupled=coupled,
+        n_labels=len(labels),
     )
     config = {
-        "labels": labels or LABELS,
+        "labels": labels,
         "max_length": max_length,
-        "model_name": "tiny-test",
+        "model_name": model_name,
         "text_pair": text_pair,
     }
     (folder / "config.json").write_text(json.dumps(config))

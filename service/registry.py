@@ -1,0 +1,175 @@
+"""The models one process serves: every configured bundle with its own engine and scheduler.
+
+Built in the lifespan from `Settings.bundles` (the first is the default model). A handler looks
+its request's model up once (`Registry.pick`, a dict lookup) and goes on with that model's
+engine and scheduler, so a request never mixes models. The models share the process's thread
+pool, i.e. its cores; each has its own queue, batch limit and drift decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.batcher import DirectRunner, MicroBatcher, Scheduler
+from service.bundle import Bundle, BundleError, load_bundle
+from service.engine import Engine
+from service.errors import ApiError
+from service.metrics import Metrics, ModelMetrics
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """One loaded bundle and everything a request routed to it needs."""
+
+    name: str
+    bundle: Bundle
+    engine: Engine
+    scheduler: Scheduler
+    metrics: ModelMetrics
+    sha256: str
+    max_batch: int  # 1 when batching would change this model's answers
+    batch_drift: float
+
+    def facts(self) -> dict[str, Any]:
+        """What /info says about this model."""
+        return {
+            "name": self.name,
+            "labels": list(self.bundle.labels),
+            "max_length": self.bundle.max_length,
+            "text_pair": self.bundle.text_pair,
+            "bundle_sha256": self.sha256,
+            "manifest": {k: v for k, v in self.bundle.manifest.items() if k != "files"},
+            "max_batch": self.max_batch,
+            "batch_drift": self.batch_drift,
+        }
+
+
+class Registry:
+    """Model name -> Model, in configuration order; the first is the default."""
+
+    def __init__(self, models: Sequence[Model]) -> None:
+        if not models:
+            raise ValueError("a registry needs at least one model")
+        self.default = models[0]
+        self._by_name = {model.name: model for model in models}
+        self.names = tuple(self._by_name)
+        self._available = ", ".join(self.names)
+
+    def __iter__(self) -> Iterator[Model]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def pick(self, name: str | None) -> Model:
+        """The model a request named (the default when it named none); 422 for any other name,
+        listing the loaded ones."""
+        if name is None:
+            return self.default
+        model = self._by_name.get(name)
+        if model is None:
+            shown = name if len(name) <= 100 else name[:100] + "..."
+            raise ApiError(422, f"unknown model {shown!r}; available models: {self._available}")
+        return model
+
+    def start(self) -> None:
+        for model in self:
+            model.scheduler.start()
+
+    async def aclose(self) -> None:
+        """Refuse new work everywhere, finish everything admitted."""
+        await asyncio.gather(*(model.scheduler.aclose() for model in self))
+
+
+def load_bundles(paths: Sequence[Path]) -> list[Bundle]:
+    """Verify every bundle against its manifest; two bundles with one name are refused (a
+    request could not tell them apart)."""
+    bundles = [load_bundle(path, verify=True) for path in paths]
+    seen: dict[str, Path] = {}
+    for bundle in bundles:
+        if bundle.model_name in seen:
+            raise BundleError(
+                f"two bundles are named {bundle.model_name!r} ({seen[bundle.model_name]} and "
+                f"{bundle.path}): a model is named by its config.json 'model_name' (else its "
+                "folder name); rename one"
+            )
+        seen[bundle.model_name] = bundle.path
+    return bundles
+
+
+async def build_registry(
+    settings: Settings,
+    bundles: Sequence[Bundle] | None,
+    executor: Executor,
+    metrics: Metrics,
+) -> Registry:
+    """Load, warm up and probe every model (one after the other: start-up memory peaks stay
+    one model high). `bundles` were verified by the caller; None: verify `settings.bundles`."""
+    if bundles is None:
+        bundles = await asyncio.to_thread(load_bundles, settings.bundles)
+    models = [await _load_model(settings, bundle, executor, metrics) for bundle in bundles]
+    return Registry(models)
+
+
+async def _load_model(
+    settings: Settings, bundle: Bundle, executor: Executor, metrics: Metrics
+) -> Model:
+    engine = await asyncio.to_thread(Engine, bundle, threads=settings.threads, spin=settings.spin)
+    if settings.warmup:
+        await asyncio.to_thread(engine.warmup, settings.max_batch, settings.max_tokens)
+    drift = await asyncio.to_thread(engine.batch_drift)
+    sha256 = await asyncio.to_thread(lambda: bundle.sha256)
+    max_batch = _max_batch(settings, bundle.model_name, drift)
+    observer = metrics.for_model(bundle.model_name)
+    observer.loaded(bundle, sha256, settings.mode, drift)
+    scheduler = make_scheduler(settings, engine, executor, observer, max_batch)
+    return Model(bundle.model_name, bundle, engine, scheduler, observer, sha256, max_batch, drift)
+
+
+def _max_batch(settings: Settings, name: str, drift: float) -> int:
+    """1 when batching would change this model's answers by more than the tolerance."""
+    if drift <= settings.batch_tolerance or settings.max_batch == 1:
+        return settings.max_batch
+    log.warning(
+        "batching changes model %s's answers (max |dprob| %.3g > %.3g, e.g. dynamic int8 "
+        "scales per batch): every text runs alone. Set SENTIMENT_BATCH_TOLERANCE to accept "
+        "the drift, or export a batch-invariant model.",
+        name,
+        drift,
+        settings.batch_tolerance,
+    )
+    return 1
+
+
+def make_scheduler(
+    settings: Settings,
+    engine: Engine,
+    executor: Executor,
+    observer: ModelMetrics,
+    max_batch: int,
+) -> Scheduler:
+    common: dict[str, Any] = {
+        "max_batch": max_batch,
+        "max_tokens": settings.max_tokens,
+        "queue_size": settings.queue_size,
+        "timeout_s": settings.request_timeout_s,
+        "observer": observer,
+    }
+    if settings.mode == "direct":
+        return DirectRunner(engine.infer, executor, **common)
+    return MicroBatcher(
+        engine.infer,
+        executor,
+        slots=settings.pool_size,
+        max_wait_s=settings.max_wait_ms / 1000,
+        **common,
+    )

@@ -1,0 +1,48 @@
+"""`make serve` and `make docker` serve every bundle under models/ (dry runs: nothing starts)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import REPO
+
+
+def dry_run(folder: Path, *args: str) -> str:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    command = [make, "-n", "-f", str(REPO / "Makefile"), *args]
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=30).stdout
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """models/ with three bundles and a folder that is not one; a venv that is 'built'."""
+    for name in ("a-first", "sentiment-binary", "z-last"):
+        (tmp_path / "models" / name).mkdir(parents=True)
+        (tmp_path / "models" / name / "manifest.json").write_text("{}")
+    (tmp_path / "models" / "scratch").mkdir()
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / ".base").touch()
+    return tmp_path
+
+
+def test_serve_passes_every_bundle_default_first(checkout: Path) -> None:
+    out = dry_run(checkout, "serve")
+    found = re.search(r"SENTIMENT_BUNDLES=(\S+)", out)
+    assert found, out
+    assert found[1] == "models/sentiment-binary,models/a-first,models/z-last"
+    out = dry_run(checkout, "serve", "BUNDLE=models/z-last")
+    assert "SENTIMENT_BUNDLES=models/z-last,models/a-first,models/sentiment-binary " in out
+    assert "SENTIMENT_BUNDLES=/srv/x " in dry_run(checkout, "serve", "BUNDLES=/srv/x")
+
+
+def test_docker_build_gets_the_same_list_inside_the_image(checkout: Path) -> None:
+    out = dry_run(checkout, "docker")
+    wanted = "/app/models/sentiment-binary,/app/models/a-first,/app/models/z-last"
+    assert f"--build-arg BUNDLES={wanted} " in out, out
