@@ -26,10 +26,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", required=True, help="training checkpoint folder")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--data", help="Twitter Entity data folder (gate runs on its clean test split)"
+        "--data",
+        help="Twitter Entity data folder (gate runs on its clean test split), or with --sources "
+        "the folder holding the sources (gate runs on every source's test split)",
     )
     source.add_argument(
         "--texts-file", help="TSV of 'label<TAB>text' (or label, entity, text) lines for the gate"
+    )
+    p.add_argument(
+        "--sources", help="comma-separated sources under --data (training.sources), or 'default'"
     )
     p.add_argument("--out", required=True, help="bundle folder to write (replaced only on success)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
@@ -66,6 +71,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _sources(value: str | None) -> list[str]:
+    if not value:
+        return []
+    from training.sources import DEFAULT_SOURCES
+
+    return list(DEFAULT_SOURCES) if value == "default" else [s.strip() for s in value.split(",")]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from export.pipeline import export_bundle  # after parsing: --help needs no TensorFlow
@@ -87,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             thresholds=thresholds,
             keep_intermediate=args.keep_intermediate,
             model_name=args.model_name,
+            sources=_sources(args.sources),
         )
     except (FusionError, GateError) as exc:
         print(f"export failed, nothing written to {args.out}: {exc}", file=sys.stderr)

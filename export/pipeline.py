@@ -11,7 +11,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,11 +39,14 @@ def _load_texts(
     texts_file: str | Path | None,
     labels: list[str],
     max_texts: int | None,
+    sources: Sequence[str] = (),
 ) -> texts.Texts:
     if (data_dir is None) == (texts_file is None):
         raise ExportError("give exactly one source of parity texts: a data folder or a texts file")
     if max_texts is not None and max_texts < 1:
         raise ExportError("max_texts must be at least 1")
+    if data_dir is not None and sources:
+        return texts.from_sources(data_dir, sources, labels, max_texts)
     if data_dir is not None:
         return texts.from_data(data_dir, labels, max_texts)
     assert texts_file is not None
@@ -62,6 +65,7 @@ def export_bundle(
     thresholds: parity.Thresholds | None = None,
     keep_intermediate: str | Path | None = None,
     model_name: str | None = None,
+    sources: Sequence[str] = (),
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Export `checkpoint` to a bundle at `out`; raises FusionError or GateError (and ships
@@ -71,10 +75,12 @@ def export_bundle(
     started = time.perf_counter()
     ckpt = convert.load_checkpoint(checkpoint)
     labels = list(ckpt.info.labels)
-    gate_texts = _load_texts(data_dir, texts_file, labels, max_texts)
+    gate_texts = _load_texts(data_dir, texts_file, labels, max_texts, sources)
 
     def calibration() -> texts.Texts:
         """Ranks quantization settings: training tweets; without the data, the gate texts."""
+        if data_dir and sources:
+            return texts.calibration_from_sources(data_dir, sources, labels)
         return texts.calibration_from_data(data_dir, labels) if data_dir else gate_texts
 
     log(f"checkpoint {ckpt.path}: {ckpt.n_layers} layers, dim {ckpt.dim}, labels {labels}")

@@ -97,6 +97,49 @@ def from_file(path: str | Path, labels: Sequence[str], max_texts: int | None = N
     )
 
 
+def from_sources(
+    root: str | Path, sources: Sequence[str], labels: Sequence[str], max_texts: int | None = None
+) -> Texts:
+    """Every source's test split of the multi-source protocol (training.corpus), in source order."""
+    corpus = _corpus(root, sources, labels)
+    rows = [r for part in corpus.tests.values() for r in part]
+    rows = rows[:max_texts] if max_texts else rows
+    source = {
+        "kind": "sources",
+        "protocol": "test splits of training.corpus (seed 13)",
+        "path": str(root),
+        "rows": len(rows),
+        "per_source": {k: len(v) for k, v in corpus.tests.items()},
+        "files_sha256": corpus.data_sha256,
+    }
+    return _from_rows(rows, labels, source)
+
+
+def calibration_from_sources(
+    root: str | Path, sources: Sequence[str], labels: Sequence[str], n: int = 128
+) -> Texts:
+    """`n` tweets spread evenly over the pooled *training* split of the sources."""
+    rows = _corpus(root, sources, labels).train
+    rows = rows[:: max(1, len(rows) // n)][:n]
+    source = {
+        "kind": "sources",
+        "protocol": "pooled training split, evenly spaced",
+        "rows": len(rows),
+    }
+    return _from_rows(rows, labels, source)
+
+
+def _corpus(root: str | Path, sources: Sequence[str], labels: Sequence[str]) -> Any:
+    from training.corpus import build_corpus
+    from training.reader import DataError
+    from training.sources import SpecError
+
+    try:
+        return build_corpus(Path(root), list(sources), labels)
+    except (DataError, SpecError, FileNotFoundError, KeyError) as exc:
+        raise ExportError(f"cannot read the sources {list(sources)} under {root}: {exc}") from exc
+
+
 def calibration_from_data(data_dir: str | Path, labels: Sequence[str], n: int = 128) -> Texts:
     """`n` tweets spread evenly over the clean *training* split: what quantization settings are
     ranked on, so the gate's test texts only judge the result."""

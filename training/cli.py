@@ -1,4 +1,9 @@
-"""`python -m training`: fine-tune, evaluate under the clean protocol, write checkpoint + report."""
+"""`python -m training`: fine-tune, evaluate under the clean protocol, write checkpoint + report.
+
+Two data modes: `--data` the Twitter Entity folder (the seed's clean protocol, entity pairs), or
+many sources (`--sources`, a data spec `.toml`, or one CSV/TSV/JSONL file with `--text-col` and
+`--label-col`), run by training.general under the multi-source protocol of training.corpus.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,11 @@ from pathlib import Path
 
 from training.baseline import tfidf_svm
 from training.checkpoint import CheckpointInfo, save_checkpoint
+from training.general import add_source_args, is_general, run_general
 from training.protocol import build_splits
+from training.reader import DataError
 from training.report import LEAKY_NOTE, build_metrics, plot_curve, write_metrics
+from training.sources import SpecError
 from training.train import TrainConfig, evaluate_rows, fine_tune
 
 log = logging.getLogger("training")
@@ -26,13 +34,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--data",
         type=Path,
         required=True,
-        help="folder with twitter_training.csv and twitter_validation.csv",
+        help="the Twitter Entity folder; with --sources the folder holding the sources; "
+        "or a CSV/TSV/JSONL file (with --text-col, --label-col) or a data spec .toml",
     )
+    add_source_args(p)
     p.add_argument(
         "--out", type=Path, required=True, help="run folder: model/, metrics.json, curve.png"
     )
     p.add_argument(
-        "--labels", default=",".join(d.labels), help="comma-separated label set, in logit order"
+        "--labels",
+        default=None,
+        help="comma-separated label set, in logit order (default: Negative,Positive for the "
+        "Twitter Entity folder, Negative,Neutral,Positive for many sources)",
     )
     p.add_argument(
         "--base-model",
@@ -51,8 +64,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--entity-pair",
         action=argparse.BooleanOptionalAction,
-        default=d.text_pair,
-        help="feed the entity as the first segment (default: on)",
+        default=None,
+        help="feed the entity as the first segment (default: on for the Twitter Entity folder, "
+        "off for many sources)",
     )
     p.add_argument(
         "--soup",
@@ -80,14 +94,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    general = is_general(args)
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(args.out / "train.log")],
+        force=True,
     )
+    labels = args.labels or ("Negative,Neutral,Positive" if general else "Negative,Positive")
     config = TrainConfig(
-        labels=tuple(x.strip() for x in args.labels.split(",") if x.strip()),
+        labels=tuple(x.strip() for x in labels.split(",") if x.strip()),
         base_model=args.base_model,
         epochs=args.epochs,
         learning_rate=args.lr,
@@ -98,9 +115,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         patience=args.patience,
         seed=args.seed,
         dev_fraction=args.dev_fraction,
-        text_pair=args.entity_pair,
+        text_pair=(not general) if args.entity_pair is None else args.entity_pair,
         soup=args.soup,
     )
+    if general:
+        try:
+            return run_general(args, config)
+        except (DataError, SpecError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     started = time.perf_counter()
     splits = build_splits(
         args.data, config.labels, seed=config.seed, dev_fraction=config.dev_fraction

@@ -19,10 +19,11 @@ KNOWN_LABELS = ("Positive", "Negative", "Neutral", "Irrelevant")
 
 @dataclass(frozen=True)
 class Row:
-    tweet_id: int
+    tweet_id: int | str  # the split key: an id, or the normalised text where a source has none
     entity: str
     label: str
     text: str
+    source: str = "twitter_entity"
 
 
 @dataclass

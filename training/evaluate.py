@@ -27,6 +27,7 @@ def classification_metrics(
         confusion_matrix,
         f1_score,
         precision_recall_fscore_support,
+        recall_score,
     )
 
     ids = list(range(len(labels)))
@@ -37,6 +38,10 @@ def classification_metrics(
         "n": len(y_true),
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
+        # SemEval-2017 / TweetEval's sentiment metric: mean of the per-class recalls
+        "macro_recall": float(
+            recall_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)
+        ),
         "per_class": {
             label: {
                 "precision": float(precision[i]),

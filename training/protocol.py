@@ -86,27 +86,13 @@ def build_splits(
 
 def split_by_id(rows: list[Row], *, dev_fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
     """Stratified split of tweet_ids (by each id's majority label); every row follows its id."""
-    by_id: dict[int, list[Row]] = defaultdict(list)
-    for row in rows:
-        by_id[row.tweet_id].append(row)
-    strata: dict[str, list[int]] = defaultdict(list)
-    for tweet_id, group in sorted(by_id.items()):
-        majority = Counter(r.label for r in group).most_common(1)[0][0]
-        strata[majority].append(tweet_id)
-    rng = np.random.default_rng(seed)
-    dev_ids: set[int] = set()
-    for label in sorted(strata):
-        ids = np.array(strata[label])
-        rng.shuffle(ids)
-        dev_ids.update(int(i) for i in ids[: round(len(ids) * dev_fraction)])
-    train = [r for r in rows if r.tweet_id not in dev_ids]
-    dev = [r for r in rows if r.tweet_id in dev_ids]
+    train, dev, _ = split_groups(rows, (dev_fraction, 0.0), seed)
     return train, dev
 
 
 def _dedupe(rows: list[Row]) -> list[Row]:
     """Drop exact repeats (same id, label and text); Kaggle's file has some among its paraphrases."""
-    seen: set[tuple[int, str, str]] = set()
+    seen: set[tuple[int | str, str, str]] = set()
     kept = []
     for row in rows:
         key = (row.tweet_id, row.label, row.text)
@@ -114,3 +100,28 @@ def _dedupe(rows: list[Row]) -> list[Row]:
             seen.add(key)
             kept.append(row)
     return kept
+
+
+def split_groups(
+    rows: Sequence[Row], fractions: tuple[float, float], seed: int
+) -> tuple[list[Row], list[Row], list[Row]]:
+    """Stratified (by each key's majority label), seeded split into train, dev and test; every
+    row follows its key, so copies of one tweet never straddle splits."""
+    by_key: dict[int | str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_key[row.tweet_id].append(row)
+    strata: dict[str, list[int | str]] = defaultdict(list)
+    for key in sorted(by_key):  # one key type per source
+        strata[Counter(r.label for r in by_key[key]).most_common(1)[0][0]].append(key)
+    rng = np.random.default_rng(seed)
+    dev_keys: set[int | str] = set()
+    test_keys: set[int | str] = set()
+    for label in sorted(strata):
+        keys = np.array(strata[label])
+        rng.shuffle(keys)
+        n_dev, n_test = (round(len(keys) * f) for f in fractions)
+        dev_keys.update(keys[:n_dev].tolist())
+        test_keys.update(keys[n_dev : n_dev + n_test].tolist())
+    train = [r for r in rows if r.tweet_id not in dev_keys and r.tweet_id not in test_keys]
+    dev = [r for r in rows if r.tweet_id in dev_keys]
+    return train, dev, [r for r in rows if r.tweet_id in test_keys]

@@ -1,0 +1,129 @@
+"""`python -m benchmarks.sources_table`: every shipped bundle x every source's test split, as served.
+
+Each bundle runs through `service.engine.Engine` one text per run (as the service runs dynamic
+int8), on the test splits of the multi-source protocol (training.corpus, same seed and fractions
+as `make train-3class`). Three figures per cell: accuracy, macro-F1 and macro-averaged recall
+(SemEval-2017 / TweetEval's metric). A 3-class bundle is also read as binary on each source's
+Negative/Positive tweets (its Negative/Positive probabilities renormalised). The TF-IDF + linear
+baselines come from the training runs' metrics.json (same training data, each test scored once).
+
+    python -m benchmarks.sources_table --bundle models/sentiment-3class \
+        --bundle models/sentiment-binary --data ../shared/data --metrics reports/3class/metrics.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.bundle import load_bundle
+from service.engine import Engine
+from training.corpus import build_corpus
+from training.data import Row
+from training.evaluate import classification_metrics
+from training.sources import DEFAULT_SOURCES, TWITTER_ENTITY
+
+CLASSES = ("Negative", "Neutral", "Positive")
+BINARY = ("Negative", "Positive")
+
+
+def probabilities(engine: Engine, rows: Sequence[Row], with_entity: bool) -> np.ndarray:
+    texts = [r.text for r in rows]
+    entities = [r.entity for r in rows] if with_entity else None
+    return np.stack([engine.infer([enc.ids])[0] for enc in engine.encode(texts, entities)])
+
+
+def score_rows(engine: Engine, rows: Sequence[Row], with_entity: bool) -> dict[str, Any]:
+    """3-class figures where the bundle has the classes; binary figures on Neg/Pos tweets."""
+    labels = list(engine.labels)
+    out: dict[str, Any] = {}
+    if set(CLASSES) <= set(labels):
+        probs = probabilities(engine, rows, with_entity)
+        truth = np.array([labels.index(r.label) for r in rows])
+        out["3class"] = classification_metrics(truth, probs.argmax(1), labels)
+    polar = [r for r in rows if r.label in BINARY]
+    if polar:
+        probs = probabilities(engine, polar, with_entity)[:, [labels.index(c) for c in BINARY]]
+        truth = np.array([BINARY.index(r.label) for r in polar])
+        out["binary"] = classification_metrics(truth, probs.argmax(1), list(BINARY))
+    return out
+
+
+def evaluate(bundles: Sequence[Path], data: Path, sources: Sequence[str]) -> dict[str, Any]:
+    corpus = build_corpus(data, list(sources), CLASSES)
+    result: dict[str, Any] = {
+        "protocol": "training.corpus test splits (seed 13), one text per engine run",
+        "test_sizes": {name: len(rows) for name, rows in corpus.tests.items()},
+        "bundles": {},
+    }
+    for path in bundles:
+        engine = Engine(load_bundle(path), threads=1)
+        cells = {}
+        for name, rows in corpus.tests.items():
+            cells[name] = score_rows(engine, rows, engine.text_pair and name == TWITTER_ENTITY)
+            if engine.text_pair and name == TWITTER_ENTITY:
+                cells[name + " (text only)"] = score_rows(engine, rows, False)
+        result["bundles"][path.name] = {"labels": list(engine.labels), "tests": cells}
+    return result
+
+
+def baselines(metrics_files: Sequence[Path]) -> dict[str, Any]:
+    """TF-IDF + LinearSVC test figures per source, from training runs' metrics.json."""
+    out = {}
+    for path in metrics_files:
+        metrics = json.loads(path.read_text())
+        tests = metrics.get("baselines", {}).get("tfidf_svm", {}).get("test", {})
+        if "n" in tests:  # a single-source run: one test report
+            tests = {TWITTER_ENTITY: tests}
+        out[path.parent.name] = {"labels": metrics["labels"], "tests": tests}
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [
+        "| model | test split | n | accuracy | macro-F1 | macro recall |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def row(model: str, split: str, m: dict[str, Any]) -> None:
+        lines.append(
+            f"| {model} | {split} | {m['n']:,} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} "
+            f"| {m['macro_recall']:.4f} |"
+        )
+
+    for name, bundle in result["bundles"].items():
+        for split, cell in bundle["tests"].items():
+            for view, m in cell.items():
+                row(f"**{name}** int8 as served ({view})", split, m)
+    for name, base in result.get("baselines", {}).items():
+        for split, m in base["tests"].items():
+            row(f"TF-IDF + LinearSVC ({name} run, {len(base['labels'])} classes)", split, m)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.sources_table", description=__doc__)
+    p.add_argument("--bundle", type=Path, action="append", required=True)
+    p.add_argument("--data", type=Path, required=True, help="the folder holding the sources")
+    p.add_argument("--sources", default=",".join(DEFAULT_SOURCES))
+    p.add_argument("--metrics", type=Path, action="append", default=[], help="runs' metrics.json")
+    p.add_argument("--out", type=Path, help="write <out>.json and <out>.md")
+    args = p.parse_args(argv)
+    result = evaluate(args.bundle, args.data, args.sources.split(","))
+    result["baselines"] = baselines(args.metrics)
+    table = markdown(result)
+    print(table, end="")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

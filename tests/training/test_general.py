@@ -1,0 +1,105 @@
+"""`python -m training` on many sources and on a user's own file (tiny model, tiny data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import NEGATIVE, POSITIVE
+from tests.training.source_fixtures import write_source_root
+from training.cli import main
+
+TINY = ["--epochs", "12", "--patience", "12", "--lr", "3e-3", "--batch-size", "8",
+        "--warmup-ratio", "0", "--max-length", "32", "--soup", "1", "--no-progress"]  # fmt: skip
+
+
+def write_user_file(path: Path) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["tweet", "mood"])
+        for i in range(180):
+            mood = ("neg", "neutral", "pos")[i % 3]
+            if mood == "neutral":
+                text = f"it is a game #{i % 7} #{(i // 7) % 7}"
+            else:
+                pool = NEGATIVE if mood == "neg" else POSITIVE
+                text = f"{pool[i % 5]} {pool[(i // 5) % 5]} #{i % 7}"
+            writer.writerow([text, mood])
+        writer.writerow(["   ", "pos"])  # counted, not fatal
+    return path
+
+
+@pytest.mark.slow
+def test_user_csv_trains_three_classes(tmp_path: Path, tiny_base: Path) -> None:
+    data = write_user_file(tmp_path / "mine.csv")
+    out = tmp_path / "run"
+    code = main(
+        ["--data", str(data), "--text-col", "tweet", "--label-col", "mood", "--label-map",
+         "neg=Negative,neutral=Neutral,pos=Positive", "--out", str(out), "--base-model", str(tiny_base),
+         *TINY]
+    )  # fmt: skip
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["labels"] == ["Negative", "Neutral", "Positive"]
+    test = metrics["test"]["mine"]
+    assert test["n"] == metrics["data"]["per_source"]["mine"]["test"]["rows"] >= 20  # ~15 %
+    assert test["macro_recall"] >= 0.6  # chance: 0.33
+    assert set(metrics["baselines"]["tfidf_svm"]["test"]) == {"mine"}
+    assert metrics["prior_correction"]["tau"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert metrics["data"]["load_reports"][0]["dropped"] == {"empty text": 1}
+    info = json.loads((out / "model" / "sentiment.json").read_text())
+    assert info["labels"] == ["Negative", "Neutral", "Positive"] and info["text_pair"] is False
+
+
+@pytest.mark.slow
+def test_sources_dev_only_never_scores_a_test_split(
+    tmp_path: Path, tiny_base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.general as general
+
+    root = write_source_root(tmp_path / "data")
+    seen: list[str] = []
+    real = general.evaluate_rows
+
+    def spy(model, tokenizer, rows, config):  # type: ignore[no-untyped-def]
+        seen.extend(r.text for r in rows)
+        return real(model, tokenizer, rows, config)
+
+    monkeypatch.setattr(general, "evaluate_rows", spy)
+    out = tmp_path / "run"
+    args = ["--data", str(root), "--sources", "semeval2017,apple", "--out", str(out),
+            "--base-model", str(tiny_base), "--dev-only", *TINY[:1], "1", *TINY[2:]]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"] is None and set(metrics["dev_by_source"]) == {"semeval2017", "apple"}
+    assert seen and not any("test" in text for text in seen)  # fixture test texts say "test"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--text-col", "tweet", "--label-col", "mood"], "mine.csv:3: column 'mood': unknown label 'meh'"),
+        (["--text-col", "tweet"], "needs --text-col and --label-col"),
+        (["--text-col", "body", "--label-col", "mood"], "mine.csv:1: no column 'body'"),
+    ],
+)  # fmt: skip
+def test_bad_user_files_end_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    data = tmp_path / "mine.csv"
+    data.write_text("tweet,mood\ngood,positive\nhm,meh\n")
+    assert main(["--data", str(data), "--out", str(tmp_path / "run"), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_noncommercial_sources_need_the_opt_in(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["--data", str(tmp_path), "--sources", "gop_debate", "--out", str(tmp_path / "run")]
+    )
+    assert code == 2 and "--allow-noncommercial" in capsys.readouterr().err

@@ -1,0 +1,178 @@
+"""One protocol across sources (see shared/data/README.md).
+
+- A source with an official test file keeps it; the others get a seeded, stratified dev/test
+  split of their own, by id or by normalised text, so copies and retweets never straddle splits.
+- twitter_entity keeps the seed's clean protocol (training.protocol).
+- Every test text of every source is removed from every training and dev split (normalised
+  text); the count is reported per source.
+- Dev is pooled across sources and decides everything; each test split is scored once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.bundle import sha256_file
+from training.data import Row
+from training.protocol import build_splits, split_groups
+from training.reader import normalise, read_source_file
+from training.sources import SOURCES, TWITTER_ENTITY, Source, SourceReport
+
+
+@dataclass
+class Corpus:
+    labels: tuple[str, ...]
+    train: list[Row] = field(default_factory=list)
+    dev: list[Row] = field(default_factory=list)
+    tests: dict[str, list[Row]] = field(default_factory=dict)  # source -> its test split
+    reports: list[SourceReport] = field(default_factory=list)
+    removed_as_test_copies: dict[str, int] = field(default_factory=dict)
+    duplicates_removed: dict[str, int] = field(default_factory=dict)
+    data_sha256: dict[str, str] = field(default_factory=dict)
+    split_rules: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        def count(rows: Sequence[Row]) -> dict[str, Any]:
+            return {
+                "rows": len(rows),
+                "labels": dict(sorted(Counter(r.label for r in rows).items())),
+            }
+
+        by_source = sorted({r.source for r in self.train} | set(self.tests))
+        return {
+            "protocol": "multi-source clean (training.corpus)",
+            "train": count(self.train),
+            "dev": count(self.dev),
+            "per_source": {
+                s: {
+                    "split": self.split_rules.get(s, ""),
+                    "train": count([r for r in self.train if r.source == s]),
+                    "dev": count([r for r in self.dev if r.source == s]),
+                    "test": count(self.tests.get(s, [])),
+                    "removed_as_test_copies": self.removed_as_test_copies.get(s, 0),
+                    "duplicates_removed": self.duplicates_removed.get(s, 0),
+                }
+                for s in by_source
+            },
+            "load_reports": [vars(r) for r in self.reports],
+            "data_sha256": self.data_sha256,
+        }
+
+
+def build_corpus(
+    root: Path,
+    sources: Sequence[str | Source],
+    labels: Sequence[str],
+    *,
+    seed: int = 13,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.15,
+    max_dev: int = 2000,
+) -> Corpus:
+    """Train/dev pools and one test split per source, decontaminated across sources."""
+    corpus = Corpus(labels=tuple(labels))
+    for source in sources:
+        if source == TWITTER_ENTITY:
+            _add_twitter_entity(corpus, root / TWITTER_ENTITY, labels, seed, dev_fraction)
+            continue
+        spec = SOURCES[source] if isinstance(source, str) else source
+        _add_source(corpus, root, spec, labels, seed, dev_fraction, test_fraction, max_dev)
+    _remove_test_copies(corpus)
+    return corpus
+
+
+def _add_twitter_entity(
+    corpus: Corpus, folder: Path, labels: Sequence[str], seed: int, dev_fraction: float
+) -> None:
+    wanted = [label for label in labels if label in ("Negative", "Neutral", "Positive")]
+    splits = build_splits(folder, wanted, seed=seed, dev_fraction=dev_fraction)
+    corpus.train += splits.train
+    corpus.dev += splits.dev
+    corpus.tests[TWITTER_ENTITY] = splits.test
+    corpus.reports += [
+        SourceReport(r.path, r.rows_read, r.rows_kept, dict(r.dropped)) for r in splits.reports
+    ]
+    corpus.data_sha256.update({f"{TWITTER_ENTITY}/{k}": v for k, v in splits.data_sha256.items()})
+    corpus.split_rules[TWITTER_ENTITY] = "seed's clean protocol: test = validation file"
+
+
+def _add_source(
+    corpus: Corpus,
+    root: Path,
+    spec: Source,
+    labels: Sequence[str],
+    seed: int,
+    dev_fraction: float,
+    test_fraction: float,
+    max_dev: int,
+) -> None:
+    pool = _read(corpus, root, spec, spec.train_files, labels)
+    pool, dropped = dedupe_by_key(pool)
+    corpus.duplicates_removed[spec.name] = dropped
+    key = f"by {spec.id_col}" if spec.id_col else "by normalised text"
+    if spec.test_files:
+        test = _read(corpus, root, spec, spec.test_files, labels)
+        fractions = (_dev_share(pool, dev_fraction, max_dev), 0.0)
+        corpus.split_rules[spec.name] = f"official test {list(spec.test_files)}; dev {key}"
+    else:
+        test = []
+        fractions = (_dev_share(pool, dev_fraction, max_dev), test_fraction)
+        corpus.split_rules[spec.name] = (
+            f"seeded stratified split {key} (seed {seed}): dev {fractions[0]:.3f}, test {test_fraction}"
+        )
+    train, dev, held = split_groups(pool, fractions, seed)
+    corpus.train += train
+    corpus.dev += dev
+    corpus.tests[spec.name] = test or held
+
+
+def _read(
+    corpus: Corpus, root: Path, spec: Source, files: tuple[str, ...], labels: Sequence[str]
+) -> list[Row]:
+    rows: list[Row] = []
+    for path in spec.paths(root, files):
+        got, report = read_source_file(spec, path)
+        outside = [r for r in got if r.label not in labels]
+        if outside:
+            report.dropped[f"not in label set {list(labels)}"] = len(outside)
+        rows += [r for r in got if r.label in labels]
+        corpus.reports.append(report)
+        corpus.data_sha256[f"{spec.name}/{path.name}"] = sha256_file(path)
+    return rows
+
+
+def _dev_share(rows: Sequence[Row], fraction: float, max_dev: int) -> float:
+    groups = len({r.tweet_id for r in rows})
+    return min(fraction, max_dev / groups) if groups else fraction
+
+
+def dedupe_by_key(rows: Sequence[Row]) -> tuple[list[Row], int]:
+    """One row per split key (a tweet in several files of a source counts once: the first)."""
+    seen: set[int | str] = set()
+    kept = []
+    for row in rows:
+        if row.tweet_id not in seen:
+            seen.add(row.tweet_id)
+            kept.append(row)
+    return kept, len(rows) - len(kept)
+
+
+def _remove_test_copies(corpus: Corpus) -> None:
+    tested = {normalise(r.text) for rows in corpus.tests.values() for r in rows}
+    removed: Counter[str] = Counter()
+
+    def keep(rows: list[Row]) -> list[Row]:
+        out = []
+        for r in rows:
+            if normalise(r.text) in tested:
+                removed[r.source] += 1
+            else:
+                out.append(r)
+        return out
+
+    corpus.train, corpus.dev = keep(corpus.train), keep(corpus.dev)
+    corpus.removed_as_test_copies = dict(removed)

@@ -1,0 +1,195 @@
+"""Training on many labelled sources: one model, each source's test split scored once.
+
+The flow is the seed's (fine-tune, choose on dev, score test once, TF-IDF baseline beside it),
+on the multi-source protocol of training.corpus, plus a dev-chosen prior correction for macro
+recall (training.prior).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.baseline import tfidf_svm_per_source
+from training.checkpoint import CheckpointInfo, save_checkpoint
+from training.corpus import Corpus, build_corpus
+from training.data import Row
+from training.report import build_metrics, plot_curve, write_metrics
+from training.sources import (
+    DEFAULT_SOURCES,
+    FORMATS,
+    Source,
+    SpecError,
+    resolve,
+    spec_from_toml,
+    user_source,
+)
+from training.train import TrainConfig, evaluate_rows, fine_tune
+
+log = logging.getLogger("training")
+
+
+def add_source_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("many sources (training.corpus protocol)")
+    g.add_argument(
+        "--sources",
+        help=f"comma-separated source names under --data, or 'default' ({','.join(DEFAULT_SOURCES)})",
+    )
+    g.add_argument(
+        "--allow-noncommercial",
+        action="store_true",
+        help="opt in to the CC BY-NC-SA sets (us_airline, gop_debate): not for shipped bundles",
+    )
+    g.add_argument("--text-col", help="a user's file: the text column (or JSONL key)")
+    g.add_argument("--label-col", help="a user's file: the label column")
+    g.add_argument("--id-col", help="a user's file: split key column (default: normalised text)")
+    g.add_argument("--entity-col", help="a user's file: entity column")
+    g.add_argument("--format", choices=FORMATS, help="a user's file: default from the suffix")
+    g.add_argument("--encoding", help="a user's file: default utf-8")
+    g.add_argument(
+        "--label-map",
+        help="a user's file: raw=Class pairs, e.g. 'neg=Negative,0=Neutral,pos=Positive' "
+        "(default: the class names, any case)",
+    )
+    g.add_argument("--drop-labels", help="a user's file: comma-separated raw labels to skip")
+    g.add_argument("--test-fraction", type=float, default=0.15, help="sources without a test file")
+    g.add_argument("--max-dev", type=int, default=2000, help="at most this many dev rows a source")
+    g.add_argument(
+        "--prior-correction",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto: fold a dev-chosen logit shift for macro recall into the head (training.prior)",
+    )
+
+
+def is_general(args: argparse.Namespace) -> bool:
+    return bool(args.sources) or args.data.is_file()
+
+
+def sources_from_args(args: argparse.Namespace) -> tuple[Path, list[str | Source]]:
+    """The data root and the sources the flags name."""
+    if args.sources:
+        names = list(DEFAULT_SOURCES) if args.sources == "default" else args.sources.split(",")
+        return args.data, list(resolve([n.strip() for n in names], args.allow_noncommercial))
+    if args.data.suffix.lower() == ".toml":
+        return args.data.parent, [spec_from_toml(args.data)]
+    if not args.data.is_file():
+        raise SpecError(f"{args.data}: no such file")
+    if not (args.text_col and args.label_col):
+        raise SpecError(f"{args.data}: a data file needs --text-col and --label-col (or a .toml)")
+    return args.data.parent, [user_source(args.data, **_user_flags(args))]
+
+
+def _user_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {
+        k: getattr(args, k)
+        for k in ("text_col", "label_col", "id_col", "entity_col", "format", "encoding")
+    }
+    if args.label_map:
+        pairs = [p.split("=", 1) for p in args.label_map.split(",") if p.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise SpecError(f"--label-map: expected raw=Class pairs, got {args.label_map!r}")
+        flags["label_map"] = {k.strip(): v.strip() for k, v in pairs}
+    if args.drop_labels:
+        flags["drop_labels"] = tuple(x.strip() for x in args.drop_labels.split(","))
+    return flags
+
+
+def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
+    started = time.perf_counter()
+    root, sources = sources_from_args(args)
+    corpus = build_corpus(
+        root, sources, config.labels, seed=config.seed, dev_fraction=config.dev_fraction,
+        test_fraction=args.test_fraction, max_dev=args.max_dev,
+    )  # fmt: skip
+    summary = corpus.summary()
+    log.info("data: %s", json.dumps({k: summary[k] for k in ("train", "dev")}))
+    for name, part in summary["per_source"].items():
+        log.info("source %s: %s", name, json.dumps(part))
+    train, dev, tests = _limited(args.limit, corpus)
+    model, tokenizer, history = fine_tune(config, train, dev, progress=not args.no_progress)
+    prior = None
+    if args.prior_correction == "auto":
+        prior = _correct_prior(model, tokenizer, train, dev, config)
+    dev_report = evaluate_rows(model, tokenizer, dev, config)
+    dev_by_source = _by_source(model, tokenizer, _group(dev), config)
+    log.info("dev: accuracy %.4f macro-F1 %.4f macro-recall %.4f (n=%d)",
+             dev_report["accuracy"], dev_report["macro_f1"], dev_report["macro_recall"], dev_report["n"])  # fmt: skip
+    test = baseline = None
+    if not args.dev_only:  # every test split is scored here and by the baseline, nowhere else
+        test = _by_source(model, tokenizer, tests, config)
+        for name, report in test.items():
+            log.info("TEST %s: accuracy %.4f macro-F1 %.4f macro-recall %.4f (n=%d)",
+                     name, report["accuracy"], report["macro_f1"], report["macro_recall"], report["n"])  # fmt: skip
+        baseline = tfidf_svm_per_source(train, dev, tests, config.labels)
+    save_checkpoint(
+        model,
+        tokenizer,
+        CheckpointInfo(list(config.labels), config.max_length, config.base_model, config.text_pair),
+        args.out / "model",
+    )
+    metrics = build_metrics(
+        config, history, test, dev_report, summary, None, time.perf_counter() - started
+    )
+    metrics.update(
+        dev_by_source=dev_by_source,
+        prior_correction=prior,
+        sources=[str(getattr(s, "name", s)) for s in sources],
+    )
+    if baseline is not None:
+        metrics["baselines"] = {"tfidf_svm": baseline}
+    write_metrics(args.out / "metrics.json", metrics)
+    plot_curve(args.out / "curve.png", history)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+def _correct_prior(
+    model: Any, tokenizer: Any, train: Sequence[Row], dev: Sequence[Row], config: TrainConfig
+) -> dict[str, Any]:
+    import numpy as np
+
+    from training.batching import encode
+    from training.evaluate import predict_logits
+    from training.prior import choose_shift, class_prior, fold_into_bias
+
+    index = {label: i for i, label in enumerate(config.labels)}
+    prior = class_prior(np.array([index[r.label] for r in train]), len(config.labels))
+    data = encode(tokenizer, dev, config.labels, config.max_length, config.text_pair)
+    logits = predict_logits(model, data, pad_id=tokenizer.pad_token_id or 0)
+    shift, info = choose_shift(logits, data.labels, prior)
+    fold_into_bias(model, shift)
+    log.info(
+        "prior correction: tau %.2f (dev macro recall by tau %s)",
+        info["tau"],
+        info["dev_macro_recall_by_tau"],
+    )
+    return info
+
+
+def _by_source(
+    model: Any, tokenizer: Any, groups: dict[str, list[Row]], config: TrainConfig
+) -> dict[str, Any]:
+    return {
+        name: evaluate_rows(model, tokenizer, rows, config) for name, rows in groups.items() if rows
+    }
+
+
+def _group(rows: Sequence[Row]) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        out[row.source].append(row)
+    return dict(out)
+
+
+def _limited(n: int, corpus: Corpus) -> tuple[list[Row], list[Row], dict[str, list[Row]]]:
+    """`--limit N` (smoke runs): at most N rows of train and dev, and of each test split."""
+    if not n:
+        return corpus.train, corpus.dev, corpus.tests
+    return corpus.train[:n], corpus.dev[:n], {k: v[:n] for k, v in corpus.tests.items()}
