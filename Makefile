@@ -6,6 +6,10 @@ PIP    := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 DATA   ?= ../shared/data/twitter_entity
 RUN    ?= runs/binary
 BUNDLE ?= models/sentiment-binary
+DATA_ROOT     ?= ../shared/data
+SOURCES       ?= default
+RUN_3CLASS    ?= runs/3class
+BUNDLE_3CLASS ?= models/sentiment-3class
 # Every bundle under models/ (a folder with a manifest.json), BUNDLE first: the default model.
 comma  := ,
 empty  :=
@@ -16,7 +20,7 @@ BUNDLES ?= $(subst $(space),$(comma),$(strip $(SERVED)))
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install install-serve test lint serve train export accuracy bench load docker clean
+.PHONY: install install-serve test lint serve train export accuracy train-3class export-3class accuracy-sources bench load docker clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +63,20 @@ export: $(VENV)/.all
 # The bundle as served (service.engine.Engine, one text per run) on the clean dev and test tweets.
 accuracy: $(VENV)/.all
 	$(PY) -m benchmarks.accuracy --bundle $(BUNDLE) --data $(DATA) --out reports/binary/served-accuracy.json
+
+# The general 3-class model: every source whose terms allow an Apache-2.0 release (training.sources),
+# the multi-source protocol (training.corpus); a soup of two 1-epoch runs, ~80 min on 2 cores.
+train-3class: $(VENV)/.all
+	$(PY) -m training --data $(DATA_ROOT) --sources $(SOURCES) --out $(RUN_3CLASS) --epochs 1 --soup 2 $(TRAIN_ARGS)
+
+export-3class: $(VENV)/.all
+	$(PY) -m export --checkpoint $(RUN_3CLASS)/model --data $(DATA_ROOT) --sources $(SOURCES) --out $(BUNDLE_3CLASS) --keep-intermediate $(RUN_3CLASS)/onnx $(EXPORT_ARGS)
+
+# Every shipped bundle x every source's test split, as served, with the TF-IDF baselines beside.
+accuracy-sources: $(VENV)/.all
+	$(PY) -m benchmarks.sources_table --data $(DATA_ROOT) --sources $(SOURCES) \
+	  $(foreach b,$(SERVED),--bundle $(b)) \
+	  --metrics reports/3class/metrics.json --metrics reports/binary/metrics.json --out reports/sources/accuracy
 
 bench: $(VENV)/.peers
 	$(PY) -m benchmarks --bundle $(BUNDLE) --data $(DATA) $(BENCH_ARGS)

@@ -251,3 +251,28 @@ def test_help_needs_no_tensorflow(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "--keep-intermediate" in capsys.readouterr().out
+
+
+def test_sources_gate_runs_on_every_source_test_split(
+    tiny_checkpoint: Path, tmp_path: Path
+) -> None:
+    from tests.training.source_fixtures import write_source_root
+    from training.corpus import build_corpus
+
+    root = write_source_root(tmp_path / "data")
+    out = tmp_path / "bundle"
+    gate = ["--min-agreement", "0", "--max-accuracy-delta-pt", "100"]
+    args = [
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--data",
+        str(root),
+        "--sources",
+        "semeval2017,apple",
+    ]
+    assert main([*args, "--out", str(out), *gate]) == 0
+    data = load_bundle(out).manifest["source"]["data"]
+    tests = build_corpus(root, ["semeval2017", "apple"], ["Negative", "Positive"]).tests
+    assert data["kind"] == "sources"
+    assert data["per_source"] == {name: len(rows) for name, rows in tests.items()}
+    assert data["rows"] == sum(len(rows) for rows in tests.values()) > 0
