@@ -33,19 +33,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batcher import Closed, Overloaded, QueueTimeout
 from service.bundle import Bundle, BundleError
+from service.docs import docs_routes
 from service.engine import Encoded, EncodeError, Engine, Probs
 from service.errors import EXCEPTION_HANDLERS, ApiError
 from service.metrics import Metrics
 from service.openapi import ModelDoc, build_openapi
-from service.payload import (
-    Parsed,
-    check_content_type,
-    check_entities,
-    parse_texts,
-    read_body,
-    render,
-)
+from service.payload import check_content_type, check_entities, read_body, render
 from service.registry import Model, Registry, build_registry
+from service.schema import Parsed, Schema
 from service.settings import Settings, available_cpus
 
 log = logging.getLogger("service")
@@ -53,7 +48,7 @@ access_log = logging.getLogger("service.access")
 
 VERSION = "0.1.0"
 INLINE_TOKENIZE_CHARS = 1024  # ~0.4 ms of tokenizing; above it, a thread keeps the loop free
-ROUTES = frozenset({"/predict", "/health", "/ready", "/metrics", "/info", "/openapi.json"})
+ROUTES = frozenset({"/predict", "/health", "/ready", "/metrics", "/info", "/openapi.json", "/docs"})  # fmt: skip
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RETRY_AFTER = {"Retry-After": "1"}
 MODEL_KEY = "sentiment.model"  # scope key: the handler's chosen model, for the request counter
@@ -67,18 +62,22 @@ class ServiceState:
         self.metrics = Metrics()
         self.verified = bundles  # already verified by the caller: the lifespan skips re-hashing
         self.registry: Registry | None = None
+        self.schema: Schema | None = None  # the request types of the loaded models
         self.ready = False
         self.draining = False
         self.api_key = settings.api_key.encode() if settings.api_key else None
         self._openapi: bytes | None = None
         self._info: bytes | None = None
 
+    def load(self, registry: Registry) -> None:
+        """Serve `registry`'s models: validate requests with their schema."""
+        self.registry = registry
+        self.schema = Schema(self.settings.max_texts, model_docs(registry))
+
     def openapi(self) -> bytes:
         if self._openapi is not None:
             return self._openapi
-        docs = None
-        if self.registry is not None:
-            docs = [ModelDoc(m.name, m.bundle.labels, m.bundle.text_pair) for m in self.registry]
+        docs = None if self.registry is None else model_docs(self.registry)
         body = json.dumps(build_openapi(self.settings, VERSION, docs)).encode()
         if docs is not None:
             self._openapi = body
@@ -90,6 +89,10 @@ class ServiceState:
             info = _info(self.settings, self.registry)
             self._info = json.dumps(info, ensure_ascii=False).encode()
         return self._info
+
+
+def model_docs(registry: Registry) -> list[ModelDoc]:
+    return [ModelDoc(m.name, m.bundle.labels, m.bundle.text_pair) for m in registry]
 
 
 def _info(settings: Settings, registry: Registry) -> dict[str, Any]:
@@ -157,17 +160,17 @@ def _routes(state: ServiceState) -> list[Route]:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def loaded() -> Registry:
-        if state.registry is None:
+    def loaded() -> tuple[Registry, Schema]:
+        if state.registry is None or state.schema is None:
             raise ApiError(503, "models are not loaded yet", type="not_ready", headers=RETRY_AFTER)
-        return state.registry
+        return state.registry, state.schema
 
     async def predict(request: Request) -> Response:
         authorize(request)
-        registry = loaded()
+        registry, schema = loaded()
         check_content_type(request.headers.get("content-type"))
         body = await read_body(request, settings.max_body_bytes)
-        parsed = parse_texts(body, settings.max_texts)
+        parsed = schema.parse(body)
         model = registry.pick(parsed.model)
         request.scope[MODEL_KEY] = model.name
         check_entities(parsed, model.engine.text_pair, model.name)
@@ -211,6 +214,7 @@ def _routes(state: ServiceState) -> list[Route]:
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/info", info, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        *docs_routes(),
     ]
 
 
@@ -274,7 +278,7 @@ class ObserveMiddleware:
             metrics.in_progress.dec()
             elapsed = perf_counter() - start
             path: str = scope["path"]
-            route = path if path in ROUTES else "unmatched"
+            route = path if path in ROUTES else _unlisted(path)
             method: str = scope["method"]
             verb = method if method in METHODS else "other"
             metrics.requests.labels(route, verb, status, scope.get(MODEL_KEY, "")).inc()
@@ -291,6 +295,11 @@ class ObserveMiddleware:
                         "client": client[0] if client else None,
                     },
                 )
+
+
+def _unlisted(path: str) -> str:
+    """The metrics label of a path that is not a route of its own."""
+    return "/docs/assets" if path.startswith("/docs/assets/") else "unmatched"
 
 
 # -------------------------------------------------------------------------------- lifespan
@@ -341,7 +350,7 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
         raise
     _warn_if_oversubscribed(settings)
     registry.start()
-    state.registry = registry
+    state.load(registry)
     previous = _install_drain(state)
     state.ready = True  # only now: every model verified, loaded, warm and scheduling
     _log_ready(settings, registry)

@@ -19,8 +19,8 @@ from typing import Any
 from service.batcher import DirectRunner, MicroBatcher, Scheduler
 from service.bundle import Bundle, BundleError, load_bundle
 from service.engine import Engine
-from service.errors import ApiError
 from service.metrics import Metrics, ModelMetrics
+from service.schema import unknown_model
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -62,7 +62,6 @@ class Registry:
         self.default = models[0]
         self._by_name = {model.name: model for model in models}
         self.names = tuple(self._by_name)
-        self._available = ", ".join(self.names)
 
     def __iter__(self) -> Iterator[Model]:
         return iter(self._by_name.values())
@@ -77,8 +76,7 @@ class Registry:
             return self.default
         model = self._by_name.get(name)
         if model is None:
-            shown = name if len(name) <= 100 else name[:100] + "..."
-            raise ApiError(422, f"unknown model {shown!r}; available models: {self._available}")
+            raise unknown_model(name, self.names)
         return model
 
     def start(self) -> None:
