@@ -84,6 +84,13 @@ bench: $(VENV)/.peers
 load: $(VENV)/.all
 	$(PY) -m benchmarks.load --bundle $(BUNDLE) --data $(DATA) $(LOAD_ARGS)
 
+# Offline scoring of a CSV/TSV/JSONL file (service/score.py), rows out with their predictions:
+#   make score IN=tweets.csv OUT=scored.csv SCORE_ARGS="--text-col text --entity-col entity"
+.PHONY: score
+score: $(VENV)/.base
+	@test -n "$(IN)" || { echo "usage: make score IN=file.csv [OUT=out.csv] [SCORE_ARGS=...]" >&2; exit 2; }
+	$(PY) -m service.score $(IN) --model $(BUNDLE) $(if $(OUT),--output $(OUT)) $(SCORE_ARGS)
+
 docker:
 	@test -n "$(FOUND)" || { echo "no bundle under models/: run 'make export' first" >&2; exit 1; }
 	docker build -t tweet-sentiment:latest \

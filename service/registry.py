@@ -126,15 +126,16 @@ async def _load_model(
         await asyncio.to_thread(engine.warmup, settings.max_batch, settings.max_tokens)
     drift = await asyncio.to_thread(engine.batch_drift)
     sha256 = await asyncio.to_thread(lambda: bundle.sha256)
-    max_batch = _max_batch(settings, bundle.model_name, drift)
+    max_batch = effective_max_batch(settings, bundle.model_name, drift)
     observer = metrics.for_model(bundle.model_name)
     observer.loaded(bundle, sha256, settings.mode, drift)
     scheduler = make_scheduler(settings, engine, executor, observer, max_batch)
     return Model(bundle.model_name, bundle, engine, scheduler, observer, sha256, max_batch, drift)
 
 
-def _max_batch(settings: Settings, name: str, drift: float) -> int:
-    """1 when batching would change this model's answers by more than the tolerance."""
+def effective_max_batch(settings: Settings, name: str, drift: float) -> int:
+    """1 when batching would change this model's answers by more than the tolerance (the
+    service and the offline scorer decide alike)."""
     if drift <= settings.batch_tolerance or settings.max_batch == 1:
         return settings.max_batch
     log.warning(

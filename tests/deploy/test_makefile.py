@@ -46,3 +46,9 @@ def test_docker_build_gets_the_same_list_inside_the_image(checkout: Path) -> Non
     out = dry_run(checkout, "docker")
     wanted = "/app/models/sentiment-binary,/app/models/a-first,/app/models/z-last"
     assert f"--build-arg BUNDLES={wanted} " in out, out
+
+
+def test_score_scores_a_file_with_the_default_bundle(checkout: Path) -> None:
+    out = dry_run(checkout, "score", "IN=tweets.csv", "OUT=scored.csv", "SCORE_ARGS=--entity-col e")
+    assert "-m service.score tweets.csv --model models/sentiment-binary --output scored.csv --entity-col e" in out, out  # fmt: skip
+    assert "--output" not in dry_run(checkout, "score", "IN=tweets.csv")
