@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections import Counter, deque
@@ -364,9 +365,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ScoreError, TableError, BundleError) as exc:
         print(f"score: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `... | head`: the reader has all it wants
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:
         print(f"score: error: {exc.filename or config.input}: {exc.strerror or exc}", file=sys.stderr)  # fmt: skip
         return 2
+    except KeyboardInterrupt:
+        print("score: interrupted", file=sys.stderr)
+        return 130
     print(summary.line(), file=sys.stderr)
     return 0
 

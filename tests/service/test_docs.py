@@ -60,6 +60,8 @@ def test_the_page_loads_its_assets_from_this_server(client: TestClient) -> None:
         assert response.status_code == 200 and response.content, asset
     assert "SwaggerUIBundle" in client.get("/docs/assets/swagger-ui-bundle.js").text
     assert 'url: "openapi.json"' in client.get("/docs/assets/init.js").text
+    metrics = client.get("/metrics").text
+    assert 'route="/docs/assets"' in metrics and 'route="/docs"' in metrics
 
 
 def test_only_the_listed_assets_are_served(client: TestClient) -> None:

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from service import Settings, create_app
 from service.score import Progress, ScoreConfig, ScoreError, main, resolve_bundle, score
+from service.settings import available_cpus
 from service.tables import Reader
 from tests.service.tiny_bundle import build_bundle
 
@@ -240,3 +241,18 @@ def test_the_command_line_end_to_end(tmp_path: Path, tiny_bundle: Path) -> None:
     assert [row["text"] for row in csv.DictReader(io.StringIO(done.stdout))] == TEXTS
     assert "\r" not in done.stderr and "ETA" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("scored 4 rows, skipped 0 in ")
+
+
+def test_every_core_gets_a_run_by_default() -> None:
+    assert ScoreConfig(Path("x.csv")).pool == available_cpus()
+    assert ScoreConfig(Path("x.csv"), threads=2).pool == max(1, available_cpus() // 2)
+    assert ScoreConfig(Path("x.csv"), pool_size=3).pool == 3
+
+
+def test_a_closed_pipe_ends_the_run_quietly(tmp_path: Path, tiny_bundle: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("text\n" + "good day\n" * 20_000, encoding="utf-8")
+    command = f"{sys.executable} -m service.score {source} --model {tiny_bundle} | head -n 2"
+    done = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.stdout.splitlines()[0].startswith("text,label,score")
+    assert "Traceback" not in done.stderr and "error" not in done.stderr, done.stderr
