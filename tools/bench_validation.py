@@ -4,6 +4,8 @@ hand-written validator of an older commit (read with `git show`). Real tweets an
 
     nice -n 19 .venv/bin/python tools/bench_validation.py --baseline 6baea07 --iterations 3000
 
+pydantic is not a project dependency: `.venv/bin/pip install pydantic==2.14.4` to include it.
+
 Why: the issue asks that one schema for validation and OpenAPI does not lower throughput, so
 the library was chosen by this measurement (figures in service/README.md, *One schema*).
 """
