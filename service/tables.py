@@ -179,8 +179,13 @@ class Writer:
             )  # fmt: skip
             return
         assert isinstance(record.fields, dict)
-        added = {names[key]: prediction[key] for key in ADDED}
-        self.out.write(json.dumps({**record.fields, **added}, ensure_ascii=False) + "\n")
+        row = {**record.fields, **{names[key]: prediction[key] for key in ADDED}}
+        line = json.dumps(row, ensure_ascii=False)
+        try:
+            line.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a "\ud800" escape in another field: keep it escaped
+            line = json.dumps(row)
+        self.out.write(line + "\n")
 
 
 def open_output(path: Path | None) -> io.TextIOWrapper:

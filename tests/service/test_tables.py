@@ -97,3 +97,14 @@ def test_formats_by_suffix_or_flag(tmp_path: Path) -> None:
     assert detect_format(Path("a.txt"), "tsv") == "tsv"
     with pytest.raises(TableError, match="unknown format"):
         detect_format(Path("a.txt"), None)
+
+
+def test_jsonl_keeps_lone_surrogate_escapes_of_other_fields(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"text": "good", "note": "x \\ud800 y"}\n')
+    (record,) = records(path)
+    buffer = io.BytesIO()
+    out = io.TextIOWrapper(buffer, "utf-8", errors="surrogateescape", newline="")
+    Writer(out, "jsonl", ["Negative", "Positive"]).write(record, PREDICTION)
+    out.flush()
+    assert json.loads(buffer.getvalue())["note"] == "x \ud800 y"
