@@ -26,7 +26,7 @@ from service.engine import Engine
 from training.corpus import build_corpus
 from training.data import Row
 from training.evaluate import classification_metrics
-from training.sources import DEFAULT_SOURCES, TWITTER_ENTITY
+from training.sources import DEFAULT_SOURCES, TWITTER_ENTITY, parse_sources
 
 CLASSES = ("Negative", "Neutral", "Positive")
 BINARY = ("Negative", "Positive")
@@ -72,16 +72,27 @@ def evaluate(bundles: Sequence[Path], data: Path, sources: Sequence[str]) -> dic
     return result
 
 
-def baselines(metrics_files: Sequence[Path]) -> dict[str, Any]:
-    """TF-IDF + LinearSVC test figures per source, from training runs' metrics.json."""
-    out = {}
+def from_runs(metrics_files: Sequence[Path]) -> dict[str, Any]:
+    """Per-source test figures of training runs (their TF checkpoint and their TF-IDF + LinearSVC
+    baseline), from each run's metrics.json: scored there, once."""
+    out: dict[str, Any] = {"checkpoints": {}, "baselines": {}}
     for path in metrics_files:
         metrics = json.loads(path.read_text())
-        tests = metrics.get("baselines", {}).get("tfidf_svm", {}).get("test", {})
-        if "n" in tests:  # a single-source run: one test report
-            tests = {TWITTER_ENTITY: tests}
-        out[path.parent.name] = {"labels": metrics["labels"], "tests": tests}
+        for kind, tests in (
+            ("checkpoints", metrics.get("test") or {}),
+            ("baselines", metrics.get("baselines", {}).get("tfidf_svm", {}).get("test", {})),
+        ):
+            if "n" in tests:  # a single-source run: one test report
+                tests = {TWITTER_ENTITY: tests}
+            out[kind][path.parent.name] = {"labels": metrics["labels"], "tests": tests}
     return out
+
+
+def _macro_recall(m: dict[str, Any]) -> float:
+    """Older reports carry per-class recall only."""
+    if "macro_recall" in m:
+        return float(m["macro_recall"])
+    return float(np.mean([c["recall"] for c in m["per_class"].values()]))
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -93,13 +104,16 @@ def markdown(result: dict[str, Any]) -> str:
     def row(model: str, split: str, m: dict[str, Any]) -> None:
         lines.append(
             f"| {model} | {split} | {m['n']:,} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} "
-            f"| {m['macro_recall']:.4f} |"
+            f"| {_macro_recall(m):.4f} |"
         )
 
     for name, bundle in result["bundles"].items():
         for split, cell in bundle["tests"].items():
             for view, m in cell.items():
                 row(f"**{name}** int8 as served ({view})", split, m)
+    for name, run in result.get("checkpoints", {}).items():
+        for split, m in run["tests"].items():
+            row(f"{name} TF checkpoint ({len(run['labels'])} classes)", split, m)
     for name, base in result.get("baselines", {}).items():
         for split, m in base["tests"].items():
             row(f"TF-IDF + LinearSVC ({name} run, {len(base['labels'])} classes)", split, m)
@@ -110,12 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.sources_table", description=__doc__)
     p.add_argument("--bundle", type=Path, action="append", required=True)
     p.add_argument("--data", type=Path, required=True, help="the folder holding the sources")
-    p.add_argument("--sources", default=",".join(DEFAULT_SOURCES))
+    p.add_argument(
+        "--sources", default="default", help=f"or 'default': {','.join(DEFAULT_SOURCES)}"
+    )
     p.add_argument("--metrics", type=Path, action="append", default=[], help="runs' metrics.json")
     p.add_argument("--out", type=Path, help="write <out>.json and <out>.md")
     args = p.parse_args(argv)
-    result = evaluate(args.bundle, args.data, args.sources.split(","))
-    result["baselines"] = baselines(args.metrics)
+    result = evaluate(args.bundle, args.data, parse_sources(args.sources))
+    result.update(from_runs(args.metrics))
     table = markdown(result)
     print(table, end="")
     if args.out:

@@ -74,9 +74,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _sources(value: str | None) -> list[str]:
     if not value:
         return []
-    from training.sources import DEFAULT_SOURCES
+    from training.sources import parse_sources
 
-    return list(DEFAULT_SOURCES) if value == "default" else [s.strip() for s in value.split(",")]
+    return parse_sources(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from training.sources import (
     FORMATS,
     Source,
     SpecError,
+    parse_sources,
     resolve,
     spec_from_toml,
     user_source,
@@ -75,8 +76,7 @@ def is_general(args: argparse.Namespace) -> bool:
 def sources_from_args(args: argparse.Namespace) -> tuple[Path, list[str | Source]]:
     """The data root and the sources the flags name."""
     if args.sources:
-        names = list(DEFAULT_SOURCES) if args.sources == "default" else args.sources.split(",")
-        return args.data, list(resolve([n.strip() for n in names], args.allow_noncommercial))
+        return args.data, list(resolve(parse_sources(args.sources), args.allow_noncommercial))
     if args.data.suffix.lower() == ".toml":
         return args.data.parent, [spec_from_toml(args.data)]
     if not args.data.is_file():

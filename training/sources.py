@@ -192,6 +192,13 @@ DEFAULT_SOURCES = (
 )
 
 
+def parse_sources(value: str) -> list[str]:
+    """`--sources` as given on a command line: comma-separated names, or 'default'."""
+    if value.strip() == "default":
+        return list(DEFAULT_SOURCES)
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
 def resolve(names: list[str], allow_noncommercial: bool = False) -> list[str]:
     """Check source names; non-commercial sets need an explicit opt-in."""
     known = {*SOURCES, TWITTER_ENTITY}

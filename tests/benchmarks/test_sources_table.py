@@ -61,4 +61,5 @@ def test_table_scores_every_bundle_on_every_test_split(
     table = out.with_suffix(".md").read_text()
     # header 2, the 3-class bundle 2 sources x 2 views, the binary bundle 2, the baseline 1
     assert table.count("\n") == 2 + 4 + 2 + 1
+    assert result["checkpoints"]["run3"]["tests"] == {}  # that run wrote no test figures
     assert "TF-IDF + LinearSVC (run3 run, 3 classes) | apple | 5 |" in table
