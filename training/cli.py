@@ -20,7 +20,7 @@ from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.general import add_source_args, is_general, run_general
 from training.protocol import build_splits
 from training.reader import DataError
-from training.report import LEAKY_NOTE, build_metrics, plot_curve, write_metrics
+from training.report import LEAKY_NOTE, build_metrics, write_run
 from training.sources import SpecError
 from training.train import TrainConfig, evaluate_rows, fine_tune
 
@@ -164,10 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = build_metrics(
         config, history, test, dev, summary, leaky, time.perf_counter() - started
     )
-    if baseline is not None:
-        metrics["baselines"] = {"tfidf_svm": baseline}
-    write_metrics(args.out / "metrics.json", metrics)
-    plot_curve(args.out / "curve.png", history)
+    write_run(args.out, metrics, history, baseline)
     log.info("wrote %s", args.out)
     return 0
 

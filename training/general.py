@@ -20,7 +20,7 @@ from training.baseline import tfidf_svm_per_source
 from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.corpus import Corpus, build_corpus
 from training.data import Row
-from training.report import build_metrics, plot_curve, write_metrics
+from training.report import build_metrics, write_run
 from training.sources import (
     DEFAULT_SOURCES,
     FORMATS,
@@ -142,10 +142,7 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
         prior_correction=prior,
         sources=[str(getattr(s, "name", s)) for s in sources],
     )
-    if baseline is not None:
-        metrics["baselines"] = {"tfidf_svm": baseline}
-    write_metrics(args.out / "metrics.json", metrics)
-    plot_curve(args.out / "curve.png", history)
+    write_run(args.out, metrics, history, baseline)
     log.info("wrote %s", args.out)
     return 0
 

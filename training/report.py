@@ -71,6 +71,16 @@ def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     path.write_text(json.dumps(metrics, indent=2) + "\n")
 
 
+def write_run(
+    out: Path, metrics: dict[str, Any], history: History, baseline: dict[str, Any] | None
+) -> None:
+    """metrics.json (with the TF-IDF baseline, when one was scored) and curve.png."""
+    if baseline is not None:
+        metrics["baselines"] = {"tfidf_svm": baseline}
+    write_metrics(out / "metrics.json", metrics)
+    plot_curve(out / "curve.png", history)
+
+
 def plot_curve(path: Path, history: History) -> None:
     import matplotlib
 
