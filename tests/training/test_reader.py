@@ -9,6 +9,8 @@ import pytest
 from training.reader import DataError, normalise, read_source_file
 from training.sources import SOURCES, SpecError, spec_from_toml, user_source
 
+DATA_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
 
 def csv_source(path: Path, **extra: object) -> object:
     return user_source(path, text_col="text", label_col="label", **extra)
@@ -120,3 +122,19 @@ def test_every_source_spec_reads_its_real_file_header() -> None:
     for name, spec in SOURCES.items():
         for column in (spec.text_col, spec.label_col, spec.id_col, spec.entity_col):
             assert column is None or column in HEADERS[name], (name, column)
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "README.md").is_file(), reason="shared data absent")
+def test_fixture_headers_are_the_real_files_headers() -> None:
+    """The fixture writer's headers (tests/training/source_fixtures.py) are the real ones, and
+    every spec'd source reads its real files without an error."""
+    import csv
+
+    from tests.training.source_fixtures import HEADERS
+
+    for name, spec in SOURCES.items():
+        for path in spec.paths(DATA_ROOT, spec.train_files + spec.test_files):
+            with open(path, newline="", encoding=spec.encoding) as handle:
+                assert next(csv.reader(handle)) == HEADERS[name], path
+            rows, report = read_source_file(spec, path)
+            assert rows and report.rows_kept == len(rows)
