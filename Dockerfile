@@ -1,7 +1,10 @@
-# syntax=docker/dockerfile:1
 # The tweet-sentiment API as a lean container: `make docker` (needs the bundles from `make export`).
-# builder: resolves the serving dependencies (setup.cfg's base install_requires, pinned by
-#          constraints.txt, binary wheels only) into /opt/venv and checks every bundle's manifest.
+# builder: installs the serving dependencies (setup.cfg's base install_requires, pinned by
+#          constraints.txt, binary wheels only) into /opt/venv from the wheelhouse wheels/ in the
+#          build context (`make wheels` downloads it on the host): the build needs no network.
+#          It checks every bundle's manifest.
+# Both stages run the base's `python3`: the official image (default) or the Debian-built one of
+# deploy/image/base.sh (`--build-arg PYTHON_IMAGE=tweet-sentiment-base:bookworm`, no registry).
 # runtime: python slim + that venv + the `service` package + every bundle under models/. No
 #          TensorFlow, no transformers, no compilers, no pip. tests/deploy checks all of this
 #          without an engine.
@@ -19,12 +22,15 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
 COPY setup.cfg constraints.txt ./
+COPY wheels/ /wheels/
 # Only the base install_requires: the project's extras (train, export, ...) pull in TensorFlow.
-# The venv gets no pip of its own; the builder's pip installs into it.
-RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(c['options']['install_requires'].strip())" > requirements.txt \
-    && python -m venv --without-pip /opt/venv \
-    && python -m pip --python /opt/venv/bin/python install --only-binary=:all: -c constraints.txt -r requirements.txt \
-    && python -m pip --python /opt/venv/bin/python check
+# The venv gets no pip of its own: a throwaway venv's pip (ensurepip's, which Debian's python3
+# also has) installs into it, from the wheelhouse only.
+RUN python3 -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(c['options']['install_requires'].strip())" > requirements.txt \
+    && python3 -m venv --without-pip /opt/venv \
+    && python3 -m venv /build/pip \
+    && /build/pip/bin/python -m pip --python /opt/venv/bin/python install --no-index --find-links=/wheels --only-binary=:all: -c constraints.txt -r requirements.txt \
+    && /build/pip/bin/python -m pip --python /opt/venv/bin/python check
 WORKDIR /app
 COPY service/ service/
 COPY models/ models/
@@ -55,9 +61,12 @@ LABEL org.opencontainers.image.title="tweet-sentiment" \
       org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 
 # A fixed numeric uid so Kubernetes' runAsNonRoot can verify it; the app owns no file it runs.
+# The base's own pip (and ensurepip's wheels) go: the runtime installs nothing.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --no-log-init --uid 10001 --gid app --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin app
+       --home-dir /nonexistent --shell /usr/sbin/nologin app \
+    && rm -rf /usr/local/bin/pip* /usr/local/lib/python3*/site-packages/pip* \
+       /usr/local/lib/python3*/ensurepip/_bundled /usr/share/python-wheels
 
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /app /app

@@ -20,7 +20,7 @@ BUNDLES ?= $(subst $(space),$(comma),$(strip $(SERVED)))
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install install-serve test lint serve train export accuracy train-3class export-3class accuracy-sources bench load docker clean
+.PHONY: install install-serve test lint serve train export accuracy train-3class export-3class accuracy-sources bench load docker wheels image-test clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -91,13 +91,23 @@ score: $(VENV)/.base
 	@test -n "$(IN)" || { echo "usage: make score IN=file.csv [OUT=out.csv] [SCORE_ARGS=...]" >&2; exit 2; }
 	$(PY) -m service.score $(IN) --model $(BUNDLE) $(if $(OUT),--output $(OUT)) $(SCORE_ARGS)
 
-docker:
+docker: wheels
 	@test -n "$(FOUND)" || { echo "no bundle under models/: run 'make export' first" >&2; exit 1; }
 	docker build -t tweet-sentiment:latest \
 	  --build-arg BUNDLES=$(subst $(space),$(comma),$(strip $(addprefix /app/,$(SERVED)))) \
 	  --build-arg VERSION=$$(sed -n 's/^version = //p' setup.cfg) \
 	  --build-arg REVISION=$$(git rev-parse --short HEAD) \
 	  --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) .
+
+# The serving closure as binary wheels for the image (cp311 manylinux x86_64), into wheels/.
+wheels: $(VENV)/.base
+	deploy/image/wheels.sh $(PY) wheels
+
+# The image built offline (wheelhouse + a Debian base from debootstrap, no registry) and checked
+# running: readiness, health, answers, error paths, uid, contents, stop under load. Root.
+image-test: $(VENV)/.base
+	@test -n "$(FOUND)" || { echo "no bundle under models/: run 'make export' first" >&2; exit 1; }
+	deploy/image/test.sh $(PY) $(subst $(space),$(comma),$(strip $(addprefix /app/,$(SERVED))))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

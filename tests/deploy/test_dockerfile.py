@@ -76,7 +76,7 @@ def serving_requirements(
     work = tmp_path_factory.mktemp("builder")
     shutil.copy(REPO / "setup.cfg", work / "setup.cfg")
     python = shlex.quote(sys.executable)
-    command = re.sub(r"^python\b", python, writer[0])
+    command = re.sub(r"^python3?\b", python, writer[0])
     subprocess.run(["bash", "-c", command], cwd=work, check=True, timeout=60)
     lines = (work / "requirements.txt").read_text().splitlines()
     return [Requirement(x) for x in lines if x.strip() and not x.strip().startswith("#")]
@@ -137,7 +137,7 @@ def test_runtime_stage_installs_nothing_itself(dockerfile: Dockerfile) -> None:
     for run in runtime.all("RUN"):
         for step in shell_steps(run):
             program = shlex.split(step)[0]
-            assert program in {"groupadd", "useradd"}, f"runtime stage runs {step!r}"
+            assert program in {"groupadd", "useradd", "rm"}, f"runtime stage runs {step!r}"
     assert not runtime.all("ADD")
     copies = runtime.all("COPY")
     assert copies, "the runtime stage copies nothing"
@@ -150,12 +150,15 @@ def test_runtime_stage_installs_nothing_itself(dockerfile: Dockerfile) -> None:
 
 
 def test_builder_installs_only_the_base_requirements(dockerfile: Dockerfile) -> None:
-    """One pip install: requirements.txt (setup.cfg's base set), constraints, wheels only."""
+    """One pip install: requirements.txt (setup.cfg's base set), constraints, wheels only, from
+    the wheelhouse in the build context only (the build needs no network)."""
     installs = pip_installs(dockerfile, "builder")
     assert len(installs) == 1, installs
     argv = installs[0]
     assert "--only-binary=:all:" in argv, "binary wheels only: no compiler in any stage"
+    assert "--no-index" in argv and "--find-links=/wheels" in argv, "offline: the wheelhouse only"
     options = {"--only-binary=:all:", "-c", "constraints.txt", "-r", "requirements.txt"}
+    options |= {"--no-index", "--find-links=/wheels"}
     assert set(argv) == options, f"unexpected pip arguments: {set(argv) - options}"
     assert argv[argv.index("-c") + 1] == "constraints.txt"
     assert argv[argv.index("-r") + 1] == "requirements.txt"
@@ -321,3 +324,28 @@ def test_version_label_defaults_to_the_package_version(dockerfile: Dockerfile) -
         a.args.split("=", 1)[1] for a in dockerfile.runtime.all("ARG") if "VERSION=" in a.args
     ]
     assert versions == [config["metadata"]["version"]]
+
+
+def test_builds_offline_on_either_base(dockerfile: Dockerfile) -> None:
+    """No BuildKit frontend to pull; the wheelhouse goes to the builder only; `python3` (the
+    official image's /usr/local/bin and Debian's /usr/bin both have it) makes the venv."""
+    text = (REPO / "Dockerfile").read_text()
+    assert not text.startswith("# syntax="), "the frontend image cannot be pulled offline"
+    builder = dockerfile.stage("builder")
+    wheels = [c for c in builder.all("COPY") if copy_sources(c)[0] == ["wheels/"]]
+    assert len(wheels) == 1 and copy_sources(wheels[0])[1] == "/wheels/"
+    steps = [s for r in builder.all("RUN") for s in shell_steps(r)]
+    assert "python3 -m venv --without-pip /opt/venv" in steps
+    assert not [s for s in steps if re.match(r"python\b(?!3)", s)], "bare `python`: not on Debian"
+
+
+def test_runtime_removes_the_base_pip(dockerfile: Dockerfile) -> None:
+    removed = [
+        step
+        for run in dockerfile.runtime.all("RUN")
+        for step in shell_steps(run)
+        if step.startswith("rm ")
+    ]
+    assert len(removed) == 1
+    for path in ("/usr/local/bin/pip", "site-packages/pip", "/usr/share/python-wheels"):
+        assert path in removed[0]

@@ -40,6 +40,7 @@ MUST_GO_IN = [
     "models/sentiment-binary/manifest.json",
     "models/other-bundle/model.onnx",  # every bundle is served (SENTIMENT_BUNDLES)
     "models/other-bundle/manifest.json",
+    "wheels/numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",  # offline
 ]
 LEAKS = (".venv", ".git", "runs", "artifacts", ".cache", "__pycache__", ".pytest_cache")
 

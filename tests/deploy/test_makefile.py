@@ -48,6 +48,13 @@ def test_docker_build_gets_the_same_list_inside_the_image(checkout: Path) -> Non
     assert f"--build-arg BUNDLES={wanted} " in out, out
 
 
+def test_image_test_builds_the_same_list_and_docker_gets_the_wheelhouse(checkout: Path) -> None:
+    out = dry_run(checkout, "image-test")
+    wanted = "/app/models/sentiment-binary,/app/models/a-first,/app/models/z-last"
+    assert f"deploy/image/test.sh .venv/bin/python {wanted}" in out, out
+    assert "deploy/image/wheels.sh .venv/bin/python wheels" in dry_run(checkout, "docker")
+
+
 def test_score_scores_a_file_with_the_default_bundle(checkout: Path) -> None:
     out = dry_run(checkout, "score", "IN=tweets.csv", "OUT=scored.csv", "SCORE_ARGS=--entity-col e")
     assert "-m service.score tweets.csv --model models/sentiment-binary --output scored.csv --entity-col e" in out, out  # fmt: skip
