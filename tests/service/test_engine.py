@@ -98,8 +98,19 @@ def test_unloadable_model_is_a_bundle_error(tiny_bundle: Path, tmp_path: Path) -
         Engine(load_bundle(folder), threads=1)
 
 
-def test_warmup_runs(engine: Engine) -> None:
-    engine.warmup(max_batch=4, max_tokens=64)
+def test_warmup_runs_the_extreme_shapes(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    shapes: list[tuple[int, int]] = []
+    real = engine.infer
+
+    def spy(rows):  # type: ignore[no-untyped-def]
+        shapes.append((len(rows), max(len(r) for r in rows)))
+        return real(rows)
+
+    monkeypatch.setattr(engine, "infer", spy)
+    engine.warmup(max_batch=4, max_tokens=4 * engine.max_length)
+    short = shapes[0][1]
+    # one short text, a full batch of short texts, then as many full-length rows as the budget takes
+    assert shapes == [(1, short), (4, short), (4, engine.max_length)]
 
 
 def test_session_threads_and_spinning_follow_the_arguments(tiny_bundle: Path) -> None:
