@@ -275,7 +275,8 @@ def test_a_wedged_inference_still_answers_within_two_timeouts() -> None:
     async def go() -> None:
         scheduler, executor = make("direct", infer, timeout_s=0.1)
         with pytest.raises(QueueTimeout):
-            await scheduler.predict([[1]])
+            # two timeouts are 0.2 s; 1 s is the bound that a hang or a missed timer breaks
+            await asyncio.wait_for(scheduler.predict([[1]]), timeout=1.0)
         infer.gate.set()
         executor.shutdown()
 
