@@ -39,18 +39,23 @@ def probabilities(engine: Engine, rows: Sequence[Row], with_entity: bool) -> np.
 
 
 def score_rows(engine: Engine, rows: Sequence[Row], with_entity: bool) -> dict[str, Any]:
-    """3-class figures where the bundle has the classes; binary figures on Neg/Pos tweets."""
+    """3-class figures where the bundle has the classes; binary figures on Neg/Pos tweets (one
+    engine run per text, shared by both views)."""
     labels = list(engine.labels)
+    three = set(CLASSES) <= set(labels)
+    scored = list(rows) if three else [r for r in rows if r.label in BINARY]
+    if not scored:
+        return {}
+    probs = probabilities(engine, scored, with_entity)
     out: dict[str, Any] = {}
-    if set(CLASSES) <= set(labels):
-        probs = probabilities(engine, rows, with_entity)
-        truth = np.array([labels.index(r.label) for r in rows])
+    if three:
+        truth = np.array([labels.index(r.label) for r in scored])
         out["3class"] = classification_metrics(truth, probs.argmax(1), labels)
-    polar = [r for r in rows if r.label in BINARY]
-    if polar:
-        probs = probabilities(engine, polar, with_entity)[:, [labels.index(c) for c in BINARY]]
-        truth = np.array([BINARY.index(r.label) for r in polar])
-        out["binary"] = classification_metrics(truth, probs.argmax(1), list(BINARY))
+    polar = np.array([r.label in BINARY for r in scored])
+    if polar.any():
+        pair = probs[polar][:, [labels.index(c) for c in BINARY]]
+        truth = np.array([BINARY.index(r.label) for r, p in zip(scored, polar, strict=True) if p])
+        out["binary"] = classification_metrics(truth, pair.argmax(1), list(BINARY))
     return out
 
 
