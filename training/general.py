@@ -16,10 +16,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training.baseline import tfidf_svm_per_source
+from training.batching import encode
 from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.corpus import Corpus, build_corpus
 from training.data import Row
+from training.evaluate import predict_logits
+from training.prior import choose_shift, class_prior, fold_into_bias
 from training.report import build_metrics, write_run
 from training.sources import (
     DEFAULT_SOURCES,
@@ -31,7 +36,7 @@ from training.sources import (
     spec_from_toml,
     user_source,
 )
-from training.train import TrainConfig, evaluate_rows, fine_tune
+from training.train import TrainConfig, evaluate_rows, fine_tune, logits_report
 
 log = logging.getLogger("training")
 
@@ -114,11 +119,17 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
         log.info("source %s: %s", name, json.dumps(part))
     train, dev, tests = _limited(args.limit, corpus)
     model, tokenizer, history = fine_tune(config, train, dev, progress=not args.no_progress)
+    dev_data = encode(tokenizer, dev, config.labels, config.max_length, config.text_pair)
+    logits = predict_logits(model, dev_data, pad_id=tokenizer.pad_token_id or 0)
     prior = None
     if args.prior_correction == "auto":
-        prior = _correct_prior(model, tokenizer, train, dev, config)
-    dev_report = evaluate_rows(model, tokenizer, dev, config)
-    dev_by_source = _by_source(model, tokenizer, _group(dev), config)
+        shift, prior = _correct_prior(model, train, logits, dev_data.labels, config)
+        logits = logits + shift  # what the model now computes: the shift is in its bias
+    dev_report = logits_report(logits, dev_data.labels, config.labels)
+    dev_by_source = {
+        name: logits_report(logits[at], dev_data.labels[at], config.labels)
+        for name, at in _positions(dev).items()
+    }
     log.info("dev: accuracy %.4f macro-F1 %.4f macro-recall %.4f (n=%d)",
              dev_report["accuracy"], dev_report["macro_f1"], dev_report["macro_recall"], dev_report["n"])  # fmt: skip
     test = baseline = None
@@ -148,26 +159,19 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
 
 
 def _correct_prior(
-    model: Any, tokenizer: Any, train: Sequence[Row], dev: Sequence[Row], config: TrainConfig
-) -> dict[str, Any]:
-    import numpy as np
-
-    from training.batching import encode
-    from training.evaluate import predict_logits
-    from training.prior import choose_shift, class_prior, fold_into_bias
-
+    model: Any, train: Sequence[Row], logits: np.ndarray, y: np.ndarray, config: TrainConfig
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Choose the shift on the dev logits and fold it into the model's head."""
     index = {label: i for i, label in enumerate(config.labels)}
     prior = class_prior(np.array([index[r.label] for r in train]), len(config.labels))
-    data = encode(tokenizer, dev, config.labels, config.max_length, config.text_pair)
-    logits = predict_logits(model, data, pad_id=tokenizer.pad_token_id or 0)
-    shift, info = choose_shift(logits, data.labels, prior)
+    shift, info = choose_shift(logits, y, prior)
     fold_into_bias(model, shift)
     log.info(
         "prior correction: tau %.2f (dev macro recall by tau %s)",
         info["tau"],
         info["dev_macro_recall_by_tau"],
     )
-    return info
+    return shift, info
 
 
 def _by_source(
@@ -178,11 +182,12 @@ def _by_source(
     }
 
 
-def _group(rows: Sequence[Row]) -> dict[str, list[Row]]:
-    out: dict[str, list[Row]] = defaultdict(list)
-    for row in rows:
-        out[row.source].append(row)
-    return dict(out)
+def _positions(rows: Sequence[Row]) -> dict[str, np.ndarray]:
+    """Each source's row positions in `rows`."""
+    out: dict[str, list[int]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        out[row.source].append(i)
+    return {name: np.array(at) for name, at in out.items()}
 
 
 def _limited(n: int, corpus: Corpus) -> tuple[list[Row], list[Row], dict[str, list[Row]]]:

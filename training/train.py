@@ -200,9 +200,13 @@ def _fine_tune_one(
 def evaluate_split(
     model: Any, data: Encoded, labels: Sequence[str], pad_id: int = 0
 ) -> dict[str, Any]:
-    logits = predict_logits(model, data, pad_id=pad_id)
-    report = classification_metrics(data.labels, logits.argmax(axis=1), labels)
-    report["loss"] = cross_entropy(logits, data.labels)
+    return logits_report(predict_logits(model, data, pad_id=pad_id), data.labels, labels)
+
+
+def logits_report(logits: np.ndarray, y: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """The figures reported for a split, from its logits."""
+    report = classification_metrics(y, logits.argmax(axis=1), labels)
+    report["loss"] = cross_entropy(logits, y)
     return report
 
 
