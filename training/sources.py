@@ -15,8 +15,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from service.tables import SUFFIXES
+
 CLASSES = ("Negative", "Neutral", "Positive")
-FORMATS = ("csv", "tsv", "jsonl")
+FORMATS = tuple(dict.fromkeys(SUFFIXES.values()))  # csv, tsv, jsonl: the scorer's formats
 
 
 class SpecError(ValueError):
@@ -265,8 +267,7 @@ def _build(raw: dict[str, Any], where: str) -> Source:
 
 
 def _format_of(path: Path) -> str:
-    suffix = path.suffix.lower().lstrip(".")
-    return {"jsonl": "jsonl", "ndjson": "jsonl", "tsv": "tsv", "tab": "tsv"}.get(suffix, "csv")
+    return SUFFIXES.get(path.suffix.lower(), "csv")
 
 
 @dataclass
