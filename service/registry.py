@@ -122,11 +122,11 @@ async def _load_model(
     settings: Settings, bundle: Bundle, executor: Executor, metrics: Metrics
 ) -> Model:
     engine = await asyncio.to_thread(Engine, bundle, threads=settings.threads, spin=settings.spin)
-    if settings.warmup:
-        await asyncio.to_thread(engine.warmup, settings.max_batch, settings.max_tokens)
     drift = await asyncio.to_thread(engine.batch_drift)
-    sha256 = await asyncio.to_thread(lambda: bundle.sha256)
     max_batch = effective_max_batch(settings, bundle.model_name, drift)
+    if settings.warmup:  # the shapes this model will run: a model that runs texts alone
+        await asyncio.to_thread(engine.warmup, max_batch, settings.max_tokens)  # needs no batch
+    sha256 = await asyncio.to_thread(lambda: bundle.sha256)
     observer = metrics.for_model(bundle.model_name)
     observer.loaded(bundle, sha256, settings.mode, drift)
     scheduler = make_scheduler(settings, engine, executor, observer, max_batch)
