@@ -7,6 +7,7 @@ labels, see the data README). `--texts-file` takes a small TSV instead (`label<T
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,12 +131,17 @@ def calibration_from_sources(
 
 
 def _corpus(root: str | Path, sources: Sequence[str], labels: Sequence[str]) -> Any:
+    return _read_corpus(Path(root), tuple(sources), tuple(labels))
+
+
+@functools.lru_cache(maxsize=1)  # the gate and the calibration read the same files
+def _read_corpus(root: Path, sources: tuple[str, ...], labels: tuple[str, ...]) -> Any:
     from training.corpus import build_corpus
     from training.reader import DataError
     from training.sources import SpecError
 
     try:
-        return build_corpus(Path(root), list(sources), labels)
+        return build_corpus(root, list(sources), labels)
     except (DataError, SpecError, FileNotFoundError, KeyError) as exc:
         raise ExportError(f"cannot read the sources {list(sources)} under {root}: {exc}") from exc
 
