@@ -39,9 +39,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="bundle folder to write (replaced only on success)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default 17)")
     p.add_argument(
-        "--per-tensor", action="store_true", help="per-tensor int8 weights (default per-channel)"
-    )
-    p.add_argument(
         "--max-texts", type=int, help="gate on the first N texts only (tests, smoke runs)"
     )
     p.add_argument(
@@ -95,7 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             data_dir=args.data,
             texts_file=args.texts_file,
             opset=args.opset,
-            per_channel=not args.per_tensor,
             max_texts=args.max_texts,
             thresholds=thresholds,
             keep_intermediate=args.keep_intermediate,

@@ -3,7 +3,9 @@
 Three criteria, on the same padded batches of real texts:
 - fp32 ONNX vs TF, after every graph transformation: max |Δlogit| <= `max_logit_diff`;
 - int8 vs fp32 ONNX: argmax agreement >= `min_agreement`;
-- int8 vs fp32 ONNX: |accuracy difference| <= `max_accuracy_delta`.
+- int8 vs fp32 ONNX: |accuracy difference| <= `max_accuracy_delta`;
+- int8 batch invariance: a text's probabilities alone and among batch-mates differ by at most
+  `max_batch_drift` (so the service may batch without changing any answer).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Thresholds:
     max_logit_diff: float = 1e-3  # fp32 ONNX vs TF
     min_agreement: float = 0.99  # int8 vs fp32 labels
     max_accuracy_delta: float = 0.005  # int8 vs fp32 accuracy, as a fraction (0.5 pt)
+    max_batch_drift: float = 1e-5  # int8 max |Δprob| between batchings of the same texts
 
 
 @dataclass
@@ -97,9 +100,8 @@ def gate(
 
     `fp32_stages` holds the fp32 ONNX logits after each graph transformation, in order; every
     stage is held to the TF logits and the last one (the graph that is quantized) is "fp32".
-    `int8_runs` holds the int8 logits under each batching (dynamic quantization scales by the
-    whole batch, so a text's int8 logits depend on its batch-mates); every run is held to the
-    int8 criteria and the first is reported as "int8".
+    `int8_runs` holds the int8 logits under each batching; every run is held to the int8
+    criteria and to the first (batch invariance), which is reported as "int8".
     """
     if not fp32_stages or not int8_runs:
         raise ValueError("gate needs at least one fp32 stage and one int8 run")
@@ -131,6 +133,12 @@ def gate(
                 f"fp32 {fp32['accuracy']:.2%} (allowed ±{thresholds.max_accuracy_delta * 100:g} pt)"
             )
     headline = next(iter(int8_runs))
+    drift = batch_drift(int8_runs)
+    if not drift <= thresholds.max_batch_drift:
+        failures.append(
+            f"int8 answers depend on batch-mates: max |Δprob| {drift:.3g} between "
+            f"{' and '.join(int8_runs)} > {thresholds.max_batch_drift:g}"
+        )
     parity = {
         "max_abs_logit_diff_tf_fp32": max(stage_diffs.values()),
         "max_abs_logit_diff_tf_by_stage": stage_diffs,
@@ -141,6 +149,7 @@ def gate(
         "accuracy_delta_int8_fp32_by_run": deltas,
         "max_abs_logit_diff_fp32_int8_by_run": int8_diffs,
         "int8_headline_run": headline,
+        "int8_batch_drift": drift,
         "thresholds": asdict(thresholds),
         "passed": not failures,
         "failures": failures,
@@ -153,3 +162,14 @@ def gate(
         "parity": parity,
     }
     return GateReport(metrics=report, failures=failures, fp32_failed=fp32_failed)
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
+
+
+def batch_drift(runs: dict[str, np.ndarray]) -> float:
+    """Largest |Δprob| of any text between any run and the first (0 for a single run)."""
+    first, *others = (probabilities(logits) for logits in runs.values())
+    return max((float(np.abs(p - first).max()) for p in others), default=0.0)

@@ -1,17 +1,16 @@
-"""Dynamic int8 quantization of the fused graph (weights int8, activations quantized per call).
+"""int8 quantization of the fused graph: row-wise (per-token) activations, per-column weights.
 
-Per-channel weights with the full int8 range were measured best on this stack (99.6% label
-agreement vs 98.6% per-tensor; `reduce_range` only hurts on VNNI CPUs), so they are the default.
-
-Dynamic int8 takes one activation scale per tensor, and on some fine-tuned models the all-int8
-graph misses the parity gate by a handful of texts. `ladder` lists what the export then tries,
-cheapest first: a few fp32 nodes chosen by `sensitivity` (measured on training tweets), and the
-FFN output projections, whose GELU inputs carry the few large values that set that scale.
+`export.rowwise` does the rewrite; this module picks what stays fp32 when the all-int8 graph
+misses the parity gate. `ladder` lists what the export then tries, cheapest first: a few fp32
+nodes chosen by `sensitivity` (measured on training tweets), and the FFN output projections.
+The word embeddings are stored int8 too (ONNX Runtime's QEmbedLayerNormalization: weights
+only, so batch-invariant as well).
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,29 +18,35 @@ from typing import Any
 import numpy as np
 import onnx
 
-GELU_OPS = ("BiasGelu", "Gelu", "FastGelu")
-QUANTIZED_OPS = ("MatMul", "Attention")
+from export import rowwise
+
 MOST_SENSITIVE = (2, 4)  # ladder rungs: this many of the most sensitive nodes in fp32
 
 
+def prepare(fused: onnx.ModelProto) -> onnx.ModelProto:
+    """The fp32 graph the quantizer rewrites: `fused` with Attention split back into its QKV
+    MatMul and MultiHeadAttention (a copy; the fused graph is left untouched)."""
+    graph = onnx.ModelProto()
+    graph.CopyFrom(fused)
+    rowwise.unfuse_attention(graph)
+    return graph
+
+
 def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """The constant weight of each node dynamic int8 quantizes (MatMul B, Attention QKV)."""
+    """The constant weight of each node row-wise int8 quantizes."""
     from onnx import numpy_helper
 
     inits = {i.name: i for i in model.graph.initializer}
-    return {
-        node.name: numpy_helper.to_array(inits[node.input[1]])
-        for node in model.graph.node
-        if node.op_type in QUANTIZED_OPS and len(node.input) > 1 and node.input[1] in inits
-    }
+    return {n.name: numpy_helper.to_array(inits[n.input[1]]) for n in rowwise.quantizable(model)}
 
 
 def sensitivity(model: onnx.ModelProto, rows: Sequence[np.ndarray]) -> dict[str, float]:
-    """Mean relative output error of each quantized node under simulated dynamic int8 (uint8
-    per-tensor activations, int8 per-column weights), over `rows` (token ids) run one by one."""
+    """Mean relative output error of each quantized node under simulated row-wise int8, over
+    `rows` (token ids) run one by one. `model` is a `prepare`d graph."""
     import onnxruntime as ort
 
     weights = _weights(model)
+    producer = {out: node.op_type for node in model.graph.node for out in node.output}
     inputs = {node.name: node.input[0] for node in model.graph.node if node.name in weights}
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -61,10 +66,11 @@ def sensitivity(model: onnx.ModelProto, rows: Sequence[np.ndarray]) -> dict[str,
         acts = dict(zip(names, session.run(names, feed), strict=True))
         for node, w in weights.items():
             x = acts[inputs[node]].reshape(-1, w.shape[0])
+            shifted = producer.get(inputs[node]) in rowwise.GELU_OPS
             exact = x @ w
             errors[node].append(
                 float(
-                    np.linalg.norm(_fake_uint8(x) @ quantized[node] - exact)
+                    np.linalg.norm(_fake_rows(x, shifted) @ quantized[node] - exact)
                     / (np.linalg.norm(exact) or 1.0)
                 )
             )
@@ -72,18 +78,18 @@ def sensitivity(model: onnx.ModelProto, rows: Sequence[np.ndarray]) -> dict[str,
 
 
 def _fake_int8_columns(w: np.ndarray) -> np.ndarray:
-    scale = np.abs(w).max(axis=0, keepdims=True) / 127.0
-    scale[scale == 0] = 1.0
-    codes: np.ndarray = np.clip(np.round(w / scale), -127, 127)
-    return np.asarray(codes * scale)
+    codes, scale = rowwise.int8_columns(w)
+    return np.asarray(codes.astype(np.float32) * scale)
 
 
-def _fake_uint8(x: np.ndarray) -> np.ndarray:
-    low, high = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-    scale = (high - low) / 255.0 or 1.0
-    zero = float(np.round(-low / scale))
-    codes: np.ndarray = np.clip(np.round(x / scale) + zero, 0, 255)
-    return (codes - zero) * scale
+def _fake_rows(x: np.ndarray, shifted: bool) -> np.ndarray:
+    """x through row-wise int8 and back (symmetric, or GELU-shifted with zero point 0)."""
+    base = x + rowwise.GELU_MIN if shifted else x
+    levels = 255.0 if shifted else 127.0
+    scale = np.maximum(np.abs(base).max(axis=-1, keepdims=True), 1e-8) / levels
+    low, high = (0, 255) if shifted else (-128, 127)
+    codes = np.clip(np.round(base / scale), low, high)
+    return np.asarray(codes * scale - (rowwise.GELU_MIN if shifted else 0.0))
 
 
 def ladder(model: onnx.ModelProto, scores: dict[str, float]) -> list[tuple[str, list[str]]]:
@@ -93,8 +99,8 @@ def ladder(model: onnx.ModelProto, scores: dict[str, float]) -> list[tuple[str, 
     producer = {out: node.op_type for node in model.graph.node for out in node.output}
     ffn_out = [
         node.name
-        for node in model.graph.node
-        if node.op_type == "MatMul" and producer.get(node.input[0]) in GELU_OPS
+        for node in rowwise.quantizable(model)
+        if producer.get(node.input[0]) in rowwise.GELU_OPS
     ]
     ranked = sorted(scores, key=lambda k: -scores[k])
     candidates = [(f"int8, {k} most sensitive nodes fp32", ranked[:k]) for k in MOST_SENSITIVE]
@@ -110,38 +116,36 @@ def ladder(model: onnx.ModelProto, scores: dict[str, float]) -> list[tuple[str, 
 
 
 def quantize(
-    fp32_path: Path,
-    int8_path: Path,
-    *,
-    per_channel: bool = True,
-    fp32_nodes: Sequence[str] = (),
+    prepared: onnx.ModelProto, int8_path: Path, *, fp32_nodes: Sequence[str] = ()
 ) -> dict[str, Any]:
-    """Write the int8 model of `fp32_path` to `int8_path` (`fp32_nodes` stay fp32); returns the
-    settings for the manifest."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """Write the row-wise int8 model of the `prepare`d graph to `int8_path` (`fp32_nodes`
+    stay fp32); returns the settings for the manifest."""
+    from onnxruntime.quantization import quantize_dynamic
 
-    settings: dict[str, Any] = {
-        "method": "dynamic",
-        "weight_type": "QInt8",
-        "per_channel": per_channel,
-        "reduce_range": False,
-        "fp32_nodes": list(fp32_nodes),
-    }
+    graph = onnx.ModelProto()
+    graph.CopyFrom(prepared)
+    rewritten = rowwise.quantize_rowwise(graph, fp32_nodes)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on the root logger
     try:
-        quantize_dynamic(
-            fp32_path,
-            int8_path,
-            per_channel=per_channel,
-            reduce_range=False,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(fp32_nodes),
-            # Without it, weights feeding the fused contrib ops fail with "Unable to find data
-            # type for weight_name".
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        with tempfile.TemporaryDirectory(prefix="rowwise-") as tmp:
+            staged = Path(tmp) / "model.rowwise.onnx"
+            onnx.save(graph, staged)
+            quantize_dynamic(  # the embedding tables only: weight-only, batch-invariant
+                staged,
+                int8_path,
+                op_types_to_quantize=["EmbedLayerNormalization"],
+                # Without it, weights feeding contrib ops fail with "Unable to find data type".
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
     finally:
         root.setLevel(level)
-    return settings
+    return {
+        "scheme": rowwise.SCHEME,
+        "activations": "uint8 per token (symmetric around 128; GELU outputs shifted, zero 0)",
+        "weights": "int8 per output column, symmetric",
+        "embeddings": "int8 (QEmbedLayerNormalization)",
+        "matmuls_int8": rewritten,
+        "fp32_nodes": list(fp32_nodes),
+    }

@@ -54,3 +54,15 @@ def exported(
     out = tmp_path_factory.mktemp("exported") / "sentiment-tiny"
     assert export_cli(tiny_checkpoint, out) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def intermediate(
+    tiny_checkpoint: Path, export_cli: ExportCli, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The folder of an export's kept intermediate graphs (fused, unfused, int8) of the tiny
+    checkpoint (read-only)."""
+    folder = tmp_path_factory.mktemp("intermediate")
+    keep = folder / "keep"
+    assert export_cli(tiny_checkpoint, folder / "bundle", "--keep-intermediate", str(keep)) == 0
+    return keep

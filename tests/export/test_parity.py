@@ -7,7 +7,7 @@ import pytest
 
 from export import texts
 from export.errors import ExportError
-from export.parity import Thresholds, classification, gate, run_batches
+from export.parity import Thresholds, classification, gate, probabilities, run_batches
 
 LABELS = ["Negative", "Positive"]
 
@@ -176,6 +176,32 @@ def test_every_int8_batching_is_held_to_the_criteria_and_batch1_is_reported() ->
         labels=y,
         thresholds=Thresholds(),
     )
-    assert [f.split(")")[0] for f in report.failures] == ["int8 (batch32", "int8 (batch32"]
+    assert [f.split(")")[0] for f in report.failures[:2]] == ["int8 (batch32", "int8 (batch32"]
+    assert report.failures[2].startswith("int8 answers depend on batch-mates")
     assert report.metrics["int8"]["accuracy"] == 1.0  # the headline is the first run
     assert report.metrics["parity"]["label_agreement_int8_fp32"] == 0.98  # the worst run
+
+
+@pytest.mark.parametrize(("shift", "refused"), [(0.0, False), (2e-5, False), (1e-3, True)])
+def test_gate_refuses_a_batch_dependent_graph(shift: float, refused: bool) -> None:
+    """Same labels everywhere, only the probabilities of a batched text move: a logit shift of
+    1e-3 moves a probability by ~2e-4 (refused), 2e-5 by ~4e-6 (within 1e-5)."""
+    y = np.array([0, 1] * 50)
+    alone = logits_for(list(y), margin=0.5)
+    batched = alone.copy()
+    batched[7, 0] += shift
+    report = gate(
+        tf_logits=alone,
+        fp32_stages={"fused": alone},
+        int8_runs={"batch1": alone, "batch32": batched},
+        labels=y,
+        thresholds=Thresholds(),
+    )
+    drift = report.metrics["parity"]["int8_batch_drift"]
+    assert drift == pytest.approx(
+        abs(np.diff(probabilities(batched[7:8]) - probabilities(alone[7:8]))[0, 0]) / 2,
+        rel=1e-3,
+        abs=1e-9,
+    )
+    assert (not report.passed) is refused
+    assert any("batch-mates" in f for f in report.failures) is refused

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,7 +50,11 @@ def test_bundle_is_complete_verified_and_describes_itself(
     assert m["metrics"]["fp32"]["n"] == m["metrics"]["int8"]["n"] == MAX_TEXTS
     assert 0 < m["sizes"]["int8_bytes"] < m["sizes"]["fp32_bytes"]
     assert m["sizes"]["int8_bytes"] == (exported / "model.onnx").stat().st_size
-    assert m["quantization"]["per_channel"] is True
+    assert m["quantization"]["scheme"] == "rowwise-int8"
+    assert (
+        m["quantization"]["matmuls_int8"] == 2 * 4 + 2
+    )  # 4 per layer (QKV, out, FFN in/out) + head
+    assert parity["int8_batch_drift"] <= parity["thresholds"]["max_batch_drift"] == 1e-5
     assert m["quantization"]["rung"] == "int8" and m["quantization"]["fp32_nodes"] == []
     assert m["metrics"]["quantization_attempts"] == [
         {"rung": "int8", "passed": True, "failures": []}
@@ -67,9 +72,12 @@ def test_bundle_is_complete_verified_and_describes_itself(
 
 
 def test_shipped_model_is_int8_and_fused(exported: Path) -> None:
-    ops = {node.op_type for node in onnx.load(exported / "model.onnx").graph.node}
-    assert {"QAttention", "MatMulInteger", "QEmbedLayerNormalization"} <= ops
-    assert not ops & {"Softmax", "Erf", "ReduceMean"}
+    """Every weight MatMul int8 with per-token scales; no batch-wide (dynamic) quantization."""
+    ops = Counter(node.op_type for node in onnx.load(exported / "model.onnx").graph.node)
+    assert ops["MatMulIntegerToFloat"] == 10 and ops["MatMul"] == 0
+    assert ops["MultiHeadAttention"] == 2 and ops["QEmbedLayerNormalization"] == 1
+    assert ops["SkipLayerNormalization"] == 4 and ops["BiasGelu"] == 2
+    assert not set(ops) & {"DynamicQuantizeLinear", "QAttention", "Softmax", "Erf", "ReduceMean"}
 
 
 def test_shipped_tokenizer_neither_pads_nor_truncates(exported: Path) -> None:
@@ -225,11 +233,11 @@ def test_texts_file_replaces_the_data_folder(tiny_checkpoint: Path, tmp_path: Pa
     out = tmp_path / "bundle"
     args = ["--checkpoint", str(tiny_checkpoint), "--texts-file", str(tmp_path / "texts.tsv")]
     gate = ["--min-agreement", "0", "--max-accuracy-delta-pt", "100"]
-    assert main([*args, "--out", str(out), "--per-tensor", *gate]) == 0
+    assert main([*args, "--out", str(out), *gate]) == 0
     manifest = load_bundle(out).manifest
     assert manifest["source"]["data"]["kind"] == "file"
     assert manifest["metrics"]["fp32"]["n"] == 3
-    assert manifest["quantization"]["per_channel"] is False
+    assert manifest["metrics"]["parity"]["int8_batch_drift"] <= 1e-5
 
 
 def test_bad_inputs_exit_2_with_a_message(

@@ -1,0 +1,153 @@
+"""Row-wise int8 on the tiny checkpoint's graphs: same math unfused, answers independent of
+batch-mates, close to fp32, and the GELU shift folded exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from export import quantize, rowwise
+from service.engine import pad_right
+
+pytestmark = pytest.mark.slow
+
+ROWS = [  # ids within the tiny tokenizer's vocabulary (< 200), lengths 3 to 30
+    [2, 7, 8, 9, 3],
+    [2, 20, 21, 3],
+    [2, *range(30, 58), 3],
+    [2, 150, 3],
+    [2, 5, 6, 7, 8, 9, 10, 11, 3],
+]
+
+
+def run(model: onnx.ModelProto | Path, rows: list[list[int]]) -> np.ndarray:
+    source = model if isinstance(model, Path) else model.SerializeToString()
+    session = ort.InferenceSession(str(source) if isinstance(source, Path) else source)
+    ids, mask = pad_right(rows, 0, np.int32, np.int32)
+    return np.asarray(session.run(None, {"input_ids": ids, "attention_mask": mask})[0])
+
+
+def alone(model: onnx.ModelProto | Path, rows: list[list[int]]) -> np.ndarray:
+    return np.concatenate([run(model, [row]) for row in rows])
+
+
+def probs(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def test_unfused_attention_is_the_same_math(intermediate: Path) -> None:
+    fused = onnx.load(intermediate / "model.fp32.fused.onnx")
+    unfused = quantize.prepare(fused)
+    ops = [n.op_type for n in unfused.graph.node]
+    assert ops.count("Attention") == 0 and ops.count("MultiHeadAttention") == 2
+    np.testing.assert_allclose(run(unfused, ROWS), run(fused, ROWS), atol=1e-5)
+
+
+def test_int8_answers_do_not_depend_on_batch_mates(intermediate: Path) -> None:
+    int8 = intermediate / "model.int8.onnx"
+    one_by_one = probs(alone(int8, ROWS))
+    assert np.abs(probs(run(int8, ROWS)) - one_by_one).max() <= 1e-6
+    assert np.abs(probs(run(int8, ROWS[::-1]))[::-1] - one_by_one).max() <= 1e-6
+
+
+def test_dynamic_int8_of_the_same_graph_does_depend_on_them(
+    intermediate: Path, tmp_path: Path
+) -> None:
+    """The contrast that makes the test above mean something: ORT's dynamic int8 (one scale
+    per batch) moves these answers."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = tmp_path / "dynamic.onnx"
+    quantize_dynamic(
+        intermediate / "model.fp32.fused.onnx",
+        out,
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    assert np.abs(probs(run(out, ROWS)) - probs(alone(out, ROWS))).max() > 1e-5
+
+
+def test_int8_stays_close_to_fp32(intermediate: Path) -> None:
+    fp32 = probs(alone(intermediate / "model.fp32.unfused.onnx", ROWS))
+    int8 = probs(alone(intermediate / "model.int8.onnx", ROWS))
+    assert np.abs(int8 - fp32).max() < 0.05
+
+
+def ffn_block(hidden: int = 8, inner: int = 32, seed: int = 0) -> onnx.ModelProto:
+    """x -> MatMul -> BiasGelu -> MatMul -> SkipLayerNorm(+x, bias): one FFN."""
+    rng = np.random.default_rng(seed)
+
+    def init(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="ffn_in"),
+        helper.make_node("BiasGelu", ["h", "b1"], ["g"], domain="com.microsoft"),
+        helper.make_node("MatMul", ["g", "w2"], ["y"], name="ffn_out"),
+        helper.make_node(
+            "SkipLayerNormalization",
+            ["y", "x", "gamma", "beta", "b2"],
+            ["out"],
+            domain="com.microsoft",
+            epsilon=1e-12,
+        ),
+    ]
+    shape = ["batch", "seq", hidden]
+    graph = helper.make_graph(
+        nodes,
+        "ffn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, shape)],
+        [
+            init("w1", hidden, inner),
+            init("b1", inner),
+            init("w2", inner, hidden),
+            init("gamma", hidden),
+            init("beta", hidden),
+            init("b2", hidden),
+        ],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def test_gelu_shift_is_folded_into_the_next_bias() -> None:
+    model = ffn_block()
+    x = np.random.default_rng(1).normal(size=(2, 5, 8)).astype(np.float32)
+    exact = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    quantized = onnx.ModelProto()
+    quantized.CopyFrom(model)
+    assert rowwise.quantize_rowwise(quantized) == 2
+    ops = [n.op_type for n in quantized.graph.node]
+    assert ops.count("MatMulIntegerToFloat") == 2 and "MatMul" not in ops
+    got = ort.InferenceSession(quantized.SerializeToString()).run(None, {"x": x})[0]
+    assert np.abs(got - exact).max() < 0.05  # layer-normed outputs of order 1
+    unfolded = onnx.ModelProto()
+    unfolded.CopyFrom(quantized)
+    bias = next(i for i in unfolded.graph.initializer if i.name == "b2")
+    original = next(i for i in model.graph.initializer if i.name == "b2")
+    bias.CopyFrom(original)  # drop the fold: the shift's 0.17 colsum(W) term is then missing
+    wrong = ort.InferenceSession(unfolded.SerializeToString()).run(None, {"x": x})[0]
+    assert np.abs(wrong - exact).max() > 10 * np.abs(got - exact).max()
+
+
+def test_an_all_zero_token_stays_finite() -> None:
+    model = ffn_block()
+    rowwise.quantize_rowwise(model)
+    x = np.zeros((1, 3, 8), np.float32)
+    x[0, 1] = 1.0
+    out = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert np.isfinite(out).all()
+
+
+def test_fp32_nodes_are_left_alone() -> None:
+    model = ffn_block()
+    assert rowwise.quantize_rowwise(model, fp32_nodes=["ffn_out"]) == 1
+    assert [n.name for n in model.graph.node if n.op_type == "MatMul"] == ["ffn_out"]
