@@ -19,9 +19,13 @@ from typing import Any
 
 import psutil
 
-from benchmarks import engine, http, report
+from benchmarks import engine, http, limit, report
 from benchmarks.machine import busy_processes, describe, machine_info
-from benchmarks.peers.optimum_ort import peer_deps_missing, prepare_model_dir
+from benchmarks.peers.optimum_ort import (
+    optimize_and_quantize,
+    peer_deps_missing,
+    prepare_model_dir,
+)
 from benchmarks.texts import load_tweets
 from service.bundle import load_bundle
 from service.settings import Settings
@@ -29,6 +33,9 @@ from service.settings import Settings
 TARGET_RPS = 250.0
 TARGET_HTTP_VS_ENGINE = 0.8
 TARGET_SPEEDUP_VS_SEED = 15.0
+TARGET_PLAN_TEXTS = 500.0  # issue #11: engine alone, in the plan the service runs
+TARGET_BATCHED_RPS = 450.0  # issue #11: HTTP at 500 users, defaults
+TARGET_ONE_USER_P50_MS = 6.0  # issue #11
 
 
 def _ints(value: str) -> list[int]:
@@ -206,6 +213,20 @@ def run_engine(
         0.3 if args.quick else 2.0,
         entities=None if entities is None else entities[:n],
     )
+    print("the service's plan (default settings, no HTTP):")
+    defaults = Settings(bundles=(bundle.path,))
+    plans = []
+    for max_batch in sorted({1, defaults.max_batch}):
+        row = limit.service_plan(
+            bundle,
+            texts[:n],
+            None if entities is None else entities[:n],
+            defaults,
+            max_batch,
+            0.3 if args.quick else 3.0,
+        )
+        plans.append(row)
+        print(f"  max_batch {max_batch:>2}: {row['texts_per_s']:8.1f} texts/s ({row})")
     profile = engine.op_profile(
         bundle.model_path, pool, 8, 64, max(args.threads), 5 if args.quick else 30
     )
@@ -219,6 +240,7 @@ def run_engine(
         "grid": grid,
         "tokenizer": tok,
         "real_texts": real,
+        "service_plan": plans,
         "profile": profile,
     }
 
@@ -332,7 +354,43 @@ def run_peers(
                 "what": f"optimum ORTModelForSequenceClassification + pipeline on {onnx_model}",
             }
         )
+        servers += run_optimized_peer(folder, bundle, texts, port, common, notes)
     return servers
+
+
+def run_optimized_peer(
+    folder: Path,
+    bundle: Any,
+    texts: list[str],
+    port: int,
+    common: dict[str, Any],
+    notes: list[str],
+) -> list[dict[str, Any]]:
+    """The strongest peer: the same graph through optimum's ORTOptimizer (O3) and ORTQuantizer
+    (AVX-512 VNNI dynamic int8), behind the same handler as the plain optimum peer."""
+    out = folder.with_name(folder.name + "-o3-int8")
+    try:
+        recipe = optimize_and_quantize(folder, out, level="O3")
+    except Exception as exc:  # a peer that cannot be built is a skipped row, not a dead run
+        notes.append(f"optimum O3 + int8 peer skipped: building it failed: {exc}")
+        return []
+    print(f"http: peer optimum-o3-int8 ({recipe['ops']})")
+    argv = http.python_module(
+        "benchmarks.peers.optimum_ort",
+        "--model-dir",
+        str(out),
+        "--max-length",
+        str(bundle.max_length),
+        "--port",
+        str(port),
+    )
+    return [
+        {
+            **http.bench_server("optimum-o3-int8", argv, {}, port, texts, **common),
+            "what": "optimum ORTOptimizer O3 + ORTQuantizer avx512_vnni dynamic int8 "
+            f"(per-channel) of the same graph, ORTModel + pipeline; ops {recipe['ops']}",
+        }
+    ]
 
 
 def optimum_default(fp32_model: Path, int8_model: Path) -> Path:
@@ -360,6 +418,35 @@ def compare(results: dict[str, Any], reference: str) -> None:
             lvl["speedup_of_ours"] = round(mine["rps"] / lvl["rps"], 2) if lvl["rps"] else None
             if lvl["p99_ms"] and mine["p99_ms"]:
                 lvl["p99_vs_ours"] = round(lvl["p99_ms"] / mine["p99_ms"], 2)
+
+
+def distance(
+    results: dict[str, Any],
+    bundle: Any,
+    texts: list[str],
+    entities: list[str] | None,
+    reference: str,
+) -> dict[str, Any]:
+    """The fraction of the CPU's int8 GEMM rate the service reaches (HTTP at the highest
+    level; the engine in the service's plan when HTTP did not run)."""
+    servers = {s["name"]: s for s in results.get("http", {}).get("servers", []) if s.get("levels")}
+    ours = servers.get(f"ours-{reference}")
+    if ours:
+        top = max(ours["levels"], key=lambda lvl: lvl["concurrency"])
+        rate, source = top["rps"], f"HTTP ours-{reference} at {top['concurrency']} users"
+    else:
+        best = max(results["engine"]["service_plan"], key=lambda p: p["texts_per_s"])
+        rate, source = (
+            best["texts_per_s"],
+            f"engine in the service plan (max_batch {best['max_batch']})",
+        )
+    print("distance to the int8 GEMM rate:")
+    out = {
+        "source": source,
+        **limit.distance(bundle, texts[:512], entities and entities[:512], rate),
+    }
+    print(f"  {out}")
+    return out
 
 
 def targets(results: dict[str, Any], reference: str) -> list[dict[str, Any]]:
@@ -437,6 +524,54 @@ def targets(results: dict[str, Any], reference: str) -> list[dict[str, Any]]:
                 "met": None,
             }
         )
+    return out + batching_targets(results, ours, top)
+
+
+def batching_targets(
+    results: dict[str, Any], ours: dict[str, Any] | None, top: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Issue #11's: the engine in the service's plan, HTTP at 500 users, one user's p50."""
+    plans = results.get("engine", {}).get("service_plan", [])
+    best = max(plans, key=lambda p: p["texts_per_s"]) if plans else None
+    one = next((lvl for lvl in ours["levels"] if lvl["concurrency"] == 1), None) if ours else None
+    plan_value: float | None = best["texts_per_s"] if best else None
+    http_ok = top is not None and top["errors"] == 0 and top["concurrency"] >= 500
+    http_value: float | None = top["rps"] if top is not None and http_ok else None
+    rows: list[tuple[str, float | None, float, str]] = [
+        (
+            "engine alone in the service's plan (texts/s)",
+            plan_value,
+            TARGET_PLAN_TEXTS,
+            f"max_batch {best['max_batch']}, {best['mean_rows_per_batch']} rows per run"
+            if best
+            else "",
+        ),
+        (
+            "HTTP RPS at 500 users, 0 errors",
+            http_value,
+            TARGET_BATCHED_RPS,
+            f"errors {top['errors']} at {top['concurrency']}" if top else "",
+        ),
+    ]
+    out = [
+        {
+            "name": name,
+            "value": value,
+            "target": f">= {goal:g}",
+            "met": None if value is None else value >= goal,
+            "detail": detail,
+        }
+        for name, value, goal, detail in rows
+    ]
+    out.append(
+        {
+            "name": "one user p50 (ms)",
+            "value": one and one["p50_ms"],
+            "target": f"<= {TARGET_ONE_USER_P50_MS:g}",
+            "met": None if one is None else one["p50_ms"] <= TARGET_ONE_USER_P50_MS,
+            "detail": "",
+        }
+    )
     return out
 
 
@@ -489,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
             me.cpu_affinity(before)
         results["http"]["pinning"] = {"server": args.server_cpus, "client": args.client_cpus}
         compare(results, args.reference_mode)
+    if not args.skip_engine:
+        results["limit"] = distance(results, bundle, texts, entities, args.reference_mode)
     results["targets"] = targets(results, args.reference_mode)
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
     results["machine"]["busy_processes_at_end"] = busy_processes()

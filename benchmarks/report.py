@@ -247,8 +247,49 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append("")
     lines += targets_section(results)
     lines += http_section(results)
+    lines += limit_section(results)
     lines += engine_section(results.get("engine", {}))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def limit_section(results: dict[str, Any]) -> list[str]:
+    """The service's own plan without HTTP, and the distance to the CPU's int8 GEMM rate."""
+    lines: list[str] = []
+    plans = results.get("engine", {}).get("service_plan", [])
+    if plans:
+        lines += [
+            "## Engine alone, in the service's plan",
+            "",
+            "The service's engines with its default settings (sessions x threads, spinning off),"
+            " texts in rounds as the micro-batcher takes them, cut by `service.batcher.plan`.",
+            "",
+        ]
+        lines += _table(
+            ["max_batch", "sessions x threads", "mean rows per run", "texts/s"],
+            [
+                [p["max_batch"], f"{p['sessions']} x {p['threads']}", p["mean_rows_per_batch"],
+                 p["texts_per_s"]]
+                for p in plans
+            ],
+        )  # fmt: skip
+        lines.append("")
+    lim = results.get("limit")
+    if lim:
+        gemm = lim["gemm"]
+        lines += [
+            "## Distance to the machine's int8 limit",
+            "",
+            f"- int8 GEMMs in the shipped graph: {lim['int8_gemms']}, "
+            f"{lim['macs_per_token']:,} multiply-adds per token; mean tweet "
+            f"{lim['mean_tokens']} tokens: {lim['macs_per_text'] / 1e6:.1f} M per text.",
+            f"- Sustained int8 GEMM (MatMulIntegerToFloat u8 x s8, {gemm['shape']}): "
+            + ", ".join(f"{k} {v} GMAC/s" for k, v in gemm["gmacs_per_s"].items())
+            + ".",
+            f"- {lim['source']}: {lim['texts_per_s']} texts/s = {lim['achieved_gmacs_per_s']} "
+            f"GMAC/s = **{lim['fraction_of_gemm_rate']:.1%}** of the GEMM rate.",
+            "",
+        ]
+    return lines
 
 
 def _plain_log_y(ax: Any) -> None:

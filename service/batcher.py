@@ -230,8 +230,7 @@ class DirectRunner(Scheduler):
             return
         try:
             probs = self._run_rows(job.rows)
-        except Exception as exc:
-            log.exception("inference failed")
+        except Exception as exc:  # the request's 500 handler logs it, once
             loop.call_soon_threadsafe(self._fail, job, exc)
             return
         loop.call_soon_threadsafe(self._finish, job, probs)
@@ -321,8 +320,7 @@ class MicroBatcher(Scheduler):
             for group in groups:
                 try:
                     probs = self._timed_infer([job.rows[index] for job, index in group])
-                except Exception as exc:
-                    log.exception("inference failed")
+                except Exception as exc:  # each request's 500 handler logs it, once
                     loop.call_soon_threadsafe(self._deliver, group, None, exc)
                 else:
                     loop.call_soon_threadsafe(self._deliver, group, probs, None)

@@ -2,14 +2,25 @@
 
 `logging_config(level)` is handed to uvicorn as its `log_config`, so every worker process
 configures the same way. Extra fields passed with `extra={...}` become JSON keys.
+
+Nothing is written on the event loop: a record goes to a bounded in-memory queue and one
+writer thread formats and writes it (`QueueStderrHandler`), so a slow or blocked stderr (a
+full pipe, a stalled log collector) cannot stall request handling. When the queue is full the
+record is dropped and counted (`dropped`), rather than blocking or growing memory.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import logging.handlers
+import queue
+import sys
 import time
 from typing import Any
+
+QUEUE_RECORDS = 10_000
 
 # Attributes every LogRecord has; anything else came from `extra=` and is emitted.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -39,6 +50,55 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class _Listener(logging.handlers.QueueListener):
+    queue: queue.Queue[Any]
+
+    def enqueue_sentinel(self) -> None:
+        try:  # the queue may be full: give the writer a moment to make room
+            self.queue.put(None, timeout=5)  # None is QueueListener's sentinel
+        except queue.Full:
+            pass  # stderr stays blocked: the daemon writer dies with the process
+
+
+class QueueStderrHandler(logging.handlers.QueueHandler):
+    """Enqueue on the caller's thread; format and write JSON lines on one writer thread."""
+
+    def __init__(self, maxsize: int = QUEUE_RECORDS) -> None:
+        super().__init__(queue.Queue(maxsize))
+        self.dropped = 0
+        writer = logging.StreamHandler(sys.stderr)
+        writer.setFormatter(JsonFormatter())
+        self.listener = _Listener(self.queue, writer)
+        self.listener.start()
+        atexit.register(self.close)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record  # same process: the writer thread formats it (message, traceback)
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer (idempotent)."""
+        thread = self.listener._thread
+        if thread is not None:
+            self.listener.enqueue_sentinel()
+            thread.join(timeout=5)
+            self.listener._thread = None
+        super().close()
+
+
+class DropServerDuplicate(logging.Filter):
+    """uvicorn logs every exception that reaches it ("Exception in ASGI application"); the
+    app's 500 handler has already logged it with the request: keep one of the two."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Exception in ASGI application")
+
+
 def logging_config(level: str) -> dict[str, Any]:
     """A `logging.config.dictConfig` dict: JSON lines to stderr at `level` for all loggers."""
     upper = level.upper()
@@ -46,18 +106,12 @@ def logging_config(level: str) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "service.logs.JsonFormatter"}},
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stderr",
-            }
-        },
+        "filters": {"one_500": {"()": "service.logs.DropServerDuplicate"}},
+        "handlers": {"stderr": {"()": "service.logs.QueueStderrHandler"}},
         "loggers": {
             "service": handler,
             "uvicorn": handler,
-            "uvicorn.error": {"level": upper},
+            "uvicorn.error": {"level": upper, "filters": ["one_500"]},
             "uvicorn.access": {**handler, "level": "WARNING"},  # the service logs requests
         },
         "root": {"handlers": ["stderr"], "level": "WARNING"},

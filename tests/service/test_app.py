@@ -405,6 +405,25 @@ def test_unexpected_failures_are_json_500(make_settings: Callable[..., Settings]
         assert 'route="/predict",status="500"' in metrics
 
 
+@pytest.mark.parametrize("mode", ["direct", "batched"])
+def test_a_failed_inference_is_logged_once(
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    app = create_app(make_settings(mode=mode))
+    with TestClient(app, raise_server_exceptions=False) as client:
+
+        def broken(rows: Sequence[Sequence[int]]) -> Probs:
+            raise RuntimeError("model exploded")
+
+        app.state.service.registry.default.scheduler._infer = broken
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert client.post("/predict", json={"text": "good"}).status_code == 500
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].exc_info and "model exploded" in str(errors[0].exc_info[1])
+
+
 # ------------------------------------------------------------------- overload, in process
 
 

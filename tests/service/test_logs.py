@@ -1,0 +1,71 @@
+"""The service's logging: JSON lines written off the caller's thread, never blocking it."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+
+import pytest
+
+from service import logs
+
+
+class StuckStream(io.StringIO):
+    """A stderr whose writes block until released (a full pipe, a stalled collector)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.release.wait(10)
+        return super().write(text)
+
+
+@pytest.fixture
+def handler(monkeypatch: pytest.MonkeyPatch) -> tuple[logs.QueueStderrHandler, StuckStream]:
+    stream = StuckStream()
+    monkeypatch.setattr(logs.sys, "stderr", stream)
+    made = logs.QueueStderrHandler(maxsize=5)
+    yield made, stream
+    stream.release.set()
+    made.close()
+
+
+def record(message: str, **extra: object) -> logging.LogRecord:
+    made = logging.LogRecord("service", logging.INFO, __file__, 1, message, None, None)
+    made.__dict__.update(extra)
+    return made
+
+
+def test_a_blocked_stderr_never_blocks_the_caller(handler) -> None:  # type: ignore[no-untyped-def]
+    made, stream = handler
+    start = time.perf_counter()
+    for i in range(100):  # far more than the queue holds, with the writer stuck
+        made.handle(record(f"line {i}"))
+    assert time.perf_counter() - start < 0.5
+    assert made.dropped >= 100 - 5 - 1  # the queue, and the one record the writer holds
+    stream.release.set()
+    made.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines and all(line["msg"].startswith("line ") for line in lines)
+    assert len(lines) == 100 - made.dropped
+
+
+def test_records_become_json_lines_with_their_extra_fields(handler) -> None:  # type: ignore[no-untyped-def]
+    made, stream = handler
+    stream.release.set()
+    made.handle(record("ready", model="sentiment-binary", rows=3))
+    made.close()
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["msg"] == "ready" and line["model"] == "sentiment-binary" and line["rows"] == 3
+    assert line["level"] == "info" and line["logger"] == "service"
+
+
+def test_uvicorn_duplicate_of_a_logged_500_is_filtered() -> None:
+    keep = logs.DropServerDuplicate()
+    assert not keep.filter(record("Exception in ASGI application\n"))
+    assert keep.filter(record("Started server process [%d]"))
