@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import json
 import logging
+import os
 import platform
 import signal
 import threading
@@ -52,13 +53,35 @@ ROUTES = frozenset({"/predict", "/health", "/ready", "/metrics", "/info", "/open
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RETRY_AFTER = {"Retry-After": "1"}
 MODEL_KEY = "sentiment.model"  # scope key: the handler's chosen model, for the request counter
+WATCHDOG_S = 0.5  # how often the lifespan checks that every scheduler can still answer
+EXIT_FAILED = 70  # EX_SOFTWARE: an internal failure ended the process (a supervisor restarts it)
+
+
+class Supervisor:
+    """What the service does when it cannot go on: ask its own server to shut down (the usual
+    graceful path: stop accepting, finish what was accepted) and, once shut down, end the
+    process with a failure status. Tests substitute a recorder."""
+
+    def stop(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def exit(self, status: int) -> None:
+        logging.shutdown()  # the queued log lines reach stderr first
+        os._exit(status)  # a stuck inference thread would block a normal exit forever
 
 
 class ServiceState:
     """What the lifespan loads and the handlers read; one per app."""
 
-    def __init__(self, settings: Settings, bundles: Sequence[Bundle] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        bundles: Sequence[Bundle] | None = None,
+        supervisor: Supervisor | None = None,
+    ) -> None:
         self.settings = settings
+        self.supervisor = supervisor or Supervisor()
+        self.failed: str | None = None  # why the service can no longer answer
         self.metrics = Metrics()
         self.verified = bundles  # already verified by the caller: the lifespan skips re-hashing
         self.registry: Registry | None = None
@@ -185,10 +208,14 @@ def _routes(state: ServiceState) -> list[Route]:
             return _json(predictions[0])
         return _json({"model": model.name, "predictions": predictions})
 
-    async def health(request: Request) -> Response:
+    async def health(request: Request) -> Response:  # liveness: 503 once it cannot answer
+        if state.failed:
+            return _json({"status": "failed", "reason": state.failed}, 503)
         return _json({"status": "ok"})
 
     async def ready(request: Request) -> Response:  # ready: every model loaded and warm
+        if state.failed:
+            return _json({"status": "failed", "reason": state.failed}, 503)
         if state.draining:
             return _json({"status": "draining"}, 503)
         if not state.ready:
@@ -354,17 +381,62 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
     previous = _install_drain(state)
     state.ready = True  # only now: every model verified, loaded, warm and scheduling
     _log_ready(settings, registry)
+    watchdog = asyncio.get_running_loop().create_task(_watch(state, registry), name="watchdog")
     try:
         yield
     finally:
         state.ready = False
         state.draining = True
+        watchdog.cancel()
         await registry.aclose()
-        await asyncio.to_thread(executor.shutdown, True)
+        stuck = not await _shutdown(executor, settings.shutdown_timeout_s)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         state.metrics.process_exited()
+        if stuck:
+            log.critical("an inference thread did not finish: exiting without it")
         log.info("stopped")
+        if state.failed or stuck:
+            state.supervisor.exit(EXIT_FAILED)
+
+
+async def _watch(state: ServiceState, registry: Registry) -> None:
+    """Turn an internal failure (a dead micro-batcher, a stuck inference) into /ready and
+    /health 503 and a shutdown with a failure status, instead of a process that is up but
+    answers nothing (or at half capacity) until someone notices."""
+    while state.failed is None:
+        await asyncio.sleep(WATCHDOG_S)
+        for model in registry:
+            problem = model.scheduler.problem()
+            if problem is not None:
+                state.failed = f"model {model.name}: {problem}"
+                log.critical(
+                    "internal failure, shutting down for a restart: %s",
+                    state.failed,
+                    extra={"exit_status": EXIT_FAILED},
+                )
+                state.supervisor.stop()
+                return
+
+
+async def _shutdown(executor: ThreadPoolExecutor, timeout_s: float) -> bool:
+    """Wait for the inference threads at most `timeout_s`; False if one is still running.
+    (A daemon thread waits, not the loop's executor: the loop's own shutdown would wait for
+    it in turn.)"""
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+
+    def wait() -> None:
+        executor.shutdown(wait=True)
+        with contextlib.suppress(RuntimeError):  # the loop may be gone by then
+            loop.call_soon_threadsafe(done.set)
+
+    threading.Thread(target=wait, name="sentiment-shutdown", daemon=True).start()
+    try:
+        await asyncio.wait_for(done.wait(), timeout_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _warn_if_oversubscribed(settings: Settings) -> None:
@@ -389,11 +461,15 @@ def _log_ready(settings: Settings, registry: Registry) -> None:
     )
 
 
-def create_app(settings: Settings, bundles: Sequence[Bundle] | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    bundles: Sequence[Bundle] | None = None,
+    supervisor: Supervisor | None = None,
+) -> Starlette:
     """The service as an ASGI app (the models load when the app's lifespan starts). Pass
     `bundles` (one per `settings.bundles`) when they were just verified with
     `registry.load_bundles`, so each model is hashed once."""
-    state = ServiceState(settings, bundles)
+    state = ServiceState(settings, bundles, supervisor)
     app = Starlette(
         routes=_routes(state),
         middleware=[Middleware(ObserveMiddleware, state=state)],

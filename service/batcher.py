@@ -15,7 +15,6 @@ on the event loop.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -26,8 +25,6 @@ from typing import Any, Protocol
 import numpy as np
 
 from service.engine import Probs
-
-log = logging.getLogger("service.batcher")
 
 Infer = Callable[[Sequence[Sequence[int]]], Probs]
 ROUND_BATCHES = 4  # a micro-batch round takes at most this many batches' worth of texts
@@ -125,6 +122,7 @@ class Scheduler:
         self._idle = asyncio.Event()
         self._idle.set()
         self._lock = threading.Lock()  # started/cancelled hand-over between worker and timer
+        self._running: dict[int, float] = {}  # worker thread -> start of its session.run
 
     @property
     def depth(self) -> int:
@@ -137,6 +135,16 @@ class Scheduler:
 
     def start(self) -> None:
         """Begin scheduling (must be called on the running loop)."""
+
+    def problem(self) -> str | None:
+        """Why this scheduler can no longer answer (None while healthy): a session.run has
+        been running for longer than the request timeout (no batch takes a fraction of that:
+        the run is stuck, and its core is lost to every later request)."""
+        now = perf_counter()
+        longest = max((now - t for t in list(self._running.values())), default=0.0)
+        if longest > self._timeout:
+            return f"an inference has been running for {longest:.1f} s (stuck)"
+        return None
 
     async def predict(self, rows: Sequence[Sequence[int]]) -> Probs:
         """Probabilities for `rows`, in order; raises Overloaded, QueueTimeout or Closed."""
@@ -213,7 +221,12 @@ class Scheduler:
 
     def _timed_infer(self, rows: Sequence[Sequence[int]]) -> Probs:
         start = perf_counter()
-        probs = self._infer(rows)
+        worker = threading.get_ident()
+        self._running[worker] = start
+        try:
+            probs = self._infer(rows)
+        finally:
+            del self._running[worker]
         width = max(len(row) for row in rows)
         self._observer.batch(len(rows), len(rows) * width, perf_counter() - start)
         return probs
@@ -258,13 +271,20 @@ class MicroBatcher(Scheduler):
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="micro-batcher")
-        self._task.add_done_callback(_report_crash)
+
+    def problem(self) -> str | None:
+        task = self._task
+        if task is not None and task.done() and not self._closed:
+            why = "cancelled" if task.cancelled() else repr(task.exception())
+            return f"the micro-batcher stopped: {why}"
+        return super().problem()
 
     async def aclose(self) -> None:
         await super().aclose()
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
+        if self._task is None or self._task.done():  # never started, or died (problem())
+            return
+        await self._task
         for _ in range(self._n_slots):  # wait for rounds still running
             await self._slots.acquire()
 
@@ -343,8 +363,3 @@ class MicroBatcher(Scheduler):
             job.remaining -= 1
             if job.remaining == 0:
                 job.future.set_result(job.out)
-
-
-def _report_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.critical("micro-batcher stopped", exc_info=task.exception())

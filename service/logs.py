@@ -12,6 +12,7 @@ record is dropped and counted (`dropped`), rather than blocking or growing memor
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -54,10 +55,10 @@ class _Listener(logging.handlers.QueueListener):
     queue: queue.Queue[Any]
 
     def enqueue_sentinel(self) -> None:
-        try:  # the queue may be full: give the writer a moment to make room
+        # The queue may be full: give the writer a moment to make room. If stderr stays
+        # blocked, the daemon writer dies with the process.
+        with contextlib.suppress(queue.Full):
             self.queue.put(None, timeout=5)  # None is QueueListener's sentinel
-        except queue.Full:
-            pass  # stderr stays blocked: the daemon writer dies with the process
 
 
 class QueueStderrHandler(logging.handlers.QueueHandler):

@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from service import Settings, create_app
+from service.app import EXIT_FAILED, WATCHDOG_S, Supervisor
 from service.bundle import BundleError, sha256_file
 from service.engine import Probs
 
@@ -528,3 +530,71 @@ def test_oversubscribed_threads_are_warned_about(
     with TestClient(create_app(too_many)):
         pass
     assert any("oversubscribed" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------------------------------- internal failures
+
+
+class RecordingSupervisor(Supervisor):
+    """Records what the service asks of its supervisor instead of signalling the test run."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+        self.exits: list[int] = []
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def exit(self, status: int) -> None:
+        self.exits.append(status)
+
+
+def test_a_crashed_micro_batcher_fails_ready_and_health_and_exits_non_zero(
+    make_settings: Callable[..., Settings],
+) -> None:
+    supervisor = RecordingSupervisor()
+    app = create_app(make_settings(mode="batched"), supervisor=supervisor)
+    with TestClient(app) as client:
+        assert client.get("/ready").status_code == 200
+        scheduler: Any = app.state.service.registry.default.scheduler
+        scheduler._task.cancel()  # the loop task dies, as an unexpected exception would end it
+        assert supervisor.stopped.wait(5), "the watchdog did not notice"
+        for route in ("/ready", "/health"):
+            response = client.get(route)
+            assert response.status_code == 503
+            assert "micro-batcher stopped" in response.json()["reason"]
+        assert supervisor.exits == []  # not before the shutdown it asked for
+    assert supervisor.exits == [EXIT_FAILED]
+
+
+def test_a_stuck_inference_fails_health_and_shutdown_does_not_wait_for_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    supervisor = RecordingSupervisor()
+    settings = make_settings(request_timeout_s=0.3, shutdown_timeout_s=0.5)
+    app = create_app(settings, supervisor=supervisor)
+    release = threading.Event()
+    with TestClient(app, raise_server_exceptions=False) as client:
+        scheduler: Any = app.state.service.registry.default.scheduler
+        infer = scheduler._infer
+
+        def wedged(rows: Sequence[Sequence[int]]) -> Probs:
+            release.wait(30)
+            return infer(rows)
+
+        scheduler._infer = wedged
+        response = client.post("/predict", json={"text": "good"})
+        assert response.status_code == 503  # the stuck request's own bound (2 x timeout)
+        assert supervisor.stopped.wait(5), "the watchdog did not notice"
+        assert "stuck" in client.get("/health").json()["reason"]
+        started = time.perf_counter()
+    assert time.perf_counter() - started < 0.5 + 2.0  # shutdown timeout, not the 30 s wedge
+    assert supervisor.exits == [EXIT_FAILED]
+    release.set()
+
+
+def test_a_healthy_service_never_calls_its_supervisor(client: TestClient) -> None:
+    state = client.app.state.service  # type: ignore[attr-defined]
+    assert client.post("/predict", json={"text": "good"}).status_code == 200
+    time.sleep(2 * WATCHDOG_S)
+    assert state.failed is None and client.get("/health").status_code == 200
