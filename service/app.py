@@ -55,6 +55,9 @@ RETRY_AFTER = {"Retry-After": "1"}
 MODEL_KEY = "sentiment.model"  # scope key: the handler's chosen model, for the request counter
 WATCHDOG_S = 0.5  # how often the lifespan checks that every scheduler can still answer
 EXIT_FAILED = 70  # EX_SOFTWARE: an internal failure ended the process (a supervisor restarts it)
+# After the drain every admitted request has answered (or timed out), so the inference threads
+# are idle: only a stuck one is still running, and shutdown waits for it this long at most.
+EXECUTOR_GRACE_S = 2.0
 
 
 class Supervisor:
@@ -389,7 +392,7 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
         state.draining = True
         watchdog.cancel()
         await registry.aclose()
-        stuck = not await _shutdown(executor, settings.shutdown_timeout_s)
+        stuck = not await _shutdown(executor, EXECUTOR_GRACE_S)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         state.metrics.process_exited()

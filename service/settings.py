@@ -86,6 +86,12 @@ class Settings:
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
 
+    @property
+    def longest_request_s(self) -> float:
+        """The longest an admitted request can take: it waits at most one request timeout to
+        start (then 503), and a started one gets one more before it is failed."""
+        return 2 * self.request_timeout_s
+
     def _resolve_bundles(self) -> bool:
         """Fill `bundles` from itself, the `bundle` alias or the default; True if the two
         were both given and disagree (SENTIMENT_BUNDLE=a with SENTIMENT_BUNDLES=b,c)."""
@@ -126,6 +132,13 @@ class Settings:
             (self.log_level in LOG_LEVELS, f"SENTIMENT_LOG_LEVEL must be one of {LOG_LEVELS}"),
             (self.drain_delay_s >= 0, "SENTIMENT_DRAIN_DELAY_S must be >= 0"),
             (self.shutdown_timeout_s > 0, "SENTIMENT_SHUTDOWN_TIMEOUT_S must be > 0"),
+            (
+                self.shutdown_timeout_s >= self.longest_request_s,
+                f"SENTIMENT_SHUTDOWN_TIMEOUT_S ({self.shutdown_timeout_s:g}) must be >= "
+                f"2 x SENTIMENT_REQUEST_TIMEOUT_S ({self.longest_request_s:g}): a request "
+                "admitted just before SIGTERM may wait one timeout for a core and run for "
+                "another",
+            ),
             (self.keepalive_s >= 1, "SENTIMENT_KEEPALIVE_S must be >= 1"),
         ]
         return [message for ok, message in checks if not ok]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from service.app import EXECUTOR_GRACE_S
 from service.settings import PREFIX, Settings
 from tests.deploy.conftest import K8S, REPO, Dockerfile
 
@@ -164,13 +165,15 @@ def test_grace_period_covers_prestop_and_the_drain(manifests: dict[str, dict[str
     settings = Settings.from_env(literal_env(manifests))
     pre_stop = container(manifests)["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pre_stop >= 3, "endpoint removal needs a few seconds to reach every node"
-    assert settings.shutdown_timeout_s >= settings.request_timeout_s, (
-        "an accepted request may run up to the request timeout: drain at least that long"
+    assert settings.drain_delay_s == Settings().drain_delay_s, "the default drain delay"
+    assert settings.shutdown_timeout_s >= settings.longest_request_s == 20, (
+        "an accepted request may wait one request timeout and run another: drain that long"
     )
     needed = (
         pre_stop
         + settings.drain_delay_s
         + math.ceil(settings.shutdown_timeout_s)
+        + EXECUTOR_GRACE_S
         + SHUTDOWN_MARGIN_S
     )
     assert pod["terminationGracePeriodSeconds"] >= needed

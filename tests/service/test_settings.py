@@ -129,3 +129,12 @@ def test_settings_are_frozen() -> None:
 def test_unknown_prefixed_variables_are_listed() -> None:
     env = {"SENTIMENT_MAXBATCH": "8", "SENTIMENT_PORT": "1", "OTHER": "x"}
     assert Settings.unknown_variables(env) == ["SENTIMENT_MAXBATCH"]
+
+
+def test_the_shutdown_timeout_covers_the_longest_request() -> None:
+    """A request admitted just before SIGTERM may wait one request timeout and run another."""
+    assert Settings(request_timeout_s=10, shutdown_timeout_s=20).longest_request_s == 20
+    with pytest.raises(SettingsError, match=r"SHUTDOWN_TIMEOUT_S \(15\) must be >= 2 x"):
+        Settings(request_timeout_s=10, shutdown_timeout_s=15)
+    defaults = Settings()
+    assert defaults.shutdown_timeout_s >= defaults.longest_request_s
