@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,
         server_header=False,
         timeout_keep_alive=settings.keepalive_s,
+        limit_concurrency=settings.max_connections,
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout_s),
     )
     try:

@@ -195,7 +195,9 @@ def _routes(state: ServiceState) -> list[Route]:
         authorize(request)
         registry, schema = loaded()
         check_content_type(request.headers.get("content-type"))
-        body = await read_body(request, settings.max_body_bytes)
+        if registry.full():  # overloaded: refuse before reading, parsing or tokenizing
+            raise _reject(registry.default, "overloaded", "server is at capacity, retry shortly")
+        body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
         parsed = schema.parse(body)
         model = registry.pick(parsed.model)
         request.scope[MODEL_KEY] = model.name

@@ -9,6 +9,7 @@ of the request, so they are easy to test and fuzz.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -18,22 +19,31 @@ from service.engine import Encoded, Probs
 from service.errors import ApiError
 from service.schema import Parsed
 
+CLOSE = {"Connection": "close"}  # after a 408 the rest of the body may still be on its way
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The request body, refusing (413) as soon as it is known to exceed `limit` bytes, and
+    (408) when it has not fully arrived within `timeout_s`: a client that sends its headers
+    and then trickles (or never sends) the body must not hold a connection forever."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, f"request body is larger than {limit} bytes")
+                chunks.append(chunk)
     except ClientDisconnect:
         raise ApiError(400, "client disconnected before sending the whole body") from None
+    except TimeoutError:
+        raise ApiError(
+            408, f"the request body did not arrive within {timeout_s:g} s", headers=CLOSE
+        ) from None
     return b"".join(chunks)
 
 

@@ -79,6 +79,10 @@ class Registry:
             raise unknown_model(name, self.names)
         return model
 
+    def full(self) -> bool:
+        """No model has room for one more text: any request would be refused."""
+        return not any(model.scheduler.has_room(1) for model in self)
+
     def start(self) -> None:
         for model in self:
             model.scheduler.start()

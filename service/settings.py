@@ -63,6 +63,10 @@ class Settings:
     queue_size: int = 512  # texts admitted and not yet answered, per worker
     request_timeout_s: float = 10.0
     max_body_bytes: int = 65536
+    body_timeout_s: float = 5.0  # a body not fully arrived by then gets 408 (slow clients)
+    # Connections (uvicorn's limit_concurrency) beyond which new requests get an immediate 503
+    # from the server itself: a cap on the memory and CPU thousands of clients can take.
+    max_connections: int = 2048
     max_texts: int = 64
     api_key: str | None = None
     log_level: str = "info"
@@ -132,6 +136,8 @@ class Settings:
             (self.log_level in LOG_LEVELS, f"SENTIMENT_LOG_LEVEL must be one of {LOG_LEVELS}"),
             (self.drain_delay_s >= 0, "SENTIMENT_DRAIN_DELAY_S must be >= 0"),
             (self.shutdown_timeout_s > 0, "SENTIMENT_SHUTDOWN_TIMEOUT_S must be > 0"),
+            (self.body_timeout_s > 0, "SENTIMENT_BODY_TIMEOUT_S must be > 0"),
+            (self.max_connections >= 1, "SENTIMENT_MAX_CONNECTIONS must be >= 1"),
             (
                 self.shutdown_timeout_s >= self.longest_request_s,
                 f"SENTIMENT_SHUTDOWN_TIMEOUT_S ({self.shutdown_timeout_s:g}) must be >= "
@@ -251,6 +257,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "access_log": _bool,
     "drain_delay_s": _float,
     "shutdown_timeout_s": _float,
+    "body_timeout_s": _float,
+    "max_connections": _int,
     "keepalive_s": _int,
     "warmup": _bool,
 }

@@ -598,3 +598,95 @@ def test_a_healthy_service_never_calls_its_supervisor(client: TestClient) -> Non
     assert client.post("/predict", json={"text": "good"}).status_code == 200
     time.sleep(2 * WATCHDOG_S)
     assert state.failed is None and client.get("/health").status_code == 200
+
+
+# ------------------------------------------------------------------- slow and broken clients
+
+
+async def raw_post(app: Any, chunks: list[bytes], then: str) -> tuple[int, dict[str, str], bytes]:
+    """POST /predict over raw ASGI: send `chunks` (more to come), then `then`: "hang" (the
+    client goes quiet) or "disconnect"."""
+    pending = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        if then == "disconnect":
+            return {"type": "http.disconnect"}
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"40")],
+    }  # fmt: skip
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    headers = {k.decode(): v.decode() for k, v in start["headers"]}
+    return start["status"], headers, body
+
+
+def test_a_body_that_never_finishes_is_a_408_that_closes_the_connection(
+    make_settings: Callable[..., Settings],
+) -> None:
+    app = create_app(make_settings(body_timeout_s=0.2))
+
+    async def go() -> tuple[float, tuple[int, dict[str, str], bytes]]:
+        async with app.router.lifespan_context(app):
+            start = time.perf_counter()
+            result = await raw_post(app, [b'{"text": "go'], then="hang")
+            return time.perf_counter() - start, result
+
+    elapsed, (status, headers, body) = asyncio.run(go())
+    assert status == 408 and headers["connection"] == "close"
+    assert json.loads(body)["error"]["type"] == "request_timeout"
+    assert 0.2 <= elapsed < 2
+
+
+def test_a_client_gone_mid_body_is_a_400_not_a_500(make_settings: Callable[..., Settings]) -> None:
+    app = create_app(make_settings())
+
+    async def go() -> tuple[int, dict[str, str], bytes]:
+        async with app.router.lifespan_context(app):
+            return await raw_post(app, [b'{"text": "go'], then="disconnect")
+
+    status, _, body = asyncio.run(go())
+    assert status == 400 and "disconnected" in json.loads(body)["error"]["message"]
+
+
+def test_an_overloaded_service_refuses_before_reading_the_body(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The cheapest rejection: a full queue answers 503 even to a client whose body never
+    comes (no read, no parse, no tokenizing)."""
+    app = create_app(
+        make_settings(queue_size=1, max_texts=1, max_batch=1, pool_size=1, body_timeout_s=5)
+    )
+
+    async def go() -> tuple[float, tuple[int, dict[str, str], bytes]]:
+        async with app.router.lifespan_context(app):
+            scheduler: Any = app.state.service.registry.default.scheduler
+            gate = Gate(scheduler._infer)
+            scheduler._infer = gate
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                first = asyncio.ensure_future(client.post("/predict", json={"text": "good"}))
+                await asyncio.to_thread(gate.entered.wait, 5)
+                start = time.perf_counter()
+                result = await raw_post(app, [], then="hang")
+                elapsed = time.perf_counter() - start
+                gate.open.set()
+                assert (await first).status_code == 200
+            return elapsed, result
+
+    elapsed, (status, headers, body) = asyncio.run(go())
+    assert status == 503 and headers["retry-after"] == "1"
+    assert json.loads(body)["error"]["type"] == "overloaded"
+    assert elapsed < 1  # not the 5 s body timeout: the body was never awaited
