@@ -265,14 +265,13 @@ def run_http(
         notes.append("our service skipped: `python -m service` does not exist in this tree yet")
     else:
         for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            # Access logs off, as for the peers: the comparison is about serving, not logging.
+            # The defaults a user gets (access log on, info level); --service-env changes them,
+            # and the report's settings line says so.
             env = {
                 "SENTIMENT_BUNDLE": str(bundle.path),
                 "SENTIMENT_HOST": "127.0.0.1",
                 "SENTIMENT_PORT": str(port),
                 "SENTIMENT_MODE": mode,
-                "SENTIMENT_ACCESS_LOG": "false",
-                "SENTIMENT_LOG_LEVEL": "warning",
                 **extra_env,
             }
             if args.api_key:

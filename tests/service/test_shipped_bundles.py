@@ -31,8 +31,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def test_the_shipped_bundles_are_the_expected_ones() -> None:
-    # sentiment-3class is not shipped: its int8 graphs failed the export gate (reports/3class)
-    assert [p.name for p in SHIPPED] == ["sentiment-binary"]
+    assert [p.name for p in SHIPPED] == ["sentiment-3class", "sentiment-binary"]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +75,27 @@ def test_info_describes_every_shipped_bundle(served: TestClient) -> None:
         bundle = load_bundle(path)
         model = models[path.name]
         assert model["text_pair"] is bundle.text_pair and model["labels"] == list(bundle.labels)
-        # dynamic int8: answers depend on batch-mates, so the service runs texts alone
-        assert model["batch_drift"] > 1e-4 and model["max_batch"] == 1
+        assert model["manifest"]["quantization"]["scheme"] == "rowwise-int8"
+        # row-wise int8: the start-up probe finds no drift, so the model batches
+        assert model["batch_drift"] <= 1e-5 and model["max_batch"] == info["runtime"]["max_batch"]
     assert models["sentiment-binary"]["text_pair"] is True
     assert models["sentiment-binary"]["labels"] == ["Negative", "Positive"]
+
+
+@pytest.mark.parametrize("bundle", SHIPPED, ids=lambda p: p.name)
+def test_answers_do_not_depend_on_batch_mates(served: TestClient, bundle: Path) -> None:
+    """Each known tweet alone, then all of them (and a long one) in one request, which the
+    service cuts into length-sorted batches: same labels, probabilities within 1e-5."""
+    info = load_bundle(bundle)
+    texts = [text for text, _, _ in KNOWN] + NEUTRAL + ["so " * 60 + "good"]
+    items: list[dict[str, str] | str] = (
+        [{"text": t, "entity": "Xbox"} for t in texts] if info.text_pair else list(texts)
+    )
+    alone = [predict(served, bundle.name, t, "Xbox" if info.text_pair else None) for t in texts]
+    response = served.post("/predict", json={"texts": items, "model": bundle.name})
+    assert response.status_code == 200, response.text
+    together = response.json()["predictions"]
+    for one, many in zip(alone, together, strict=True):
+        assert one["label"] == many["label"]
+        for label in info.labels:
+            assert abs(one["scores"][label] - many["scores"][label]) <= 1e-5
