@@ -534,8 +534,9 @@ def batching_targets(
     best = max(plans, key=lambda p: p["texts_per_s"]) if plans else None
     one = next((lvl for lvl in ours["levels"] if lvl["concurrency"] == 1), None) if ours else None
     plan_value: float | None = best["texts_per_s"] if best else None
-    http_ok = top is not None and top["errors"] == 0 and top["concurrency"] >= 500
-    http_value: float | None = top["rps"] if top is not None and http_ok else None
+    at_500 = top is not None and top["concurrency"] >= 500
+    http_value: float | None = top["rps"] if top is not None and at_500 else None
+    http_errors = top["errors"] if top is not None else 0
     rows: list[tuple[str, float | None, float, str]] = [
         (
             "engine alone in the service's plan (texts/s)",
@@ -562,6 +563,8 @@ def batching_targets(
         }
         for name, value, goal, detail in rows
     ]
+    if out[1]["met"] and http_errors:
+        out[1]["met"] = False  # fast but not clean
     out.append(
         {
             "name": "one user p50 (ms)",

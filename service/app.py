@@ -457,7 +457,7 @@ def _warn_if_oversubscribed(settings: Settings) -> None:
 def _log_ready(settings: Settings, registry: Registry) -> None:
     models = [
         {"model": m.name, "bundle_sha256": m.sha256, "max_batch": m.max_batch,
-         "batch_drift": m.batch_drift}
+         "batch_drift": m.batch_drift, "layout": m.layout}
         for m in registry
     ]  # fmt: skip
     log.info(

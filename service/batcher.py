@@ -50,7 +50,7 @@ class Observer(Protocol):
 
     def queue_depth(self, texts: int) -> None: ...
     def queue_wait(self, seconds: float) -> None: ...
-    def batch(self, rows: int, tokens: int, seconds: float) -> None: ...
+    def batch(self, rows: int, tokens: int, seconds: float, alone: bool = False) -> None: ...
 
 
 def plan(
@@ -109,8 +109,12 @@ class Scheduler:
         queue_size: int,
         timeout_s: float,
         observer: Observer,
+        infer_alone: Infer | None = None,
     ) -> None:
         self._infer = infer
+        # For a run with nothing else running or waiting: the engine's idle session (both
+        # cores for one request); under load every run takes `infer` (one core each).
+        self._infer_alone = infer_alone
         self._executor = executor
         self._max_batch = max_batch
         self._max_tokens = max_tokens
@@ -222,13 +226,18 @@ class Scheduler:
     def _timed_infer(self, rows: Sequence[Sequence[int]]) -> Probs:
         start = perf_counter()
         worker = threading.get_ident()
+        alone = (
+            self._infer_alone is not None
+            and not self._running
+            and self._admitted <= len(rows)  # nothing else admitted: no one waits behind it
+        )
         self._running[worker] = start
         try:
-            probs = self._infer(rows)
+            probs = (self._infer_alone if alone and self._infer_alone else self._infer)(rows)
         finally:
             del self._running[worker]
         width = max(len(row) for row in rows)
-        self._observer.batch(len(rows), len(rows) * width, perf_counter() - start)
+        self._observer.batch(len(rows), len(rows) * width, perf_counter() - start, alone)
         return probs
 
 

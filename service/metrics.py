@@ -97,6 +97,13 @@ class Metrics:
             buckets=TOKEN_BUCKETS,
             registry=registry,
         )
+        self.runs = Counter(
+            "sentiment_inference_runs",
+            "session.run calls by path: 'alone' (nothing else running or queued: the idle "
+            "session's threads) or 'loaded' (one thread per run).",
+            ["model", "path"],
+            registry=registry,
+        )
         self.texts = Counter(
             "sentiment_texts", "Texts classified.", ["model", "truncated"], registry=registry
         )
@@ -150,6 +157,8 @@ class ModelMetrics:
         self._inference = metrics.inference.labels(name)
         self._rows = metrics.batch_rows.labels(name)
         self._tokens = metrics.batch_tokens.labels(name)
+        self._alone = metrics.runs.labels(name, "alone")
+        self._loaded = metrics.runs.labels(name, "loaded")
         self._truncated = metrics.texts.labels(name, "true")
         self._whole = metrics.texts.labels(name, "false")
 
@@ -166,7 +175,8 @@ class ModelMetrics:
     def queue_wait(self, seconds: float) -> None:
         self._wait.observe(seconds)
 
-    def batch(self, rows: int, tokens: int, seconds: float) -> None:
+    def batch(self, rows: int, tokens: int, seconds: float, alone: bool = False) -> None:
+        (self._alone if alone else self._loaded).inc()
         self._inference.observe(seconds)
         self._rows.observe(rows)
         self._tokens.observe(tokens)

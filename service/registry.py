@@ -24,6 +24,8 @@ from service.schema import unknown_model
 from service.settings import Settings
 
 log = logging.getLogger("service")
+LAYOUT_BUDGET_S = 0.6  # start-up measurement of the lone-run layouts, per model
+LAYOUT_GAIN = 0.05  # the idle session is kept only if it is at least this much faster
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,7 @@ class Model:
     sha256: str
     max_batch: int  # 1 when batching would change this model's answers
     batch_drift: float
+    layout: dict[str, Any]  # threads per run alone and under load, and why
 
     def facts(self) -> dict[str, Any]:
         """What /info says about this model."""
@@ -50,6 +53,7 @@ class Model:
             "manifest": {k: v for k, v in self.bundle.manifest.items() if k != "files"},
             "max_batch": self.max_batch,
             "batch_drift": self.batch_drift,
+            "layout": self.layout,
         }
 
 
@@ -125,16 +129,45 @@ async def build_registry(
 async def _load_model(
     settings: Settings, bundle: Bundle, executor: Executor, metrics: Metrics
 ) -> Model:
-    engine = await asyncio.to_thread(Engine, bundle, threads=settings.threads, spin=settings.spin)
+    idle = settings.idle_threads or settings.cores_per_worker
+    engine = await asyncio.to_thread(
+        Engine, bundle, threads=settings.threads, spin=settings.spin, idle_threads=idle
+    )
     drift = await asyncio.to_thread(engine.batch_drift)
     max_batch = effective_max_batch(settings, bundle.model_name, drift)
     if settings.warmup:  # the shapes this model will run: a model that runs texts alone
         await asyncio.to_thread(engine.warmup, max_batch, settings.max_tokens)  # needs no batch
+    layout = await asyncio.to_thread(choose_layout, settings, engine)
     sha256 = await asyncio.to_thread(lambda: bundle.sha256)
     observer = metrics.for_model(bundle.model_name)
     observer.loaded(bundle, sha256, settings.mode, drift)
     scheduler = make_scheduler(settings, engine, executor, observer, max_batch)
-    return Model(bundle.model_name, bundle, engine, scheduler, observer, sha256, max_batch, drift)
+    return Model(
+        bundle.model_name, bundle, engine, scheduler, observer, sha256, max_batch, drift, layout
+    )
+
+
+def choose_layout(settings: Settings, engine: Engine) -> dict[str, Any]:
+    """Threads for a lone run: pinned by SENTIMENT_IDLE_THREADS, or (auto) the idle session
+    kept only if a short measurement on this machine finds it faster than one run's threads
+    by more than `LAYOUT_GAIN` (a 2-thread run is slower than a 1-thread one without spinning,
+    and machines differ). Under load every run uses `threads`."""
+    layout: dict[str, Any] = {"loaded_threads": settings.threads}
+    if engine.idle_session is None:
+        why = "SENTIMENT_IDLE_THREADS=1" if settings.idle_threads == 1 else "one core per run"
+        return {**layout, "alone_threads": engine.threads, "chosen_by": why}
+    if settings.idle_threads:
+        return {**layout, "alone_threads": engine.idle_threads, "chosen_by": "setting"}
+    timings = engine.time_alone(LAYOUT_BUDGET_S)
+    wide, narrow = timings[engine.idle_threads], timings[engine.threads]
+    if wide > narrow * (1 - LAYOUT_GAIN):
+        engine.drop_idle_session()
+    return {
+        **layout,
+        "alone_threads": engine.idle_threads,
+        "chosen_by": "measurement",
+        "alone_p50_ms_by_threads": {str(k): v for k, v in timings.items()},
+    }
 
 
 def effective_max_batch(settings: Settings, name: str, drift: float) -> int:
@@ -167,6 +200,8 @@ def make_scheduler(
         "timeout_s": settings.request_timeout_s,
         "observer": observer,
     }
+    if engine.idle_session is not None:
+        common["infer_alone"] = engine.infer_alone
     if settings.mode == "direct":
         return DirectRunner(engine.infer, executor, **common)
     return MicroBatcher(

@@ -53,6 +53,10 @@ class Settings:
     threads: int = 0  # intra-op threads per session.run; 0 = automatic (1)
     pool_size: int = 0  # concurrent session.run calls per worker; 0 = cores // workers // threads
     spin: bool = False  # let ORT's idle intra-op threads spin-wait (faster only on idle cores)
+    # Threads for a run that has the machine to itself (nothing else running or queued):
+    # 0 = auto (the worker's cores, kept only if a start-up measurement shows it is faster
+    # than `threads`), 1 = never, N = always N (no measurement).
+    idle_threads: int = 0
     # Measured at 500 concurrent users on 2 cores with the shipped int8 bundle (whose texts run
     # alone either way): direct 453 rps, batched 366 rps (benchmarks/results/2026-11-27-vm.md).
     mode: Mode = "direct"
@@ -96,6 +100,10 @@ class Settings:
         start (then 503), and a started one gets one more before it is failed."""
         return 2 * self.request_timeout_s
 
+    @property
+    def cores_per_worker(self) -> int:
+        return max(1, available_cpus() // max(1, self.workers))
+
     def _resolve_bundles(self) -> bool:
         """Fill `bundles` from itself, the `bundle` alias or the default; True if the two
         were both given and disagree (SENTIMENT_BUNDLE=a with SENTIMENT_BUNDLES=b,c)."""
@@ -119,6 +127,7 @@ class Settings:
             (0 <= self.port <= 65535, "SENTIMENT_PORT must be in 0..65535"),
             (self.workers >= 1, "SENTIMENT_WORKERS must be >= 1"),
             (self.threads >= 1, "SENTIMENT_THREADS must be >= 1"),
+            (self.idle_threads >= 0, "SENTIMENT_IDLE_THREADS must be >= 0 (0 = auto)"),
             (self.pool_size >= 1, "SENTIMENT_POOL_SIZE must be >= 1"),
             (self.mode in ("batched", "direct"), "SENTIMENT_MODE must be 'batched' or 'direct'"),
             (self.max_batch >= 1, "SENTIMENT_MAX_BATCH must be >= 1"),
@@ -241,6 +250,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _int,
     "workers": _int,
     "threads": _int,
+    "idle_threads": _int,
     "pool_size": _int,
     "spin": _bool,
     "mode": _choice(("batched", "direct")),

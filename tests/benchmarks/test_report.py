@@ -65,8 +65,9 @@ def results(ours_rps: float, ours_errors: int, seed_rps: float, ceiling: float) 
 
 
 def verdicts(r: dict[str, Any]) -> list[bool | None]:
+    """The first three targets (the project's); issue 11's follow (test below)."""
     compare(r, "batched")
-    return [t["met"] for t in targets(r, "batched")]
+    return [t["met"] for t in targets(r, "batched")][:3]
 
 
 def test_ratios_are_relative_to_ours_at_the_same_level() -> None:
@@ -102,3 +103,20 @@ def test_markdown_and_plots(tmp_path: Path) -> None:
     pngs = report.plots(r, tmp_path / "run")
     assert [p.name for p in pngs] == ["run-latency.png", "run-throughput.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+
+
+def test_batching_targets_read_the_service_plan_http_500_and_one_user() -> None:
+    r = results(460.0, 0, 15.0, 350.0)
+    r["engine"]["service_plan"] = [
+        {"max_batch": 1, "texts_per_s": 420.0, "mean_rows_per_batch": 1.0},
+        {"max_batch": 16, "texts_per_s": 510.0, "mean_rows_per_batch": 3.2},
+    ]
+    r["http"]["servers"][0]["levels"].insert(0, level(1, 180.0))
+    r["http"]["servers"][0]["levels"][0]["p50_ms"] = 5.5
+    compare(r, "batched")
+    plan, http_500, one_user = targets(r, "batched")[3:]
+    assert plan["value"] == 510.0 and plan["met"] is True and "max_batch 16" in plan["detail"]
+    assert http_500["value"] == 460.0 and http_500["met"] is True
+    assert one_user["value"] == 5.5 and one_user["met"] is True
+    r["http"]["servers"][0]["levels"][-1]["errors"] = 2  # an error at 500 users: missed
+    assert targets(r, "batched")[4]["met"] is False

@@ -27,7 +27,9 @@ def slow_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_settings(tiny_bundle: Path) -> Callable[..., Settings]:
     def make(**changes: Any) -> Settings:
         """Settings serving `tiny_bundle`, or `bundles=(...)` when given."""
-        base: dict[str, Any] = {"threads": 1, "access_log": False}
+        # idle_threads=1: one session, so a test that swaps the scheduler's infer sees every
+        # run (the idle path has its own tests).
+        base: dict[str, Any] = {"threads": 1, "idle_threads": 1, "access_log": False}
         if "bundles" not in changes:
             base["bundle"] = tiny_bundle
         return Settings(**{**base, **changes})

@@ -48,6 +48,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.batches: list[tuple[int, int]] = []
+        self.alone: list[bool] = []
         self.waits: list[float] = []
         self.depths: list[int] = []
 
@@ -57,8 +58,9 @@ class Recorder:
     def queue_wait(self, seconds: float) -> None:
         self.waits.append(seconds)
 
-    def batch(self, rows: int, tokens: int, seconds: float) -> None:
+    def batch(self, rows: int, tokens: int, seconds: float, alone: bool = False) -> None:
         self.batches.append((rows, tokens))
+        self.alone.append(alone)
 
 
 class GatedInfer:
@@ -321,3 +323,67 @@ def test_inference_errors_reach_the_caller(kind: str) -> None:
         executor.shutdown()
 
     run(go)
+
+
+# --------------------------------------------------------------- alone vs loaded (issue 12)
+
+
+class PathInfer(GatedInfer):
+    """GatedInfer that records which path each run took."""
+
+    def __init__(self, path: str, paths: list[str], gate: threading.Event) -> None:
+        super().__init__()
+        self.path, self.paths, self.gate = path, paths, gate
+
+    def __call__(self, rows: Sequence[Sequence[int]]) -> Probs:
+        self.paths.append(self.path)
+        return super().__call__(rows)
+
+
+@pytest.mark.parametrize("kind", ["batched", "direct"])
+def test_a_lone_request_takes_the_idle_path_and_a_backlog_the_loaded_one(kind: str) -> None:
+    gate = threading.Event()
+    paths: list[str] = []
+    loaded, alone = PathInfer("loaded", paths, gate), PathInfer("alone", paths, gate)
+    recorder = Recorder()
+
+    async def go() -> None:
+        scheduler, executor = make(
+            kind, loaded, infer_alone=alone, observer=recorder, pool=2, max_batch=1,
+            **({"slots": 2} if kind == "batched" else {}),
+        )  # fmt: skip
+        scheduler.start()
+        gate.set()
+        await scheduler.predict([[1, 2]])  # idle: alone
+        gate.clear()
+        alone.entered.clear()
+        first = asyncio.ensure_future(scheduler.predict([[3]]))
+        await asyncio.to_thread(alone.entered.wait, 5)
+        rest = [asyncio.ensure_future(scheduler.predict([[4 + i]])) for i in range(4)]
+        await asyncio.sleep(0.05)  # queued behind the running one
+        gate.set()
+        await asyncio.gather(first, *rest)
+        await scheduler.predict([[9]])  # idle again
+        await scheduler.aclose()
+        executor.shutdown()
+
+    run(go)
+    assert paths[0] == "alone" and paths[-1] == "alone"
+    assert paths[1] == "alone"  # it started with nothing else admitted
+    assert paths[2:-1] == ["loaded"] * 4  # a backlog: one thread per run
+    # what the metric counts (reported as runs finish, so compare counts)
+    assert sorted(recorder.alone) == sorted(p == "alone" for p in paths)
+
+
+def test_without_an_idle_session_every_run_takes_infer() -> None:
+    infer = GatedInfer()
+    recorder = Recorder()
+
+    async def go() -> None:
+        scheduler, executor = make("direct", infer, observer=recorder)
+        await scheduler.predict([[1]])
+        await scheduler.aclose()
+        executor.shutdown()
+
+    run(go)
+    assert infer.calls == [[[1]]] and recorder.alone == [False]

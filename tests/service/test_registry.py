@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -295,3 +296,38 @@ def test_one_altered_bundle_stops_the_whole_start(
     ):
         pass
     assert app.state.service.registry is None  # nothing half-loaded is served
+
+
+# ------------------------------------------------------------- the lone-run layout (issue 12)
+
+
+def test_the_start_up_layout_choice_is_bounded_and_reported(tiny_bundle: Path) -> None:
+    from service.bundle import load_bundle
+    from service.registry import LAYOUT_BUDGET_S, choose_layout
+
+    engine = Engine(load_bundle(tiny_bundle), threads=1, idle_threads=2)
+    start = time.perf_counter()
+    layout = choose_layout(Settings(bundle=tiny_bundle, threads=1, idle_threads=0), engine)
+    assert time.perf_counter() - start < LAYOUT_BUDGET_S + 1.0
+    assert layout["chosen_by"] == "measurement" and layout["loaded_threads"] == 1
+    timings = layout["alone_p50_ms_by_threads"]
+    assert set(timings) == {"1", "2"} and all(v > 0 for v in timings.values())
+    kept = timings["2"] <= timings["1"] * 0.95
+    assert (engine.idle_session is not None) is kept
+    assert layout["alone_threads"] == (2 if kept else 1)
+
+
+@pytest.mark.parametrize(
+    ("idle", "alone", "why"), [(1, 1, "SENTIMENT_IDLE_THREADS=1"), (2, 2, "setting")]
+)
+def test_settings_pin_the_layout_and_the_metric_shows_the_path(
+    tiny_bundle: Path, idle: int, alone: int, why: str
+) -> None:
+    settings = Settings(bundle=tiny_bundle, threads=1, idle_threads=idle, access_log=False)
+    with TestClient(create_app(settings)) as client:
+        layout = client.get("/info").json()["models"][0]["layout"]
+        assert layout == {"loaded_threads": 1, "alone_threads": alone, "chosen_by": why}
+        assert client.post("/predict", json={"text": "good"}).status_code == 200
+        metrics = client.get("/metrics").text
+    path = "alone" if alone > 1 else "loaded"
+    assert f'sentiment_inference_runs_total{{model="tiny-test",path="{path}"}} 1.0' in metrics
