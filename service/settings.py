@@ -57,9 +57,9 @@ class Settings:
     # 0 = auto (the worker's cores, kept only if a start-up measurement shows it is faster
     # than `threads`), 1 = never, N = always N (no measurement).
     idle_threads: int = 0
-    # Measured at 500 concurrent users on 2 cores with the shipped int8 bundle (whose texts run
-    # alone either way): direct 453 rps, batched 366 rps (benchmarks/results/2026-11-27-vm.md).
-    mode: Mode = "direct"
+    # Measured with the row-wise int8 bundle (batch-invariant, so batches form): 500 users on
+    # 2 cores, batched 283.9 rps vs direct 221.4 (benchmarks/results/2026-11-29-vm.md).
+    mode: Mode = "batched"
     max_batch: int = 16  # rows per session.run
     max_tokens: int = 2048  # rows x padded length per session.run
     max_wait_ms: float = 2.0  # longest a batch waits for more requests
