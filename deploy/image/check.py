@@ -3,7 +3,7 @@
     python deploy/image/check.py IMAGE [--port N]
 
 The container runs with --network host, a read-only root, no capabilities, no-new-privileges,
-2 CPUs and 768 MB. Checked: /ready within 30 s, Docker's health status, known tweets answered
+2 CPUs and 1 GB. Checked: /ready within 30 s, Docker's health status, known tweets answered
 exactly as the same bundle answers through service.engine on the host (and their fixed labels),
 every API error path (JSON, right status, no 5xx), a non-root uid, no pip/TensorFlow/transformers
 in the image, and `docker stop` under load (no accepted request lost, exit 0 in time). Stdlib
@@ -263,7 +263,7 @@ def main() -> int:
     docker("rm", "-f", NAME, check=False)
     docker(
         "run", "-d", "--name", NAME, "--network", "host", "--read-only", "--cap-drop", "ALL",
-        "--security-opt", "no-new-privileges", "--cpus", "2", "--memory", "768m",
+        "--security-opt", "no-new-privileges", "--cpus", "2", "--memory", "1g",
         "-e", f"SENTIMENT_PORT={port}", args.image,
     )  # fmt: skip
     try:
