@@ -20,7 +20,7 @@ BUNDLES ?= $(subst $(space),$(comma),$(strip $(SERVED)))
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install install-serve test lint serve train export accuracy train-3class export-3class accuracy-sources bench load docker wheels image-test clean
+.PHONY: install install-serve test lint serve train export accuracy train-3class export-3class accuracy-sources bench reliability load docker wheels image-test clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,11 @@ accuracy-sources: $(VENV)/.all
 
 bench: $(VENV)/.peers
 	$(PY) -m benchmarks --bundle $(BUNDLE) --data $(DATA) $(BENCH_ARGS)
+
+# Overload goodput, slow clients, bad inputs, SIGTERM and kill -9 under load, an RSS soak:
+# bounded (about 5 min), loopback only, service defaults (benchmarks/reliability.py).
+reliability: $(VENV)/.all
+	$(PY) -m benchmarks.reliability --bundle $(BUNDLE) --data $(DATA) $(RELIABILITY_ARGS)
 
 load: $(VENV)/.all
 	$(PY) -m benchmarks.load --bundle $(BUNDLE) --data $(DATA) $(LOAD_ARGS)

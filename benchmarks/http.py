@@ -81,6 +81,7 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.closed = False
+        self.retry_after = 0.0  # the last response's Retry-After (seconds), 0 if none
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -112,6 +113,12 @@ class _Connection(asyncio.Protocol):
             return
         body = bytes(self.buffer[end + 4 : total])
         del self.buffer[:total]
+        at = head.find(b"retry-after:")
+        self.retry_after = 0.0
+        if at >= 0:
+            with contextlib.suppress(ValueError):
+                stop = head.find(b"\r\n", at)
+                self.retry_after = float(head[at + 12 : stop if stop >= 0 else None])
         if b"connection: close" in head:
             self.close()
         self.waiter.set_result((status, body))
@@ -145,6 +152,7 @@ async def _closed_loop(
     warmup: float,
     duration: float,
     timeout: float,
+    honour_retry_after: bool = False,
 ) -> tuple[_Tally, float, float, int]:
     loop = asyncio.get_running_loop()
     tally = _Tally()
@@ -197,6 +205,8 @@ async def _closed_loop(
                     tally.errors[error] += 1
             elif error is not None and done < window_start:
                 tally.warmup_errors[error] += 1
+            if honour_retry_after and error == "http_503" and conn.retry_after > 0:
+                await asyncio.sleep(conn.retry_after)  # a client that does what it is told
         if conn is not None:
             conn.close()
 
@@ -239,6 +249,7 @@ def run_level(
     timeout: float,
     server_pid: int | None = None,
     at_window_start: Callable[[], object] | None = None,
+    honour_retry_after: bool = False,
 ) -> dict[str, Any]:
     """One closed-loop level: RPS, latency percentiles, errors, and CPU of server vs client.
 
@@ -259,7 +270,9 @@ def run_level(
             cpu[f"wall_{key}"] = time.perf_counter()
 
         run = asyncio.create_task(
-            _closed_loop(host, port, requests, concurrency, warmup, duration, timeout)
+            _closed_loop(
+                host, port, requests, concurrency, warmup, duration, timeout, honour_retry_after
+            )
         )
         now = time.perf_counter()
         await asyncio.gather(

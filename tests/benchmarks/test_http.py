@@ -179,3 +179,32 @@ def test_client_rejects_unframed_responses_and_honours_connection_close() -> Non
     closing = b"HTTP/1.1 503 X\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
     future, transport = _exchange([closing])
     assert future.result() == (503, b"{}") and transport.closed
+
+
+@pytest.mark.parametrize("honour", [True, False])
+def test_clients_that_honour_retry_after_wait_before_retrying(honour: bool) -> None:
+    """A server that always answers 503 with Retry-After: 1. Honouring clients send about one
+    request per connection per second; wrk-style clients hammer it."""
+    body = b'{"error": {"type": "overloaded"}}'
+    answer = (
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        b"retry-after: 1\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+
+    async def go() -> tuple[http._Tally, float, float, int]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while await reader.readuntil(b"\r\n\r\n"):
+                await reader.readexactly(2)
+                writer.write(answer)
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        request = b"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\n{}"
+        async with server:
+            return await http._closed_loop(
+                "127.0.0.1", port, [request], 2, 0.0, 1.5, 5.0, honour_retry_after=honour
+            )
+
+    tally, *_ = asyncio.run(go())
+    sent = tally.errors["http_503"]
+    assert (sent <= 2 * 2) if honour else (sent > 50)
