@@ -15,6 +15,7 @@ on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -294,7 +295,14 @@ class MicroBatcher(Scheduler):
         if self._task is None or self._task.done():  # never started, or died (problem())
             return
         await self._task
-        for _ in range(self._n_slots):  # wait for rounds still running
+        # Every admitted request has its answer (or its timeout) by now; rounds still running
+        # only finish delivering. One stuck past the timeout is the watchdog's business: do not
+        # let it hold the shutdown.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drain_slots(), self._timeout)
+
+    async def _drain_slots(self) -> None:
+        for _ in range(self._n_slots):
             await self._slots.acquire()
 
     def _submit(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:

@@ -567,11 +567,12 @@ def test_a_crashed_micro_batcher_fails_ready_and_health_and_exits_non_zero(
     assert supervisor.exits == [EXIT_FAILED]
 
 
+@pytest.mark.parametrize("mode", ["batched", "direct"])
 def test_a_stuck_inference_fails_health_and_shutdown_does_not_wait_for_it(
-    make_settings: Callable[..., Settings],
+    make_settings: Callable[..., Settings], mode: str
 ) -> None:
     supervisor = RecordingSupervisor()
-    settings = make_settings(request_timeout_s=0.3, shutdown_timeout_s=0.6)
+    settings = make_settings(mode=mode, request_timeout_s=0.3, shutdown_timeout_s=0.6)
     app = create_app(settings, supervisor=supervisor)
     release = threading.Event()
     with TestClient(app, raise_server_exceptions=False) as client:
