@@ -19,6 +19,7 @@ Run: python -m benchmarks.reliability --bundle models/sentiment-binary --data DI
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -55,12 +56,13 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str]]] = [
 
 
 def serve(args: argparse.Namespace, port: int, **env: str) -> http.Server:
+    """A server with the service's defaults (started by `with`, or `.start()`)."""
     return http.Server(
         "reliability",
         http.python_module("service"),
         port,
         {"SENTIMENT_BUNDLE": str(args.bundle), "SENTIMENT_PORT": str(port), **env},
-    ).start()
+    )
 
 
 def level(
@@ -166,7 +168,7 @@ def bad_inputs(args: argparse.Namespace, port: int) -> dict[str, Any]:
 def sigterm_under_load(
     args: argparse.Namespace, requests: list[bytes], port: int
 ) -> dict[str, Any]:
-    server = serve(args, port)
+    server = serve(args, port).start()
     timer = threading.Timer(args.seconds / 2 + 3.0, os.kill, (server.pid, signal.SIGTERM))
     timer.start()
     row = http.run_level("127.0.0.1", port, requests, 64, 3.0, args.seconds, 30.0, server.pid)
@@ -192,15 +194,22 @@ def kill_a_worker(args: argparse.Namespace, requests: list[bytes], port: int) ->
         parent = psutil.Process(server.pid)
 
         def workers() -> list[psutil.Process]:
-            return [
-                p
-                for p in parent.children(recursive=True)
-                if "multiprocessing" not in " ".join(p.cmdline())
-            ]
+            """uvicorn's live workers: multiprocessing spawns (not its resource tracker)."""
+            found = []
+            for child in parent.children():
+                with contextlib.suppress(psutil.Error):  # gone, or a zombie not yet reaped
+                    if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(
+                        child.cmdline()
+                    ):
+                        found.append(child)
+            return found
 
         found: dict[str, Any] = {}
 
         def kill() -> None:
+            if not workers():
+                found["error"] = "no worker process found"
+                return
             victim = max(workers(), key=lambda p: p.pid)
             found["victim"] = victim.pid
             start = time.perf_counter()
@@ -208,7 +217,7 @@ def kill_a_worker(args: argparse.Namespace, requests: list[bytes], port: int) ->
             while time.perf_counter() - start < 30:
                 alive = {p.pid for p in workers()} - {victim.pid}
                 if len(alive) >= 2:
-                    found["new_worker_after_s"] = round(time.perf_counter() - start, 2)
+                    found["new_worker_process_after_s"] = round(time.perf_counter() - start, 2)
                     return
                 time.sleep(0.05)
 
