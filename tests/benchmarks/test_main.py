@@ -1,14 +1,11 @@
 """`python -m benchmarks` end to end at tiny scale: the result files and their schema."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from benchmarks.__main__ import main, parse_args
-
-SERVICE_PRESENT = importlib.util.find_spec("service.__main__") is not None
 
 
 def test_quick_run_writes_json_markdown_and_plots(
@@ -63,14 +60,16 @@ def test_quick_run_writes_json_markdown_and_plots(
     assert len(engine["grid"]) == 2 * 2 * 1 * 1  # precisions x batches x lengths x threads
     assert engine["tokenizer"]["texts"] == 4 and engine["profile"]["ops"]
     assert next(t["name"] for t in results["targets"]).startswith("RPS at")
-    if SERVICE_PRESENT:
-        names = [s["name"] for s in results["http"]["servers"]]
-        assert names == ["ours-direct", "ours-batched"]
-        for server in results["http"]["servers"]:
-            assert "skipped" not in server, server.get("skipped")
-            assert [lvl["errors"] for lvl in server["levels"]] == [0, 0]
-    else:
-        assert any("service" in note for note in results["http"]["notes"])
+    names = [s["name"] for s in results["http"]["servers"]]
+    assert names == ["ours-direct", "ours-batched"]
+    for server in results["http"]["servers"]:
+        assert "skipped" not in server, server.get("skipped")
+        assert [lvl["errors"] for lvl in server["levels"]] == [0, 0]
+    plans = engine["service_plan"]
+    assert [p["max_batch"] for p in plans] == [1, 16] and all(p["texts_per_s"] > 0 for p in plans)
+    limit = results["limit"]  # the tiny graph is fp32: no int8 GEMM, nothing of the rate used
+    assert limit["int8_gemms"] == 0 and limit["fraction_of_gemm_rate"] == 0
+    assert limit["gemm"]["best_gmacs_per_s"] > 0 and limit["texts_per_s"] > 0
     assert json_path.with_suffix(".md").read_text().startswith("# Benchmark ")
     assert (out / f"{results['run_id']}-throughput.png").is_file()
 
