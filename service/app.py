@@ -354,10 +354,14 @@ def _install_drain(state: ServiceState) -> dict[int, Any]:
         def handler(
             signum: int, frame: FrameType | None, chained: Callable[..., Any] = chained
         ) -> None:
+            # A signal handler runs between two bytecodes of whatever the main thread was
+            # doing: no logging here (its locks may be held), only flags and the loop.
             first = not state.draining
             state.draining = True
             if first:
-                log.info("draining", extra={"signal": signum, "delay_s": delay})
+                loop.call_soon_threadsafe(
+                    lambda: log.info("draining", extra={"signal": signum, "delay_s": delay})
+                )
             if first and delay > 0:
                 loop.call_soon_threadsafe(loop.call_later, delay, chained, signum, frame)
             else:

@@ -12,7 +12,6 @@ record is dropped and counted (`dropped`), rather than blocking or growing memor
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import logging
 import logging.handlers
@@ -51,25 +50,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-class _Listener(logging.handlers.QueueListener):
-    queue: queue.Queue[Any]
-
-    def enqueue_sentinel(self) -> None:
-        # The queue may be full: give the writer a moment to make room. If stderr stays
-        # blocked, the daemon writer dies with the process.
-        with contextlib.suppress(queue.Full):
-            self.queue.put(None, timeout=5)  # None is QueueListener's sentinel
-
-
 class QueueStderrHandler(logging.handlers.QueueHandler):
-    """Enqueue on the caller's thread; format and write JSON lines on one writer thread."""
+    """Enqueue on the caller's thread; format and write JSON lines on one writer thread.
+
+    The queue is a `SimpleQueue`, whose put is reentrant: a signal handler that logs while the
+    main thread is inside `put` cannot deadlock it (a `queue.Queue`'s lock would). Its bound is
+    kept by checking the size first (approximate under races, which is all a bound needs).
+    """
+
+    queue: queue.SimpleQueue[Any]
 
     def __init__(self, maxsize: int = QUEUE_RECORDS) -> None:
-        super().__init__(queue.Queue(maxsize))
+        super().__init__(queue.SimpleQueue())
+        self.maxsize = maxsize
         self.dropped = 0
         writer = logging.StreamHandler(sys.stderr)
         writer.setFormatter(JsonFormatter())
-        self.listener = _Listener(self.queue, writer)
+        self.listener = logging.handlers.QueueListener(self.queue, writer)
         self.listener.start()
         atexit.register(self.close)
 
@@ -77,16 +74,16 @@ class QueueStderrHandler(logging.handlers.QueueHandler):
         return record  # same process: the writer thread formats it (message, traceback)
 
     def enqueue(self, record: logging.LogRecord) -> None:
-        try:
-            self.queue.put_nowait(record)
-        except queue.Full:
+        if self.queue.qsize() >= self.maxsize:
             self.dropped += 1
+            return
+        self.queue.put(record)
 
     def close(self) -> None:
-        """Write what is queued, then stop the writer (idempotent)."""
+        """Write what is queued, then stop the writer (idempotent; bounded if stderr hangs)."""
         thread = self.listener._thread
         if thread is not None:
-            self.listener.enqueue_sentinel()
+            self.queue.put(None)  # QueueListener's sentinel
             thread.join(timeout=5)
             self.listener._thread = None
         super().close()
