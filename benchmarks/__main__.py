@@ -338,23 +338,32 @@ def run_peers(
             onnx_model, bundle.tokenizer_path, list(bundle.labels), checkpoint, folder
         )
         print(f"http: peer optimum-ort ({onnx_model})")
-        argv = http.python_module(
-            "benchmarks.peers.optimum_ort",
-            "--model-dir",
-            str(folder),
-            "--max-length",
-            str(bundle.max_length),
-            "--port",
-            str(port),
-        )
-        servers.append(
-            {
-                **http.bench_server("optimum-ort", argv, {}, port, texts, **common),
-                "what": f"optimum ORTModelForSequenceClassification + pipeline on {onnx_model}",
-            }
-        )
+        what = f"optimum ORTModelForSequenceClassification + pipeline on {onnx_model}"
+        servers.append(optimum_server("optimum-ort", folder, what, bundle, texts, port, common))
         servers += run_optimized_peer(folder, bundle, texts, port, common, notes)
     return servers
+
+
+def optimum_server(
+    name: str,
+    model_dir: Path,
+    what: str,
+    bundle: Any,
+    texts: list[str],
+    port: int,
+    common: dict[str, Any],
+) -> dict[str, Any]:
+    """One optimum peer (benchmarks.peers.optimum_ort) on `model_dir`, measured."""
+    argv = http.python_module(
+        "benchmarks.peers.optimum_ort",
+        "--model-dir",
+        str(model_dir),
+        "--max-length",
+        str(bundle.max_length),
+        "--port",
+        str(port),
+    )
+    return {**http.bench_server(name, argv, {}, port, texts, **common), "what": what}
 
 
 def run_optimized_peer(
@@ -374,22 +383,11 @@ def run_optimized_peer(
         notes.append(f"optimum O3 + int8 peer skipped: building it failed: {exc}")
         return []
     print(f"http: peer optimum-o3-int8 ({recipe['ops']})")
-    argv = http.python_module(
-        "benchmarks.peers.optimum_ort",
-        "--model-dir",
-        str(out),
-        "--max-length",
-        str(bundle.max_length),
-        "--port",
-        str(port),
+    what = (
+        "optimum ORTOptimizer O3 + ORTQuantizer avx512_vnni dynamic int8 "
+        f"(per-channel) of the same graph, ORTModel + pipeline; ops {recipe['ops']}"
     )
-    return [
-        {
-            **http.bench_server("optimum-o3-int8", argv, {}, port, texts, **common),
-            "what": "optimum ORTOptimizer O3 + ORTQuantizer avx512_vnni dynamic int8 "
-            f"(per-channel) of the same graph, ORTModel + pipeline; ops {recipe['ops']}",
-        }
-    ]
+    return [optimum_server("optimum-o3-int8", out, what, bundle, texts, port, common)]
 
 
 def optimum_default(fp32_model: Path, int8_model: Path) -> Path:

@@ -227,14 +227,13 @@ class Scheduler:
     def _timed_infer(self, rows: Sequence[Sequence[int]]) -> Probs:
         start = perf_counter()
         worker = threading.get_ident()
-        alone = (
-            self._infer_alone is not None
-            and not self._running
-            and self._admitted <= len(rows)  # nothing else admitted: no one waits behind it
-        )
+        # Nothing else running or admitted (no one waits behind it): the idle session.
+        alone = not self._running and self._admitted <= len(rows)
+        infer = self._infer_alone if alone and self._infer_alone else self._infer
+        alone = infer is self._infer_alone
         self._running[worker] = start
         try:
-            probs = (self._infer_alone if alone and self._infer_alone else self._infer)(rows)
+            probs = infer(rows)
         finally:
             del self._running[worker]
         width = max(len(row) for row in rows)

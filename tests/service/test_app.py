@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -443,6 +444,18 @@ class Gate:
         return self.infer(rows)
 
 
+@contextlib.asynccontextmanager
+async def gated(app: Any) -> AsyncIterator[tuple[Any, Gate, httpx.AsyncClient]]:
+    """The app started, its default model's inference behind a closed Gate, and a client."""
+    async with app.router.lifespan_context(app):
+        scheduler: Any = app.state.service.registry.default.scheduler
+        gate = Gate(scheduler._infer)
+        scheduler._infer = gate
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield scheduler, gate, client
+
+
 @pytest.mark.parametrize("mode", ["batched", "direct"])
 def test_full_queue_and_timeouts_are_fast_503s(
     make_settings: Callable[..., Settings], mode: str
@@ -454,24 +467,19 @@ def test_full_queue_and_timeouts_are_fast_503s(
     )
 
     async def go() -> list[httpx.Response]:
-        async with app.router.lifespan_context(app):
-            scheduler: Any = app.state.service.registry.default.scheduler
-            gate = Gate(scheduler._infer)
-            scheduler._infer = gate
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                first = asyncio.ensure_future(client.post("/predict", json={"text": "good"}))
-                await asyncio.to_thread(gate.entered.wait, 5)
-                second = asyncio.ensure_future(client.post("/predict", json={"text": "bad"}))
-                while scheduler.depth < 2:  # both admitted: one running, one queued
-                    await asyncio.sleep(0.005)
-                full = await client.post("/predict", json={"text": "sad"})  # queue: 2 of 2
-                timed_out = await second  # waited 0.3 s behind the blocked first one
-                gate.open.set()
-                done = await first
-                after = await client.post("/predict", json={"text": "good"})
-                metrics = (await client.get("/metrics")).text
-            return [full, timed_out, done, after, httpx.Response(200, text=metrics)]
+        async with gated(app) as (scheduler, gate, client):
+            first = asyncio.ensure_future(client.post("/predict", json={"text": "good"}))
+            await asyncio.to_thread(gate.entered.wait, 5)
+            second = asyncio.ensure_future(client.post("/predict", json={"text": "bad"}))
+            while scheduler.depth < 2:  # both admitted: one running, one queued
+                await asyncio.sleep(0.005)
+            full = await client.post("/predict", json={"text": "sad"})  # queue: 2 of 2
+            timed_out = await second  # waited 0.3 s behind the blocked first one
+            gate.open.set()
+            done = await first
+            after = await client.post("/predict", json={"text": "good"})
+            metrics = (await client.get("/metrics")).text
+        return [full, timed_out, done, after, httpx.Response(200, text=metrics)]
 
     full, timed_out, done, after, metrics = asyncio.run(go())
     assert full.status_code == 503 and error_of(full)["type"] == "overloaded"
@@ -672,20 +680,15 @@ def test_an_overloaded_service_refuses_before_reading_the_body(
     )
 
     async def go() -> tuple[float, tuple[int, dict[str, str], bytes]]:
-        async with app.router.lifespan_context(app):
-            scheduler: Any = app.state.service.registry.default.scheduler
-            gate = Gate(scheduler._infer)
-            scheduler._infer = gate
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                first = asyncio.ensure_future(client.post("/predict", json={"text": "good"}))
-                await asyncio.to_thread(gate.entered.wait, 5)
-                start = time.perf_counter()
-                result = await raw_post(app, [], then="hang")
-                elapsed = time.perf_counter() - start
-                gate.open.set()
-                assert (await first).status_code == 200
-            return elapsed, result
+        async with gated(app) as (_, gate, client):
+            first = asyncio.ensure_future(client.post("/predict", json={"text": "good"}))
+            await asyncio.to_thread(gate.entered.wait, 5)
+            start = time.perf_counter()
+            result = await raw_post(app, [], then="hang")
+            elapsed = time.perf_counter() - start
+            gate.open.set()
+            assert (await first).status_code == 200
+        return elapsed, result
 
     elapsed, (status, headers, body) = asyncio.run(go())
     assert status == 503 and headers["retry-after"] == "1"
