@@ -125,7 +125,9 @@ def gemm_rate(
         ],
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    blob = helper.make_model(graph, opset_imports=opsets).SerializeToString()
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8  # as the exported bundles: ORT 1.29 reads IR <= 13, onnx writes 14
+    blob = model.SerializeToString()
     a = rng.integers(0, 256, size=(m, k), dtype=np.uint8)
 
     def session(threads: int) -> Any:

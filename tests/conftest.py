@@ -161,6 +161,39 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+# The shape of the real Twitter Entity files, small: each training id repeated as paraphrases,
+# every validation id also in the training file (the leak the clean protocol removes).
+ENTITY_VALIDATION = {"Positive": 40, "Negative": 40, "Neutral": 12, "Irrelevant": 8}
+ENTITY_TRAIN_IDS = 400  # ids only in the training file, besides the validation ids
+ENTITY_VARIANTS = 3  # paraphrases per training id
+NEUTRAL = ["it is a game", "the update is out", "servers restart at noon", "new patch notes"]
+IRRELEVANT = ["my cat sleeps", "rain again today", "lunch was pasta", "bus was late"]
+
+
+def _entity_text(label: str, i: int) -> str:
+    pool = {"Positive": POSITIVE, "Negative": NEGATIVE, "Neutral": NEUTRAL}.get(label, IRRELEVANT)
+    return f"{pool[i % len(pool)]} #{i}"
+
+
+@pytest.fixture(scope="session")
+def entity_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Twitter Entity folder that every clone has: the export gate, the tamper checks and
+    the split protocol run on it when the real data set (`twitter_data`) is absent."""
+    folder = tmp_path_factory.mktemp("entity_data")
+    labels = [k for k, n in ENTITY_VALIDATION.items() for _ in range(n)]
+    val = [(5000 + i, "Entity", label, _entity_text(label, i)) for i, label in enumerate(labels)]
+    cycle = ["Positive", "Negative", "Positive", "Negative", "Neutral", "Irrelevant"]
+    own = [(10_000 + i, cycle[i % len(cycle)]) for i in range(ENTITY_TRAIN_IDS)]
+    train = [
+        (tweet_id, "Entity", label, f"{_entity_text(label, tweet_id)} v{v}")
+        for tweet_id, label in own + [(r[0], r[2]) for r in val]
+        for v in range(ENTITY_VARIANTS)
+    ]
+    write_csv(folder / "twitter_training.csv", train)
+    write_csv(folder / "twitter_validation.csv", val)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer DistilBERT encoder (no head) whose vocabulary covers the tiny data's

@@ -11,6 +11,7 @@ Run: python -m benchmarks.peers.optimum_ort --model-dir DIR --max-length 128 --p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -85,8 +86,12 @@ def optimize_and_quantize(model_dir: Path, out: Path, level: str = "O3") -> dict
     # (symbolic shape inference) types them; optimum exposes no other remedy.
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    graph = optimized / "model.onnx"
-    quant_pre_process(graph, graph, skip_optimization=True, auto_merge=True, guess_output_rank=True)
+    graph = (optimized / "model.onnx").resolve()
+    # It leaves a scratch sym_shape_infer_temp.onnx in the working directory: keep it in `out`'s.
+    with contextlib.chdir(optimized):
+        quant_pre_process(
+            graph, graph, skip_optimization=True, auto_merge=True, guess_output_rank=True
+        )
     quantizer = ORTQuantizer.from_pretrained(optimized, file_name="model.onnx")
     # The preset's default operator list also takes the optimizer's SkipLayerNormalization,
     # whose inputs the quantizer cannot type ("Unable to find data type"): name the ops with

@@ -34,13 +34,14 @@ ExportCli = Callable[..., int]
 
 
 @pytest.fixture(scope="session")
-def export_cli(twitter_data: Path) -> ExportCli:
+def export_cli(entity_data: Path) -> ExportCli:
     """`export_cli(checkpoint, out, *extra_args)`: the CLI on the first MAX_TEXTS clean test
-    texts of the real data, with the tiny-model gate; returns the exit status."""
+    texts of the committed-shape data (tests/conftest.py), with the tiny-model gate; returns
+    the exit status."""
     from export.cli import main
 
     def run(checkpoint: Path, out: Path, *extra: str) -> int:
-        args = ["--checkpoint", str(checkpoint), "--data", str(twitter_data), "--out", str(out)]
+        args = ["--checkpoint", str(checkpoint), "--data", str(entity_data), "--out", str(out)]
         return main([*args, "--max-texts", str(MAX_TEXTS), *TINY_GATE_ARGS, *extra])
 
     return run

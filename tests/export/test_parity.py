@@ -8,6 +8,7 @@ import pytest
 from export import texts
 from export.errors import ExportError
 from export.parity import Thresholds, classification, gate, probabilities, run_batches
+from tests.conftest import ENTITY_VALIDATION
 
 LABELS = ["Negative", "Positive"]
 
@@ -148,6 +149,15 @@ def test_clean_test_split_of_the_real_data(twitter_data: Path) -> None:
     assert got.labels.sum() == 277
     assert set(got.source["files_sha256"]) == {"twitter_training.csv", "twitter_validation.csv"}
     assert len(texts.from_data(twitter_data, LABELS, max_texts=10)) == 10
+
+
+def test_clean_test_split_of_the_fixture_data(entity_data: Path) -> None:
+    """The gate's texts are the validation file's Negative/Positive rows."""
+    got = texts.from_data(entity_data, LABELS)
+    assert len(got) == ENTITY_VALIDATION["Positive"] + ENTITY_VALIDATION["Negative"]
+    assert got.labels.sum() == ENTITY_VALIDATION[LABELS[1]]
+    assert set(got.source["files_sha256"]) == {"twitter_training.csv", "twitter_validation.csv"}
+    assert len(texts.from_data(entity_data, LABELS, max_texts=10)) == 10
 
 
 def test_pairs_truncate_the_text_and_keep_the_entity(tiny_checkpoint: Path) -> None:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_bundle_is_complete_verified_and_describes_itself(
-    exported: Path, tiny_checkpoint: Path, twitter_data: Path
+    exported: Path, tiny_checkpoint: Path, entity_data: Path
 ) -> None:
     bundle = load_bundle(exported)  # verifies every hash
     assert sorted(p.name for p in exported.iterdir()) == [
@@ -67,7 +67,7 @@ def test_bundle_is_complete_verified_and_describes_itself(
         tiny_checkpoint / "tf_model.h5"
     )
     assert source["data"]["files_sha256"]["twitter_validation.csv"] == sha256_file(
-        twitter_data / "twitter_validation.csv"
+        entity_data / "twitter_validation.csv"
     )
 
 
@@ -89,13 +89,11 @@ def test_shipped_tokenizer_neither_pads_nor_truncates(exported: Path) -> None:
     assert len(long.ids) > 300  # not cut at max_length (64): the service truncates
 
 
-def test_manifest_metrics_are_those_of_the_shipped_files(
-    exported: Path, twitter_data: Path
-) -> None:
+def test_manifest_metrics_are_those_of_the_shipped_files(exported: Path, entity_data: Path) -> None:
     """Recompute the int8 accuracy from the bundle alone, one text per call (the headline run:
     batched int8 logits also depend on the batch-mates, see the gate)."""
     bundle = load_bundle(exported)
-    rows = texts.from_data(twitter_data, list(bundle.labels), max_texts=MAX_TEXTS)
+    rows = texts.from_data(entity_data, list(bundle.labels), max_texts=MAX_TEXTS)
     ids = texts.encode(bundle.tokenizer_path, rows, max_length=bundle.max_length, text_pair=False)
     session = ort.InferenceSession(str(bundle.model_path), providers=["CPUExecutionProvider"])
     logits = np.zeros((len(rows), 2), dtype=np.float32)

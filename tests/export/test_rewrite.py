@@ -28,7 +28,9 @@ def pool_model(opset: int) -> onnx.ModelProto:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 1])],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8  # ORT 1.29 reads IR <= 13
+    return model
 
 
 def attention_scores_model(scale: float, head_dim: int = 8) -> onnx.ModelProto:
@@ -53,7 +55,9 @@ def attention_scores_model(scale: float, head_dim: int = 8) -> onnx.ModelProto:
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [2, 3, 3])],
         initializer=inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # ORT 1.29 reads IR <= 13
+    return model
 
 
 def test_global_average_pool_becomes_the_equivalent_reduce_mean() -> None:

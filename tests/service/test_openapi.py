@@ -74,7 +74,21 @@ def client() -> Iterator[TestClient]:
 
 
 def test_the_served_document_is_the_one_tested(client: TestClient) -> None:
-    assert client.get("/openapi.json").json() == build_openapi(SETTINGS, VERSION, TINY)
+    served = client.get("/openapi.json").json()
+    assert served == build_openapi(SETTINGS, VERSION, TINY)
+    # ... and it says what the settings and the loaded bundle say, not only what the builder
+    # says: the limits, the model's name and labels, the overload contract, no auth.
+    schemas = served["components"]["schemas"]
+    texts = schemas["PredictMany"]["properties"]["texts"]
+    assert (texts["minItems"], texts["maxItems"]) == (1, SETTINGS.max_texts) == (1, 8)
+    assert schemas["PredictOne"]["properties"]["model"]["enum"] == ["tiny-test"]
+    assert schemas["Prediction"]["properties"]["label"]["enum"] == sorted(LABELS)
+    responses = served["paths"]["/predict"]["post"]["responses"]
+    assert set(responses) == {"200", "400", "413", "415", "422", "503"}  # no 401: no key set
+    assert responses["503"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+    assert set(served["paths"]) >= {"/predict", "/health", "/ready", "/metrics", "/info"}
+    secured = build_openapi(SECURED, VERSION, TINY)
+    assert "401" in secured["paths"]["/predict"]["post"]["responses"]
 
 
 @schema.parametrize()

@@ -209,9 +209,42 @@ def test_tiny_queue_under_load_gives_503s_and_nothing_else(
     assert server.metric("sentiment_queue_depth") == 0
 
 
-def test_sigterm_during_load_loses_no_accepted_request(
-    tmp_path: Path, sluggish_bundle: Path, servers: list[Server]
+def test_concurrent_large_inputs_are_answered_or_refused_and_nothing_else(
+    tmp_path: Path, tiny_bundle: Path, servers: list[Server]
 ) -> None:
+    """40 clients at once, each near every limit (64 texts of ~1 KB, bodies just under the
+    64 KiB cap) or just over it: each gets a 200 with the right answers, a 503 for a full
+    queue or a 413, never a 5xx; the worker stays healthy and the queue drains to zero."""
+    server = start(tmp_path, tiny_bundle, SENTIMENT_QUEUE_SIZE="256")
+    servers.append(server)
+    truth = expected(tiny_bundle, TEXTS)
+    long_texts = [
+        ((TEXTS[i % len(TEXTS)] + " ") * 64)[:1000] for i in range(64)
+    ]  # cut to max_length
+    fits: dict[str, object] = {"texts": long_texts[:60]}
+    over: dict[str, object] = {"texts": long_texts + long_texts}  # 128 texts: over the limit
+    assert 50_000 < len(json.dumps(fits)) < 65536 < len(json.dumps(over))  # around the body cap
+    bodies = [over if i % 5 == 4 else fits for i in range(40)]
+    responses = asyncio.run(fire(server.url, bodies, limit=40))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 413, 503}, sorted(set(codes))
+    assert codes.count(413) == 8 and codes.count(200) > 0
+    want = expected(tiny_bundle, long_texts[:60])
+    for response in (r for r in responses if r.status_code == 200):
+        for text, got in zip(long_texts[:60], response.json()["predictions"], strict=True):
+            assert got["label"] == max(want[text], key=want[text].__getitem__)
+    after = [{"text": TEXTS[0]}]
+    check_answers(asyncio.run(fire(server.url, after, 1)), after, truth)  # type: ignore[arg-type]
+    assert server.settled_metric("sentiment_queue_depth", 0) == 0
+    assert httpx.get(server.url + "/ready").status_code == 200
+
+
+@pytest.mark.parametrize("signals", [1, 2], ids=["one-sigterm", "second-sigterm-while-draining"])
+def test_sigterm_during_load_loses_no_accepted_request(
+    signals: int, tmp_path: Path, sluggish_bundle: Path, servers: list[Server]
+) -> None:
+    """A supervisor that repeats SIGTERM (an impatient operator, a second `docker stop`) does
+    not cut the drain short: only SIGKILL (or a second Ctrl-C, SIGINT) does."""
     server = start(
         tmp_path, sluggish_bundle, SENTIMENT_DRAIN_DELAY_S="0.5", SENTIMENT_MAX_BATCH="2"
     )
@@ -233,6 +266,8 @@ def test_sigterm_during_load_loses_no_accepted_request(
         server.process.send_signal(signal.SIGTERM)
         async with httpx.AsyncClient(base_url=server.url) as probe:
             ready = (await probe.get("/ready")).status_code  # still listening, but draining
+        for _ in range(signals - 1):
+            server.process.send_signal(signal.SIGTERM)
         return await load, ready
 
     responses, ready = asyncio.run(scenario())

@@ -82,10 +82,10 @@ def test_checkpoint_reloads_with_labels(run: Path) -> None:
 
 
 @pytest.mark.slow
-def test_four_class_label_set_trains(tmp_path: Path, tiny_base: Path, twitter_data: Path) -> None:
+def test_four_class_label_set_trains(tmp_path: Path, tiny_base: Path, entity_data: Path) -> None:
     out = tmp_path / "four"
     labels = "Positive,Negative,Neutral,Irrelevant"
-    assert main(["--data", str(twitter_data), "--out", str(out), "--base-model", str(tiny_base),
+    assert main(["--data", str(entity_data), "--out", str(out), "--base-model", str(tiny_base),
                  "--labels", labels, "--epochs", "1", "--limit", "64", "--max-length", "32",
                  "--no-leaky", "--soup", "1", "--no-progress"]) == 0  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
