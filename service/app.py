@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.backoff import RetryAfter
 from service.batcher import Closed, Overloaded, QueueTimeout
 from service.bundle import Bundle, BundleError
 from service.docs import docs_routes
@@ -51,7 +52,7 @@ VERSION = "0.1.0"
 INLINE_TOKENIZE_CHARS = 1024  # ~0.4 ms of tokenizing; above it, a thread keeps the loop free
 ROUTES = frozenset({"/predict", "/health", "/ready", "/metrics", "/info", "/openapi.json", "/docs"})  # fmt: skip
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-RETRY_AFTER = {"Retry-After": "1"}
+RETRY_AFTER = {"Retry-After": "1"}  # not loaded yet (an overload gets `state.retry_after`)
 MODEL_KEY = "sentiment.model"  # scope key: the handler's chosen model, for the request counter
 WATCHDOG_S = 0.5  # how often the lifespan checks that every scheduler can still answer
 EXIT_FAILED = 70  # EX_SOFTWARE: an internal failure ended the process (a supervisor restarts it)
@@ -86,6 +87,7 @@ class ServiceState:
         self.supervisor = supervisor or Supervisor()
         self.failed: str | None = None  # why the service can no longer answer
         self.metrics = Metrics()
+        self.retry_after = RetryAfter()  # grows with the overload (service/backoff.py)
         self.verified = bundles  # already verified by the caller: the lifespan skips re-hashing
         self.registry: Registry | None = None
         self.schema: Schema | None = None  # the request types of the loaded models
@@ -196,16 +198,19 @@ def _routes(state: ServiceState) -> list[Route]:
         registry, schema = loaded()
         check_content_type(request.headers.get("content-type"))
         if registry.full():  # overloaded: refuse before reading, parsing or tokenizing
-            raise _reject(registry.default, "overloaded", "server is at capacity, retry shortly")
+            raise _reject(
+                state, registry.default, "overloaded", "server is at capacity, retry shortly"
+            )
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
         parsed = schema.parse(body)
         model = registry.pick(parsed.model)
         request.scope[MODEL_KEY] = model.name
         check_entities(parsed, model.engine.text_pair, model.name)
         if not model.scheduler.has_room(len(parsed.texts)):
-            raise _reject(model, "overloaded", "server is at capacity, retry shortly")
+            raise _reject(state, model, "overloaded", "server is at capacity, retry shortly")
         encoded = await _encode(model.engine, parsed)
-        probs = await _infer(model, encoded)
+        probs = await _infer(state, model, encoded)
+        state.retry_after.answered()
         model.metrics.texts(len(encoded), sum(enc.truncated for enc in encoded))
         predictions = render(model.engine.labels, probs, encoded)
         if parsed.single:
@@ -250,9 +255,10 @@ def _routes(state: ServiceState) -> list[Route]:
     ]
 
 
-def _reject(model: Model, reason: str, message: str) -> ApiError:
+def _reject(state: ServiceState, model: Model, reason: str, message: str) -> ApiError:
     model.metrics.rejected(reason)
-    return ApiError(503, message, type=reason, headers=RETRY_AFTER)
+    headers = {"Retry-After": state.retry_after.refused()}
+    return ApiError(503, message, type=reason, headers=headers)
 
 
 async def _encode(engine: Engine, parsed: Parsed) -> list[Encoded]:
@@ -267,15 +273,15 @@ async def _encode(engine: Engine, parsed: Parsed) -> list[Encoded]:
         raise ApiError(422, str(exc)) from None
 
 
-async def _infer(model: Model, encoded: list[Encoded]) -> Probs:
+async def _infer(state: ServiceState, model: Model, encoded: list[Encoded]) -> Probs:
     try:
         return await model.scheduler.predict([enc.ids for enc in encoded])
     except Overloaded:
-        raise _reject(model, "overloaded", "server is at capacity, retry shortly") from None
+        raise _reject(state, model, "overloaded", "server is at capacity, retry shortly") from None
     except QueueTimeout:
-        raise _reject(model, "timeout", "request timed out waiting for the model") from None
+        raise _reject(state, model, "timeout", "request timed out waiting for the model") from None
     except Closed:
-        raise _reject(model, "shutting_down", "server is shutting down") from None
+        raise _reject(state, model, "shutting_down", "server is shutting down") from None
 
 
 # ------------------------------------------------------------------------------- middleware
