@@ -6,8 +6,9 @@ Scenarios (each against a fresh server unless said otherwise):
 2. overload: 2,000 and 5,000 connections whose clients honour `Retry-After`, and 2,000 that
    retry at once (wrk-style); goodput = 200 responses/s, beside the capacity, with the CPU the
    server and the load generator (same cores) used, and the server CPU one rejection costs;
-3. slow clients: connections that send headers and part of a body, then nothing, while 8
-   normal clients measure their latency; how many the server closed (408) and when;
+3. slow clients: connections that send headers and part of a body (or half the headers), then
+   nothing, while 8 normal clients measure their latency; how many the server closed (408) and
+   when;
 4. bad inputs: malformed requests of every kind; statuses counted (no 5xx allowed);
 5. SIGTERM under load: requests lost (sent on an open connection, never answered);
 6. kill -9 of one of two workers: time until two workers serve again, requests lost;
@@ -110,12 +111,21 @@ def overload(args: argparse.Namespace, requests: list[bytes], port: int) -> dict
     return out
 
 
-def slow_clients(args: argparse.Namespace, requests: list[bytes], port: int) -> dict[str, Any]:
-    """Clients that stall mid-body, while 8 normal clients run."""
-    head = (
+# What a stalled client has sent: a whole head and the start of a body, or half a head.
+STALLS = {
+    "mid_body": (
         b"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
         b"content-length: 40\r\n\r\n" + b'{"text": "'
-    )
+    ),
+    "mid_headers": b"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-",
+}
+
+
+def slow_clients(
+    args: argparse.Namespace, requests: list[bytes], port: int, stall: str
+) -> dict[str, Any]:
+    """Clients that stall (mid-body or mid-headers), while 8 normal clients run."""
+    head = STALLS[stall]
     with serve(args, port) as server:
         before = level(server, requests, 8, args.seconds / 2)
         socks = []
@@ -279,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"bundle": str(args.bundle), "settings": "service defaults"}
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("overload", lambda: overload(args, requests, port)),
-        ("slow_clients", lambda: slow_clients(args, requests, port)),
+        ("slow_clients", lambda: slow_clients(args, requests, port, "mid_body")),
+        ("slow_headers", lambda: slow_clients(args, requests, port, "mid_headers")),
         ("bad_inputs", lambda: bad_inputs(args, port)),
         ("sigterm_under_load", lambda: sigterm_under_load(args, requests, port)),
         ("kill_9_one_of_two_workers", lambda: kill_a_worker(args, requests, port)),

@@ -47,6 +47,15 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _http_protocol() -> Any:
+    """httptools with a header timeout (service/protocol.py); h11 where httptools is missing."""
+    if importlib.util.find_spec("httptools") is None:
+        return "h11"
+    from service.protocol import HeaderTimeoutProtocol
+
+    return HeaderTimeoutProtocol
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     for name in ("workers", "host", "port"):  # via the environment: worker processes read it too
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=_http_protocol(),
         ws="none",
         lifespan="on",
         log_config=logging_config(settings.log_level),

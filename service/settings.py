@@ -68,6 +68,7 @@ class Settings:
     request_timeout_s: float = 10.0
     max_body_bytes: int = 65536
     body_timeout_s: float = 5.0  # a body not fully arrived by then gets 408 (slow clients)
+    header_timeout_s: float = 5.0  # request headers not complete by then: 408 and close
     # Connections (uvicorn's limit_concurrency) beyond which new requests get an immediate 503
     # from the server itself: a cap on the memory and CPU thousands of clients can take.
     max_connections: int = 2048
@@ -146,6 +147,7 @@ class Settings:
             (self.drain_delay_s >= 0, "SENTIMENT_DRAIN_DELAY_S must be >= 0"),
             (self.shutdown_timeout_s > 0, "SENTIMENT_SHUTDOWN_TIMEOUT_S must be > 0"),
             (self.body_timeout_s > 0, "SENTIMENT_BODY_TIMEOUT_S must be > 0"),
+            (self.header_timeout_s > 0, "SENTIMENT_HEADER_TIMEOUT_S must be > 0"),
             (self.max_connections >= 1, "SENTIMENT_MAX_CONNECTIONS must be >= 1"),
             (
                 self.shutdown_timeout_s >= self.longest_request_s,
@@ -268,6 +270,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "drain_delay_s": _float,
     "shutdown_timeout_s": _float,
     "body_timeout_s": _float,
+    "header_timeout_s": _float,
     "max_connections": _int,
     "keepalive_s": _int,
     "warmup": _bool,

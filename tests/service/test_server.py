@@ -211,6 +211,46 @@ def test_tiny_queue_under_load_gives_503s_and_nothing_else(
     assert server.metric("sentiment_queue_depth") == 0
 
 
+def _read_until_closed(sock: socket.socket, limit_s: float) -> bytes:
+    """Everything the server sends until it closes the connection (or `limit_s` passes)."""
+    sock.settimeout(limit_s)
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except TimeoutError:
+        return data + b"<still open>"
+    return data
+
+
+def test_unfinished_headers_are_timed_out_and_normal_clients_are_served(
+    tmp_path: Path, tiny_bundle: Path, servers: list[Server]
+) -> None:
+    """Slowloris: a connection that sends nothing is closed, one with half a request gets a
+    408 and is closed, after SENTIMENT_HEADER_TIMEOUT_S; a client that finishes its headers in
+    time, even in pieces, is answered."""
+    server = start(tmp_path, tiny_bundle, SENTIMENT_HEADER_TIMEOUT_S="0.5")
+    servers.append(server)
+    silent = socket.create_connection(("127.0.0.1", server.port))
+    partial = socket.create_connection(("127.0.0.1", server.port))
+    partial.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-")
+    body = json.dumps({"text": TEXTS[0]}).encode()
+    pieces = socket.create_connection(("127.0.0.1", server.port))
+    for chunk in (b"POST /predict HTTP/1.1\r\nHost: x\r\n", b"content-type: application/json\r\n"):
+        pieces.sendall(chunk)
+        time.sleep(0.1)
+    pieces.sendall(b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+    answered = _read_until_closed(pieces, 10)
+    assert answered.startswith(b"HTTP/1.1 200"), answered
+    timed_out = _read_until_closed(partial, 10)
+    assert timed_out.startswith(b"HTTP/1.1 408"), timed_out
+    assert json.loads(timed_out.split(b"\r\n\r\n", 1)[1])["error"]["type"] == "request_timeout"
+    assert _read_until_closed(silent, 10) == b""  # closed without a word
+    for sock in (silent, partial, pieces):
+        sock.close()
+    assert httpx.post(server.url + "/predict", json={"text": TEXTS[0]}).status_code == 200
+
+
 def test_concurrent_large_inputs_are_answered_or_refused_and_nothing_else(
     tmp_path: Path, tiny_bundle: Path, servers: list[Server]
 ) -> None:

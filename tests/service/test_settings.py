@@ -97,6 +97,7 @@ def test_cores_are_split_across_workers_runs_and_threads() -> None:
         ({"SENTIMENT_QUEUE_SIZE": "8"}, "SENTIMENT_QUEUE_SIZE must be >= SENTIMENT_MAX_TEXTS"),
         ({"SENTIMENT_API_KEY": "   x"}, None),  # stripped, still valid
         ({"SENTIMENT_REQUEST_TIMEOUT_S": "0"}, "SENTIMENT_REQUEST_TIMEOUT_S must be > 0"),
+        ({"SENTIMENT_HEADER_TIMEOUT_S": "-1"}, "SENTIMENT_HEADER_TIMEOUT_S must be > 0"),
     ],
 )
 def test_bad_values_fail_with_the_variable_named(env: dict[str, str], needle: str | None) -> None:

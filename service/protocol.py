@@ -1,0 +1,78 @@
+"""uvicorn's httptools protocol plus the one timeout it lacks: for the request headers.
+
+uvicorn times out idle keep-alive connections, and the app times out slow bodies
+(`SENTIMENT_BODY_TIMEOUT_S`), but a client that opens a connection and sends nothing, or half a
+request line, or headers one byte a minute (slowloris), is held until it leaves; thousands of
+them take every connection slot (`SENTIMENT_MAX_CONNECTIONS`). Here a connection whose request
+headers are not complete within `SENTIMENT_HEADER_TIMEOUT_S` is closed: with a 408 if it had
+started a request, silently if it never sent a byte (HTTP/1.1 allows both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.settings import Settings
+
+BODY = json.dumps(
+    {"error": {"type": "request_timeout", "message": "request headers not received in time"}}
+).encode()
+REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+    b"content-length: " + str(len(BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + BODY
+)
+
+
+@functools.cache
+def header_timeout_s() -> float:
+    """From the settings (the environment: worker processes build theirs from it too)."""
+    return Settings.from_env().header_timeout_s
+
+
+class HeaderTimeoutProtocol(HttpToolsProtocol):
+    """Starts a timer when a connection opens and when a request begins; complete headers
+    stop it. Everything else is uvicorn's."""
+
+    _header_timer: asyncio.TimerHandle | None = None
+    _started = False  # a request has begun on this connection and its headers are not in
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._started = True
+        if self._header_timer is None:
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self._started = False
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._header_timer = self.loop.call_later(header_timeout_s(), self._expired)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _expired(self) -> None:
+        self._header_timer = None
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a request is being answered: its own timeouts apply
+        if self.transport.is_closing():
+            return
+        if self._started:
+            self.transport.write(REQUEST_TIMEOUT)
+        self.transport.close()
