@@ -257,7 +257,10 @@ def _routes(state: ServiceState) -> list[Route]:
 
 def _reject(state: ServiceState, model: Model, reason: str, message: str) -> ApiError:
     model.metrics.rejected(reason)
-    headers = {"Retry-After": state.retry_after.refused()}
+    wait = state.retry_after.refused()
+    headers = {"Retry-After": wait}
+    if int(wait) >= state.settings.keepalive_s:  # it would be closed as idle meanwhile: a client
+        headers["Connection"] = "close"  # sending on it just then would get a reset
     return ApiError(503, message, type=reason, headers=headers)
 
 

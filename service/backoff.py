@@ -3,19 +3,20 @@
 A fixed `Retry-After: 1` is right for a few extra clients and wrong for thousands: with 2,000
 clients that honour it, the refused ones came back ~1,400 times a second and answering those
 503s took a third of the CPU the model needed (goodput 61 % of capacity, reports/reliability).
-The wait here is revised every second so that the refused clients return at about the rate
-the service answers (per worker process; only its event loop thread calls it: no lock).
+Here the service remembers when it told each refused client to come back, so it knows how many
+are away; the wait it hands out spreads them over what it answers per second (with jitter, so
+they do not return in one wave). Per worker process; only its event loop calls it: no lock.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from time import monotonic
 
 WINDOW_S = 1.0  # how often the wait is revised
 CEILING_S = 30  # never tell a client to wait longer than this
-MAX_GROWTH = 1.5  # per window; faster overshoots (the refused return on the old wait)
 
 
 class RetryAfter:
@@ -26,15 +27,16 @@ class RetryAfter:
         window_s: float = WINDOW_S,
         ceiling_s: int = CEILING_S,
         clock: Callable[[], float] = monotonic,
+        rng: random.Random | None = None,
     ) -> None:
-        self.seconds = 1
-        self._told = 1  # the wait in effect during the previous window
+        self.seconds = 1  # the wait handed out (before jitter)
         self._window = window_s
         self._ceiling = ceiling_s
         self._clock = clock
+        self._rng = rng or random.Random()
         self._start = clock()
         self._answered = 0
-        self._refused = 0
+        self._away: dict[int, int] = {}  # when refused clients were told to return -> how many
 
     def answered(self) -> None:
         self._revise()
@@ -43,20 +45,22 @@ class RetryAfter:
     def refused(self) -> str:
         """Count one refusal; the header value to send with it."""
         self._revise()
-        self._refused += 1
-        return str(self.seconds)
+        wait = self.seconds
+        if wait >= 3:  # +-1/3, mean unchanged
+            wait = self._rng.randint(wait - wait // 3, wait + wait // 3)
+        back = int((self._clock() + wait) * 10)  # tenths of a second
+        self._away[back] = self._away.get(back, 0) + 1
+        return str(wait)
 
     def _revise(self) -> None:
-        elapsed = self._clock() - self._start
+        now = self._clock()
+        elapsed = now - self._start
         if elapsed < self._window:
             return
-        # The clients refused in this window were mostly told the previous window's wait, so
-        # (refused x that wait) estimates how many are waiting; spreading them over what the
-        # service answers in a second gives the wait. Moves are bounded: x1.5 up, /2 down.
-        target = math.ceil(self._refused * self._told / max(self._answered, 1))
-        self._told = self.seconds
-        step = max(self.seconds // 2, min(target, math.ceil(self.seconds * MAX_GROWTH)))
-        idle = int(elapsed / self._window) - 1  # windows with no request at all: calm
-        self.seconds = max(1, min(self._ceiling, step) >> min(idle, 8))
-        self._start += elapsed
-        self._answered = self._refused = 0
+        for tenth in [t for t in self._away if t <= now * 10]:  # came back by now
+            del self._away[tenth]
+        away = sum(self._away.values())
+        per_second = max(self._answered / elapsed, 1.0)
+        self.seconds = max(1, min(self._ceiling, math.ceil(away / per_second)))
+        self._start = now
+        self._answered = 0

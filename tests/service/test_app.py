@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 
 from service import Settings, create_app
 from service.app import EXECUTOR_GRACE_S, EXIT_FAILED, WATCHDOG_S, Supervisor
+from service.backoff import RetryAfter
 from service.bundle import BundleError, sha256_file
 from service.engine import Probs
 
@@ -488,6 +489,33 @@ def test_full_queue_and_timeouts_are_fast_503s(
     assert done.status_code == 200 and after.status_code == 200
     assert 'sentiment_rejected_total{model="tiny-test",reason="overloaded"} 1.0' in metrics.text
     assert 'sentiment_rejected_total{model="tiny-test",reason="timeout"} 1.0' in metrics.text
+
+
+def test_a_wait_past_the_keepalive_also_closes_the_connection(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Told to wait longer than the server keeps an idle connection, a client would send its
+    retry on a connection closed meanwhile (a reset): the 503 says `Connection: close`."""
+    app = create_app(make_settings(queue_size=1, max_texts=1, max_batch=1, pool_size=1))
+
+    async def go() -> list[httpx.Response]:
+        async with gated(app) as (_, gate, client):
+            first = asyncio.ensure_future(client.post("/predict", json={"text": "good"}))
+            await asyncio.to_thread(gate.entered.wait, 5)
+            short = await client.post("/predict", json={"text": "sad"})
+            waits = RetryAfter(window_s=3600)  # as after thousands of refusals (no revision)
+            waits.seconds = 5
+            app.state.service.retry_after = waits
+            long = await client.post("/predict", json={"text": "sad"})
+            gate.open.set()
+            await first
+        return [short, long]
+
+    short, long = asyncio.run(go())
+    assert short.status_code == long.status_code == 503
+    assert short.headers["retry-after"] == "1" and "connection" not in short.headers
+    assert 4 <= int(long.headers["retry-after"]) <= 6  # jittered around 5
+    assert long.headers["connection"] == "close"  # keepalive_s is 5
 
 
 def test_batched_mode_matches_direct_mode(make_settings: Callable[..., Settings]) -> None:

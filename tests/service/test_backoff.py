@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-import itertools
-import math
+import heapq
+import random
+from statistics import mean
 
 from service.backoff import CEILING_S, RetryAfter
 
@@ -14,59 +15,66 @@ class Clock:
         return self.now
 
 
-def window(r: RetryAfter, clock: Clock, answered: int, refused: int) -> str:
-    """One second of traffic: `answered` requests served, `refused` refused; the header value
-    the last refusal got."""
-    value = ""
-    for _ in range(answered):
-        r.answered()
-    for _ in range(refused):
-        value = r.refused()
-    clock.now += 1.0
-    return value
+def simulate(clients: int, capacity: int, seconds: int) -> tuple[RetryAfter, list[int]]:
+    """`clients` refused clients that each come back when told, against a service that answers
+    `capacity` requests a second; returns the policy and the refusals in each second."""
+    clock = Clock()
+    policy = RetryAfter(clock=clock, rng=random.Random(0))
+    returns = [(i / clients, i) for i in range(clients)]  # all arrive in the first second
+    refusals = [0] * seconds
+    step = 0.01
+    while clock.now < seconds:
+        for _ in range(int(capacity * step)):
+            policy.answered()
+        while returns and returns[0][0] <= clock.now:
+            _, client = heapq.heappop(returns)
+            refusals[int(clock.now)] += 1
+            heapq.heappush(returns, (clock.now + int(policy.refused()), client))
+        clock.now += step
+    return policy, refusals
 
 
 def test_a_few_refusals_get_one_second() -> None:
+    policy, refusals = simulate(clients=50, capacity=300, seconds=10)
+    assert policy.seconds == 1 and refusals[-1] == 50
+
+
+def test_thousands_of_refused_clients_are_spread_over_the_answer_rate() -> None:
+    for clients in (1700, 4700):  # 2,000 and 5,000 connections minus a full queue
+        policy, refusals = simulate(clients=clients, capacity=300, seconds=40)
+        assert clients / 300 <= policy.seconds <= clients / 300 + 1
+        assert refusals[0] > 0.95 * clients  # the first second: everyone is told 1 s
+        assert mean(refusals[-20:]) < 1.25 * 300  # then they come back at ~ the answer rate
+
+
+def test_waits_are_jittered_around_the_target_so_clients_do_not_return_in_waves() -> None:
     clock = Clock()
-    r = RetryAfter(clock=clock)
-    assert [window(r, clock, 300, 50) for _ in range(5)] == ["1"] * 5
+    policy = RetryAfter(clock=clock, rng=random.Random(1))
+    clock.now = 0.5
+    for _ in range(3000):  # 3,000 refused in one second (told 1 s), 300 answered
+        policy.refused()
+    for _ in range(300):
+        policy.answered()
+    clock.now = 1.0
+    values = [int(policy.refused()) for _ in range(1000)]
+    assert policy.seconds == 10
+    assert min(values) == 7 and max(values) == 13 and abs(mean(values) - 10) < 0.3
 
 
-def test_the_wait_grows_while_refusals_outnumber_answers_by_at_most_half() -> None:
+def test_once_the_refused_have_come_back_and_nobody_is_refused_it_is_one_again() -> None:
+    policy, _ = simulate(clients=4700, capacity=300, seconds=20)
+    assert policy.seconds > 10
+    clock = policy._clock  # type: ignore[attr-defined]
+    clock.now += CEILING_S + 2  # every refused client's return time has passed
+    policy.answered()
+    assert policy.refused() == "1"
+
+
+def test_nothing_answered_is_bounded_by_the_ceiling() -> None:
     clock = Clock()
-    r = RetryAfter(clock=clock)
-    # 2,000 clients for a service that answers 300/s: the first wait is still 1 s
-    values = [int(window(r, clock, 300, 1700)) for _ in range(12)]
-    assert values[0] == 1
-    assert all(b <= math.ceil(1.5 * a) for a, b in itertools.pairwise(values))
-    assert values == sorted(values) and values[-1] == CEILING_S
-
-
-def test_it_settles_where_refused_clients_return_at_about_the_answer_rate() -> None:
-    clock = Clock()
-    for waiting in (1700, 4700):  # clients outside the queue; the service answers 300/s
-        r = RetryAfter(clock=clock)
-        told = [1]
-        for _ in range(30):  # clients return after the wait they were told a window ago
-            window(r, clock, 300, waiting // told[-1])
-            told.append(r.seconds)
-        assert waiting / 300 <= r.seconds <= waiting / 300 + 1
-        assert told[-8:] == [r.seconds] * 8  # settled, no oscillation
-
-
-def test_calm_brings_it_back_to_one() -> None:
-    clock = Clock()
-    r = RetryAfter(clock=clock)
-    for _ in range(12):
-        window(r, clock, 100, 5000)
-    assert r.seconds == CEILING_S
-    clock.now += 3600  # an hour without refusals
-    assert r.refused() == "1"
-
-
-def test_no_answers_at_all_is_still_bounded() -> None:
-    clock = Clock()
-    r = RetryAfter(clock=clock)
-    for _ in range(20):
-        window(r, clock, 0, 10)
-    assert r.seconds == CEILING_S
+    policy = RetryAfter(clock=clock)
+    for second in range(8):
+        for i in range(500):  # refused all through each second, nothing answered
+            clock.now = second + i / 500
+            policy.refused()
+    assert policy.seconds == CEILING_S
