@@ -271,6 +271,9 @@ class MicroBatcher(Scheduler):
     ):
         super().__init__(infer, executor, **kw)
         self._pending: deque[tuple[_Job, int]] = deque()
+        # A round's batches, planned and claimed, each waiting for a free slot: a round of
+        # several batches runs on every free session at once, not one after the other.
+        self._ready: deque[list[tuple[_Job, int]]] = deque()
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(slots)
         self._n_slots = slots
@@ -312,16 +315,17 @@ class MicroBatcher(Scheduler):
         loop = asyncio.get_running_loop()
         while True:
             await self._slots.acquire()
-            while not self._pending:
+            while not self._ready and not self._pending:
                 if self._closed:
                     self._slots.release()
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            await self._gather()
-            groups = self._take_round()
-            if groups:
-                self._executor.submit(self._execute, groups, loop)
+            if not self._ready:
+                await self._gather()
+                self._ready.extend(self._take_round())
+            if self._ready:
+                self._executor.submit(self._execute, self._ready.popleft(), loop)
             else:
                 self._slots.release()
 
@@ -348,18 +352,14 @@ class MicroBatcher(Scheduler):
             [taken[k] for k in group] for group in plan(lengths, self._max_batch, self._max_tokens)
         ]
 
-    def _execute(
-        self, groups: list[list[tuple[_Job, int]]], loop: asyncio.AbstractEventLoop
-    ) -> None:
-        """Worker thread: run the round's batches, shortest first, delivering each at once."""
+    def _execute(self, group: list[tuple[_Job, int]], loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: run one batch, deliver it, free the slot."""
         try:
-            for group in groups:
-                try:
-                    probs = self._timed_infer([job.rows[index] for job, index in group])
-                except Exception as exc:  # each request's 500 handler logs it, once
-                    loop.call_soon_threadsafe(self._deliver, group, None, exc)
-                else:
-                    loop.call_soon_threadsafe(self._deliver, group, probs, None)
+            probs = self._timed_infer([job.rows[index] for job, index in group])
+        except Exception as exc:  # each request's 500 handler logs it, once
+            loop.call_soon_threadsafe(self._deliver, group, None, exc)
+        else:
+            loop.call_soon_threadsafe(self._deliver, group, probs, None)
         finally:
             loop.call_soon_threadsafe(self._slots.release)
 
