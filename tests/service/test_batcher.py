@@ -421,3 +421,25 @@ def test_one_round_of_several_batches_runs_on_every_free_session_at_once() -> No
     (probs,) = run(go)
     assert probs[:, 1].tolist() == [1, 1, 40, 40]
     assert peak[0] == 2
+
+
+def test_few_waiting_texts_run_one_per_run_and_a_backlog_is_batched() -> None:
+    """Up to max_batch texts waiting: one per run, so every session stays busy (a batch would
+    idle the others until its clients send again); more: length-sorted batches."""
+    infer = GatedInfer()
+
+    async def go() -> list[int]:
+        scheduler, executor = make("batched", infer, pool=2, slots=2, max_batch=4)
+        scheduler.start()
+        await scheduler.predict([[1], [2], [3]])  # 3 <= 4: three runs of one
+        sizes = [len(call) for call in infer.calls]
+        infer.calls.clear()
+        await scheduler.predict([[1]] * 12)  # 12 > 4: batches
+        sizes += [len(call) for call in infer.calls]
+        await scheduler.aclose()
+        executor.shutdown()
+        return sizes
+
+    sizes = run(go)
+    assert sizes[:3] == [1, 1, 1]
+    assert sum(sizes[3:]) == 12 and max(sizes[3:]) == 4
