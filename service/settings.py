@@ -57,9 +57,10 @@ class Settings:
     # 0 = auto (the worker's cores, kept only if a start-up measurement shows it is faster
     # than `threads`), 1 = never, N = always N (no measurement).
     idle_threads: int = 0
-    # Measured with the row-wise int8 bundle (batch-invariant, so batches form): 500 users on
-    # 2 cores, batched 283.9 rps vs direct 221.4 (benchmarks/results/2026-11-29-vm.md).
-    mode: Mode = "batched"
+    # Measured on onnxruntime 1.29, one `make bench` run (benchmarks/results/2026-11-29-vm.md):
+    # direct 200.6 / 326.4 / 327.8 / 315.2 RPS at 1 / 8 / 64 / 500 users, batched 183.1 / 235.5 /
+    # 317.6 / 339.2: batching pays only at saturation, so it is opt-in (SENTIMENT_MODE=batched).
+    mode: Mode = "direct"
     max_batch: int = 16  # rows per session.run
     max_tokens: int = 2048  # rows x padded length per session.run
     max_wait_ms: float = 2.0  # longest a batch waits for more requests

@@ -144,8 +144,8 @@ def test_metrics_cover_requests_queue_batches_and_model(client: TestClient) -> N
     assert 'route="unmatched",status="404"' in text and "/nowhere" not in text
     assert 'sentiment_request_duration_seconds_count{route="/predict"} 2.0' in text
     model = '{model="tiny-test"}'
-    # two texts, nothing else waiting: one per run (both cores); warm-up is not counted
-    assert f"sentiment_batch_size_count{model} 2.0" in text
+    # direct (the default): a request's texts of one length are one batch; warm-up not counted
+    assert f"sentiment_batch_size_count{model} 1.0" in text
     assert f"sentiment_queue_wait_seconds_count{model} 1.0" in text
     assert "sentiment_inference_seconds_bucket{le=" in text and 'model="tiny-test"' in text
     assert f"sentiment_queue_depth{model} 0.0" in text
