@@ -175,6 +175,11 @@ def bad_inputs(args: argparse.Namespace, port: int) -> dict[str, Any]:
     }
 
 
+def _lost(row: dict[str, Any]) -> int:
+    """Requests sent on an open connection and never answered (reset or timed out)."""
+    return sum(v for k, v in row["error_kinds"].items() if k.startswith(("conn:", "timeout")))
+
+
 def sigterm_under_load(
     args: argparse.Namespace, requests: list[bytes], port: int
 ) -> dict[str, Any]:
@@ -184,7 +189,7 @@ def sigterm_under_load(
     row = http.run_level("127.0.0.1", port, requests, 64, 3.0, args.seconds, 30.0, server.pid)
     assert server.process is not None
     status = server.process.wait(timeout=60)
-    lost = sum(v for k, v in row["error_kinds"].items() if k.startswith(("conn:", "timeout")))
+    lost = _lost(row)
     refused = sum(v for k, v in row["error_kinds"].items() if k.startswith("connect:"))
     return {
         "answered": row["ok"],
@@ -235,7 +240,7 @@ def kill_a_worker(args: argparse.Namespace, requests: list[bytes], port: int) ->
         timer.start()
         row = http.run_level("127.0.0.1", port, requests, 64, 3.0, args.seconds, 30.0, server.pid)
         timer.join()
-    lost = sum(v for k, v in row["error_kinds"].items() if k.startswith(("conn:", "timeout")))
+    lost = _lost(row)
     return {"answered": row["ok"], "lost": lost, "errors": row["error_kinds"], **found}
 
 

@@ -47,13 +47,13 @@ def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def _http_protocol() -> Any:
+def _http_protocol(settings: Settings) -> Any:
     """httptools with a header timeout (service/protocol.py); h11 where httptools is missing."""
     if importlib.util.find_spec("httptools") is None:
         return "h11"
-    from service.protocol import HeaderTimeoutProtocol
+    from service.protocol import header_timeout_protocol
 
-    return HeaderTimeoutProtocol
+    return header_timeout_protocol(settings.header_timeout_s)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http=_http_protocol(),
+        http=_http_protocol(settings),
         ws="none",
         lifespan="on",
         log_config=logging_config(settings.log_level),

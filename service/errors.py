@@ -48,10 +48,15 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+def error_body(type: str, message: str) -> bytes:
+    """The one shape of every error this API sends."""
+    return json.dumps({"error": {"type": type, "message": message}}, ensure_ascii=False).encode()
+
+
 def error_response(
     status: int, type: str, message: str, headers: Mapping[str, str] | None = None
 ) -> Response:
-    body = json.dumps({"error": {"type": type, "message": message}}, ensure_ascii=False)
+    body = error_body(type, message)
     return Response(body, status, headers=headers, media_type="application/json")
 
 

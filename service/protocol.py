@@ -12,33 +12,35 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
+from collections.abc import Callable
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.settings import Settings
+from service.errors import error_body
 
-BODY = json.dumps(
-    {"error": {"type": "request_timeout", "message": "request headers not received in time"}}
-).encode()
+BODY = error_body("request_timeout", "request headers not received in time")
 REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
     b"content-length: " + str(len(BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + BODY
 )
 
 
-@functools.cache
-def header_timeout_s() -> float:
-    """From the settings (the environment: worker processes build theirs from it too)."""
-    return Settings.from_env().header_timeout_s
+def header_timeout_protocol(header_timeout_s: float) -> Callable[..., asyncio.Protocol]:
+    """What uvicorn's `http=` takes: it calls this for each connection (a partial pickles, so
+    worker processes get it with the config)."""
+    return functools.partial(HeaderTimeoutProtocol, header_timeout_s=header_timeout_s)
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
     """Starts a timer when a connection opens and when a request begins; complete headers
     stop it. Everything else is uvicorn's."""
 
-    _header_timer: asyncio.TimerHandle | None = None
-    _started = False  # a request has begun on this connection and its headers are not in
+    def __init__(self, *args: Any, header_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timeout_s = header_timeout_s
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._started = False  # a request has begun on this connection, its headers not in
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -60,7 +62,7 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _arm(self) -> None:
-        self._header_timer = self.loop.call_later(header_timeout_s(), self._expired)
+        self._header_timer = self.loop.call_later(self._header_timeout_s, self._expired)
 
     def _disarm(self) -> None:
         if self._header_timer is not None:

@@ -139,6 +139,16 @@ NEGATIVE = [
 ]
 
 
+def onnx_model(graph: Any, opsets: list[Any]) -> Any:
+    """A model for a hand-built graph, with the IR version the exported bundles carry (onnx
+    1.23 writes IR 14; onnxruntime 1.29 reads up to 13)."""
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
 def write_csv(path: Path, rows: list[tuple[object, ...]]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows(rows)

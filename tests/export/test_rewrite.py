@@ -13,6 +13,7 @@ from export.rewrite import (
     restore_reduce_mean,
     scale_as_div,
 )
+from tests.conftest import onnx_model
 
 
 def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -28,9 +29,7 @@ def pool_model(opset: int) -> onnx.ModelProto:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 1])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8  # ORT 1.29 reads IR <= 13
-    return model
+    return onnx_model(graph, [helper.make_opsetid("", opset)])
 
 
 def attention_scores_model(scale: float, head_dim: int = 8) -> onnx.ModelProto:
@@ -55,9 +54,7 @@ def attention_scores_model(scale: float, head_dim: int = 8) -> onnx.ModelProto:
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [2, 3, 3])],
         initializer=inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # ORT 1.29 reads IR <= 13
-    return model
+    return onnx_model(graph, [helper.make_opsetid("", 17)])
 
 
 def test_global_average_pool_becomes_the_equivalent_reduce_mean() -> None:

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export import quantize, rowwise
 from service.engine import pad_right
+from tests.conftest import onnx_model
 
 pytestmark = pytest.mark.slow
 
@@ -115,9 +116,7 @@ def ffn_block(hidden: int = 8, inner: int = 32, seed: int = 0) -> onnx.ModelProt
         ],
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-    model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 8  # as the exported bundles: ORT 1.29 reads IR <= 13, onnx writes 14
-    return model
+    return onnx_model(graph, opsets)
 
 
 def test_gelu_shift_is_folded_into_the_next_bias() -> None:

@@ -24,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from service.bundle import write_manifest
+from tests.conftest import onnx_model
 
 LABELS = ["Negative", "Positive"]
 MAX_LENGTH = 16
@@ -137,8 +138,7 @@ def build_model(
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", n_labels])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = onnx_model(graph, [helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
 
