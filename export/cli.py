@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from export.errors import ExportError, FusionError, GateError
 from export.parity import Thresholds
+from export.quantize import SCHEMES
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -46,6 +47,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--model-name", help="model_name in config.json (default: the --out folder name)"
+    )
+    p.add_argument(
+        "--quantization",
+        choices=SCHEMES,
+        default="auto",
+        help="int8 scheme: static (per-tensor scales calibrated on training tweets, the faster), "
+        "rowwise (per-token scales), or auto: static when it keeps the label agreement on "
+        "held-out training tweets, else rowwise (default %(default)s)",
     )
     p.add_argument(
         "--max-logit-diff",
@@ -97,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep_intermediate=args.keep_intermediate,
             model_name=args.model_name,
             sources=_sources(args.sources),
+            quantization=args.quantization,
         )
     except (FusionError, GateError) as exc:
         print(f"export failed, nothing written to {args.out}: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from export import bundle, convert, fuse, parity, quantize, rewrite, texts
@@ -26,6 +27,9 @@ from service.bundle import MODEL, write_manifest
 # Gate batches: length-sorted, right-padded, this many texts. int8 also runs one text at a time:
 # both are held to the criteria, and to each other (batch invariance); batch1 is reported.
 GATE_BATCH = 32
+RANKING_TEXTS = 128  # training tweets that rank row-wise's nodes by sensitivity
+# Static int8 is calibrated on half of this many training tweets and checked on the other half.
+STATIC_TEXTS = 1024
 
 
 @dataclass(frozen=True)
@@ -65,22 +69,28 @@ def export_bundle(
     keep_intermediate: str | Path | None = None,
     model_name: str | None = None,
     sources: Sequence[str] = (),
+    quantization: str = "auto",
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Export `checkpoint` to a bundle at `out`; raises FusionError or GateError (and ships
     nothing) when the graph is not fully fused or not faithful to the checkpoint."""
     out = Path(out)
+    if quantization not in quantize.SCHEMES:
+        raise ExportError(
+            f"quantization must be one of {', '.join(quantize.SCHEMES)}, not {quantization!r}"
+        )
     thresholds = thresholds or parity.Thresholds()
     started = time.perf_counter()
     ckpt = convert.load_checkpoint(checkpoint)
     labels = list(ckpt.info.labels)
     gate_texts = _load_texts(data_dir, texts_file, labels, max_texts, sources)
 
-    def calibration() -> texts.Texts:
-        """Ranks quantization settings: training tweets; without the data, the gate texts."""
+    def calibration(n: int) -> texts.Texts | None:
+        """`n` training tweets, which calibrate and rank quantization settings (the gate's
+        test texts only judge the result); None without the data folder."""
         if data_dir and sources:
-            return texts.calibration_from_sources(data_dir, sources, labels)
-        return texts.calibration_from_data(data_dir, labels) if data_dir else gate_texts
+            return texts.calibration_from_sources(data_dir, sources, labels, n)
+        return texts.calibration_from_data(data_dir, labels, n) if data_dir else None
 
     log(f"checkpoint {ckpt.path}: {ckpt.n_layers} layers, dim {ckpt.dim}, labels {labels}")
     log(
@@ -92,7 +102,7 @@ def export_bundle(
         try:
             return _export(
                 ckpt, gate_texts, calibration, out, work,
-                opset=opset, thresholds=thresholds,
+                opset=opset, thresholds=thresholds, quantization=quantization,
                 model_name=model_name or out.name, log=log, started=started,
             )  # fmt: skip
         finally:
@@ -107,12 +117,13 @@ def export_bundle(
 def _export(
     ckpt: convert.Checkpoint,
     gate_texts: texts.Texts,
-    calibration: Callable[[], texts.Texts],
+    calibration: Callable[[int], texts.Texts | None],
     out: Path,
     work: Path,
     *,
     opset: int,
     thresholds: parity.Thresholds,
+    quantization: str,
     model_name: str,
     log: Callable[[str], None],
     started: float,
@@ -157,14 +168,20 @@ def _export(
         name: parity.run_batches(parity.onnx_predictor(path), batches, n)
         for name, path in paths.items()
     }
-    # All-int8 first. Only if the gate refuses it are nodes ranked (on calibration texts) and
-    # the ladder's fp32 rungs tried, cheapest first. The gate's criteria never change, and every
+
+    def encode(sample: texts.Texts) -> list[np.ndarray]:
+        return texts.encode(
+            tokenizer_path, sample, max_length=ckpt.info.max_length, text_pair=ckpt.info.text_pair
+        )
+
+    # Static int8 first (the fastest) if it holds on held-out training tweets; then row-wise,
+    # all-int8 first: only if the gate refuses it are nodes ranked (on training tweets) and the
+    # ladder's fp32 rungs tried, cheapest first. The gate's criteria never change, and every
     # attempt is recorded in the manifest.
     attempts: list[dict[str, Any]] = []
 
-    def attempt(rung: str, fp32_nodes: list[str]) -> tuple[parity.GateReport, dict[str, Any]]:
-        settings = quantize.quantize(prepared, int8_path, fp32_nodes=fp32_nodes)
-        settings["rung"] = rung
+    def attempt(settings: dict[str, Any]) -> parity.GateReport:
+        rung = settings["rung"]
         log(f"int8 ({settings['scheme']}, {rung}): {int8_path.stat().st_size / 1e6:.2f} MB")
         int8 = parity.onnx_predictor(int8_path)
         result = parity.gate(
@@ -176,27 +193,44 @@ def _export(
         )
         _log_gate(result, log)
         attempts.append({"rung": rung, "passed": result.passed, "failures": result.failures})
-        return result, settings
+        return result
 
-    rung = "int8"
-    report, quantization = attempt(rung, [])
+    report: parity.GateReport | None = None
+    sample = calibration(STATIC_TEXTS) if quantization != "rowwise" else None
+    if sample is None and quantization == "static":
+        raise ExportError("static int8 is calibrated on training tweets: give --data")
+    if sample is None and quantization == "auto":
+        log("static int8 skipped: no training tweets to calibrate on (a texts file only)")
+    if sample is not None:
+        shipped = _static_int8(fused, int8_path, paths["fused"], encode(sample), log)
+        shipped["calibration"] = sample.source
+        agreement = shipped["held_out"]["agreement"]
+        if agreement >= thresholds.min_agreement - parity.EPS:
+            report = attempt(shipped)
+        else:
+            failure = f"held-out agreement {agreement:.2%} < {thresholds.min_agreement:.2%}"
+            attempts.append({"rung": shipped["rung"], "passed": False, "failures": [failure]})
+        if quantization == "static" and not (report and report.passed):
+            raise GateError(f"static int8 refused: {'; '.join(attempts[-1]['failures'])}")
     ranking: dict[str, Any] | None = None
-    if not (report.passed or report.fp32_failed):
-        sample = calibration()
-        ids_sample = texts.encode(
-            tokenizer_path, sample, max_length=ckpt.info.max_length, text_pair=ckpt.info.text_pair
-        )
-        scores = quantize.sensitivity(prepared, ids_sample)
-        ranking = {
-            "calibration": sample.source,
-            "relative_error_by_node": {
-                k: round(v, 5) for k, v in sorted(scores.items(), key=lambda kv: -kv[1])
-            },
-        }
-        for rung, fp32_nodes in quantize.ladder(prepared, scores)[1:]:  # [0] is all-int8, tried
-            report, quantization = attempt(rung, fp32_nodes)
-            if report.passed:
-                break
+    if report is None or not (report.passed or report.fp32_failed):
+        shipped = quantize.quantize(prepared, int8_path) | {"rung": "int8"}
+        report = attempt(shipped)
+        if not (report.passed or report.fp32_failed):
+            sample = calibration(RANKING_TEXTS) or gate_texts
+            scores = quantize.sensitivity(prepared, encode(sample))
+            ranking = {
+                "calibration": sample.source,
+                "relative_error_by_node": {
+                    k: round(v, 5) for k, v in sorted(scores.items(), key=lambda kv: -kv[1])
+                },
+            }
+            for rung, fp32_nodes in quantize.ladder(prepared, scores)[1:]:  # [0]: all-int8, tried
+                shipped = quantize.quantize(prepared, int8_path, fp32_nodes=fp32_nodes)
+                shipped["rung"] = rung
+                report = attempt(shipped)
+                if report.passed:
+                    break
     report.metrics["quantization_attempts"] = attempts
     if ranking is not None:
         report.metrics["quantization_sensitivity"] = ranking
@@ -208,7 +242,8 @@ def _export(
         "int8_bytes": int8_path.stat().st_size,
     }
     log(
-        f"shipping {rung}: {sizes['fp32_bytes'] / 1e6:.2f} MB -> {sizes['int8_bytes'] / 1e6:.2f} MB"
+        f"shipping {shipped['scheme']} ({shipped['rung']}): "
+        f"{sizes['fp32_bytes'] / 1e6:.2f} MB -> {sizes['int8_bytes'] / 1e6:.2f} MB"
     )
 
     config = {
@@ -236,7 +271,7 @@ def _export(
                 "metrics": report.metrics,
                 "fusion": counts,
                 "rewrites": rewrites,
-                "quantization": quantization,
+                "quantization": shipped,
                 "sizes": sizes,
                 "onnx": {"opset": opset, **{k: config[k] for k in ("inputs", "output")}},
                 "gate_batching": {
@@ -261,6 +296,28 @@ def _export(
         raise
     log(f"bundle written to {out} in {time.perf_counter() - started:.1f} s")
     return ExportResult(out=out, manifest=manifest)
+
+
+def _static_int8(
+    fused: onnx.ModelProto,
+    int8_path: Path,
+    fp32_path: Path,
+    ids: list[np.ndarray],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Write the static int8 graph calibrated on half of `ids` (training tweets) and measure
+    its label agreement with fp32 on the other half, one text per run: the check it must pass
+    before the gate, so the scheme is never chosen on the gate's test texts."""
+    settings = quantize.quantize_static(fused, int8_path, ids[0::2])
+    held = texts.batches(ids[1::2], pad_id=0, batch_size=1)
+    fp32 = parity.run_batches(parity.onnx_predictor(fp32_path), held, len(held))
+    int8 = parity.run_batches(parity.onnx_predictor(int8_path), held, len(held))
+    agreement = float((fp32.argmax(axis=1) == int8.argmax(axis=1)).mean())
+    log(f"static int8 on {len(held)} held-out training tweets: label agreement {agreement:.2%}")
+    return settings | {
+        "rung": "static int8",
+        "held_out": {"texts": len(held), "agreement": round(agreement, 5)},
+    }
 
 
 def _log_gate(report: parity.GateReport, log: Callable[[str], None]) -> None:

@@ -1,10 +1,11 @@
-"""int8 quantization of the fused graph: row-wise (per-token) activations, per-column weights.
+"""int8 quantization of the fused graph, in two batch-invariant schemes: static (per-tensor
+activation scales calibrated on training tweets, `export.static`: the faster) and row-wise
+(per-token scales, `export.rowwise`: the more faithful).
 
-`export.rowwise` does the rewrite; this module picks what stays fp32 when the all-int8 graph
-misses the parity gate. `ladder` lists what the export then tries, cheapest first: a few fp32
-nodes chosen by `sensitivity` (measured on training tweets), and the FFN output projections.
-The word embeddings are stored int8 too (ONNX Runtime's QEmbedLayerNormalization: weights
-only, so batch-invariant as well).
+For row-wise, this module also picks what stays fp32 when the all-int8 graph misses the gate:
+`ladder` lists what the export then tries, cheapest first: a few fp32 nodes chosen by
+`sensitivity` (measured on training tweets), and the FFN output projections. In both schemes the
+word embeddings are stored int8 (ONNX Runtime's QEmbedLayerNormalization: weights only).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from export import rowwise
+from export import rowwise, static
 
+SCHEMES = ("auto", "static", "rowwise")  # auto: static if it holds on held-out tweets, else rowwise
 MOST_SENSITIVE = (2, 4)  # ladder rungs: this many of the most sensitive nodes in fp32
 
 
@@ -120,27 +122,10 @@ def quantize(
 ) -> dict[str, Any]:
     """Write the row-wise int8 model of the `prepare`d graph to `int8_path` (`fp32_nodes`
     stay fp32); returns the settings for the manifest."""
-    from onnxruntime.quantization import quantize_dynamic
-
     graph = onnx.ModelProto()
     graph.CopyFrom(prepared)
     rewritten = rowwise.quantize_rowwise(graph, fp32_nodes)
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on the root logger
-    try:
-        with tempfile.TemporaryDirectory(prefix="rowwise-") as tmp:
-            staged = Path(tmp) / "model.rowwise.onnx"
-            onnx.save(graph, staged)
-            quantize_dynamic(  # the embedding tables only: weight-only, batch-invariant
-                staged,
-                int8_path,
-                op_types_to_quantize=["EmbedLayerNormalization"],
-                # Without it, weights feeding contrib ops fail with "Unable to find data type".
-                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-            )
-    finally:
-        root.setLevel(level)
+    _save_with_int8_embeddings(graph, int8_path)
     return {
         "scheme": rowwise.SCHEME,
         "activations": "uint8 per token (symmetric around 128; GELU outputs shifted, zero 0)",
@@ -149,3 +134,45 @@ def quantize(
         "matmuls_int8": rewritten,
         "fp32_nodes": list(fp32_nodes),
     }
+
+
+def quantize_static(
+    fused: onnx.ModelProto, int8_path: Path, calibration: Sequence[np.ndarray]
+) -> dict[str, Any]:
+    """Write the static int8 model of the fused graph to `int8_path`, its activation ranges
+    taken from `calibration` (token ids of training tweets); returns the manifest settings."""
+    graph = onnx.ModelProto()
+    graph.CopyFrom(fused)
+    rewritten = static.quantize_static(graph, static.activation_ranges(fused, calibration))
+    _save_with_int8_embeddings(graph, int8_path)
+    return {
+        "scheme": static.SCHEME,
+        "activations": "uint8 per tensor, scale and zero point fixed from calibration",
+        "weights": "int8 per output column, symmetric",
+        "embeddings": "int8 (QEmbedLayerNormalization)",
+        "matmuls_int8": rewritten,
+        "calibration_texts": len(calibration),
+        "fp32_nodes": [],
+    }
+
+
+def _save_with_int8_embeddings(graph: onnx.ModelProto, int8_path: Path) -> None:
+    """Save `graph` with its embedding tables int8 (weight-only, so batch-invariant too)."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint on the root logger
+    try:
+        with tempfile.TemporaryDirectory(prefix="int8-") as tmp:
+            staged = Path(tmp) / "model.staged.onnx"
+            onnx.save(graph, staged)
+            quantize_dynamic(  # the embedding tables only
+                staged,
+                int8_path,
+                op_types_to_quantize=["EmbedLayerNormalization"],
+                # Without it, weights feeding contrib ops fail with "Unable to find data type".
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+    finally:
+        root.setLevel(level)

@@ -61,9 +61,10 @@ def exported(
 def intermediate(
     tiny_checkpoint: Path, export_cli: ExportCli, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """The folder of an export's kept intermediate graphs (fused, unfused, int8) of the tiny
-    checkpoint (read-only)."""
+    """The folder of a row-wise export's kept intermediate graphs (fused, unfused, int8) of the
+    tiny checkpoint (read-only)."""
     folder = tmp_path_factory.mktemp("intermediate")
     keep = folder / "keep"
-    assert export_cli(tiny_checkpoint, folder / "bundle", "--keep-intermediate", str(keep)) == 0
+    extra = ["--keep-intermediate", str(keep), "--quantization", "rowwise"]
+    assert export_cli(tiny_checkpoint, folder / "bundle", *extra) == 0
     return keep

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from export import rewrite, texts
+from export import rewrite, static, texts
 from export.cli import main
 from export.parity import classification
 from service.bundle import BundleError, load_bundle, sha256_file
@@ -50,14 +50,16 @@ def test_bundle_is_complete_verified_and_describes_itself(
     assert m["metrics"]["fp32"]["n"] == m["metrics"]["int8"]["n"] == MAX_TEXTS
     assert 0 < m["sizes"]["int8_bytes"] < m["sizes"]["fp32_bytes"]
     assert m["sizes"]["int8_bytes"] == (exported / "model.onnx").stat().st_size
-    assert m["quantization"]["scheme"] == "rowwise-int8"
-    assert (
-        m["quantization"]["matmuls_int8"] == 2 * 4 + 2
-    )  # 4 per layer (QKV, out, FFN in/out) + head
+    q = m["quantization"]
+    assert q["scheme"] == "static-int8"  # auto: static held on the held-out training tweets
+    assert q["matmuls_int8"] == 2 * 4 + 2  # 4 per layer (QKV, out, FFN in/out) + head
     assert parity["int8_batch_drift"] <= parity["thresholds"]["max_batch_drift"] == 1e-5
-    assert m["quantization"]["rung"] == "int8" and m["quantization"]["fp32_nodes"] == []
+    assert q["rung"] == "static int8" and q["fp32_nodes"] == []
+    assert q["calibration"]["protocol"].startswith("clean training split")
+    assert q["calibration_texts"] + q["held_out"]["texts"] == q["calibration"]["rows"]
+    assert q["held_out"]["agreement"] >= 0.8  # TINY_GATE_ARGS' --min-agreement
     assert m["metrics"]["quantization_attempts"] == [
-        {"rung": "int8", "passed": True, "failures": []}
+        {"rung": "static int8", "passed": True, "failures": []}
     ]
     assert {"tensorflow", "transformers", "tf2onnx", "onnx", "onnxruntime", "tokenizers"} <= set(
         m["versions"]
@@ -72,12 +74,12 @@ def test_bundle_is_complete_verified_and_describes_itself(
 
 
 def test_shipped_model_is_int8_and_fused(exported: Path) -> None:
-    """Every weight MatMul int8 with per-token scales; no batch-wide (dynamic) quantization."""
+    """Every weight op int8 with calibrated scales; no batch-wide (dynamic) quantization."""
     ops = Counter(node.op_type for node in onnx.load(exported / "model.onnx").graph.node)
-    assert ops["MatMulIntegerToFloat"] == 10 and ops["MatMul"] == 0
-    assert ops["MultiHeadAttention"] == 2 and ops["QEmbedLayerNormalization"] == 1
+    assert ops["MatMulIntegerToFloat"] == 8 and ops["MatMul"] == 0
+    assert ops["QAttention"] == 2 and ops["QEmbedLayerNormalization"] == 1
     assert ops["SkipLayerNormalization"] == 4 and ops["BiasGelu"] == 2
-    assert not set(ops) & {"DynamicQuantizeLinear", "QAttention", "Softmax", "Erf", "ReduceMean"}
+    assert not set(ops) & {"DynamicQuantizeLinear", "Attention", "Softmax", "Erf", "ReduceMean"}
 
 
 def test_shipped_tokenizer_neither_pads_nor_truncates(exported: Path) -> None:
@@ -148,7 +150,7 @@ def test_a_refused_int8_graph_falls_back_to_the_next_rung(
 
     monkeypatch.setattr(parity, "gate", gate_refusing_the_first)
     out = tmp_path / "bundle"
-    assert export_cli(tiny_checkpoint, out) == 0
+    assert export_cli(tiny_checkpoint, out, "--quantization", "rowwise") == 0
     manifest = load_bundle(out).manifest
     attempts = manifest["metrics"]["quantization_attempts"]
     assert [a["passed"] for a in attempts] == [False, True]
@@ -164,6 +166,48 @@ def test_a_refused_int8_graph_falls_back_to_the_next_rung(
     ranked = manifest["metrics"]["quantization_sensitivity"]
     assert ranked["calibration"]["protocol"].startswith("clean training split")
     assert set(kept) <= set(ranked["relative_error_by_node"])
+
+
+def clipping_everything(model: onnx.ModelProto, rows: object) -> dict[str, tuple[float, float]]:
+    """Calibrated ranges so narrow that every activation clips: a static graph that is wrong."""
+    return {n.input[0]: (0.0, 1e-6) for n in static.targets(model)}
+
+
+def test_static_int8_that_fails_on_held_out_tweets_falls_back_to_rowwise(
+    tiny_checkpoint: Path,
+    export_cli: ExportCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(static, "activation_ranges", clipping_everything)
+    out = tmp_path / "bundle"
+    assert export_cli(tiny_checkpoint, out) == 0
+    manifest = load_bundle(out).manifest
+    first, second = manifest["metrics"]["quantization_attempts"]
+    assert first["rung"] == "static int8" and not first["passed"]
+    assert first["failures"][0].startswith("held-out agreement")
+    assert second == {"rung": "int8", "passed": True, "failures": []}
+    assert manifest["quantization"]["scheme"] == "rowwise-int8"
+
+
+def test_static_only_refused_exits_1_and_needs_training_tweets(
+    tiny_checkpoint: Path,
+    export_cli: ExportCli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    real = static.activation_ranges
+    monkeypatch.setattr(static, "activation_ranges", clipping_everything)
+    out = tmp_path / "bundle"
+    assert export_cli(tiny_checkpoint, out, "--quantization", "static") == 1
+    assert "static int8 refused: held-out agreement" in capsys.readouterr().err
+    assert not out.exists()
+    monkeypatch.setattr(static, "activation_ranges", real)
+    (tmp_path / "texts.tsv").write_text("Positive\tlove this game\n")
+    args = ["--checkpoint", str(tiny_checkpoint), "--texts-file", str(tmp_path / "texts.tsv")]
+    assert main([*args, "--out", str(out), "--quantization", "static"]) == 2
+    assert "static int8 is calibrated on training tweets" in capsys.readouterr().err
 
 
 def snapshot(folder: Path) -> dict[str, str]:

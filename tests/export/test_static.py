@@ -1,0 +1,84 @@
+"""Static int8 on the tiny checkpoint's fused graph: answers independent of batch-mates, close to
+fp32, every weight op int8 with constant scales; and the clipping it trades for speed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from export import quantize, static
+from tests.conftest import onnx_model
+from tests.export.test_rowwise import ROWS, alone, probs, run
+
+pytestmark = pytest.mark.slow
+
+CALIBRATION = [np.array(row, np.int64) for row in [*ROWS, [2, 40, 41, 42, 3], [2, 99, 98, 3]]]
+
+
+@pytest.fixture(scope="module")
+def static_int8(intermediate: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    fused = onnx.load(intermediate / "model.fp32.fused.onnx")
+    path = tmp_path_factory.mktemp("static") / "model.int8.onnx"
+    settings = quantize.quantize_static(fused, path, CALIBRATION)
+    assert settings["scheme"] == static.SCHEME and settings["calibration_texts"] == len(CALIBRATION)
+    assert settings["matmuls_int8"] == 2 + 2 * 3 + 2  # QKV per layer, out + FFN in/out, head
+    return path
+
+
+def test_every_weight_op_is_int8_with_constant_scales(static_int8: Path) -> None:
+    graph = onnx.load(static_int8).graph
+    ops = Counter(n.op_type for n in graph.node)
+    assert ops["QAttention"] == 2 and ops["MatMulIntegerToFloat"] == 8
+    assert ops["QEmbedLayerNormalization"] == 1
+    assert not set(ops) & {"MatMul", "Attention", "DynamicQuantizeLinear", "ReduceMax"}
+    constants = {i.name for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear":
+            assert set(node.input[1:]) <= constants  # no scale computed from the batch
+
+
+def test_answers_do_not_depend_on_batch_mates(static_int8: Path) -> None:
+    one_by_one = probs(alone(static_int8, ROWS))
+    assert np.abs(probs(run(static_int8, ROWS)) - one_by_one).max() <= 1e-6
+    assert np.abs(probs(run(static_int8, ROWS[::-1]))[::-1] - one_by_one).max() <= 1e-6
+
+
+def test_stays_close_to_fp32(static_int8: Path, intermediate: Path) -> None:
+    fp32 = probs(alone(intermediate / "model.fp32.fused.onnx", ROWS))
+    assert np.abs(probs(alone(static_int8, ROWS)) - fp32).max() < 0.05
+
+
+def test_uint8_params_map_the_range_with_an_exact_zero() -> None:
+    scale, zero = static.uint8_params(-1.0, 3.0)
+    assert scale == pytest.approx(4 / 255) and zero == 64  # round(1 / (4/255)) = 64
+    assert static.uint8_params(0.0, 0.0)[0] > 0  # a constant-zero input still has a scale
+    assert static.uint8_params(0.0, 2.0)[1] == 0
+
+
+def one_matmul(w: np.ndarray) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+        "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", w.shape[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", w.shape[1]])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    return onnx_model(graph, [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+
+
+def test_inputs_beyond_the_calibrated_range_clip() -> None:
+    """The trade: inside the range the product is close; beyond it the input saturates."""
+    w = np.eye(4, dtype=np.float32)
+    model = one_matmul(w)
+    assert static.quantize_static(model, {"x": (-1.0, 1.0)}) == 1
+    session = ort.InferenceSession(model.SerializeToString())
+    inside = np.array([[0.5, -0.25, 0.9, -1.0]], np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": inside})[0], inside, atol=2 / 255)
+    beyond = np.array([[3.0, -5.0, 0.0, 1.0]], np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": beyond})[0], [[1, -1, 0, 1]], atol=2 / 255)
