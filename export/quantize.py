@@ -144,6 +144,7 @@ def quantize_static(
     graph = onnx.ModelProto()
     graph.CopyFrom(fused)
     rewritten = static.quantize_static(graph, static.activation_ranges(fused, calibration))
+    approximated = static.approximate_gelu(graph)
     _save_with_int8_embeddings(graph, int8_path)
     return {
         "scheme": static.SCHEME,
@@ -151,6 +152,7 @@ def quantize_static(
         "weights": "int8 per output column, symmetric",
         "embeddings": "int8 (QEmbedLayerNormalization)",
         "matmuls_int8": rewritten,
+        "gelu": f"tanh approximation (FastGelu) in {approximated} nodes",
         "calibration_texts": len(calibration),
         "fp32_nodes": [],
     }

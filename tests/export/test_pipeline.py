@@ -78,7 +78,7 @@ def test_shipped_model_is_int8_and_fused(exported: Path) -> None:
     ops = Counter(node.op_type for node in onnx.load(exported / "model.onnx").graph.node)
     assert ops["MatMulIntegerToFloat"] == 8 and ops["MatMul"] == 0
     assert ops["QAttention"] == 2 and ops["QEmbedLayerNormalization"] == 1
-    assert ops["SkipLayerNormalization"] == 4 and ops["BiasGelu"] == 2
+    assert ops["SkipLayerNormalization"] == 4 and ops["FastGelu"] == 2
     assert not set(ops) & {"DynamicQuantizeLinear", "Attention", "Softmax", "Erf", "ReduceMean"}
 
 

@@ -28,6 +28,7 @@ def static_int8(intermediate: Path, tmp_path_factory: pytest.TempPathFactory) ->
     settings = quantize.quantize_static(fused, path, CALIBRATION)
     assert settings["scheme"] == static.SCHEME and settings["calibration_texts"] == len(CALIBRATION)
     assert settings["matmuls_int8"] == 2 + 2 * 3 + 2  # QKV per layer, out + FFN in/out, head
+    assert settings["gelu"] == "tanh approximation (FastGelu) in 2 nodes"
     return path
 
 
@@ -35,8 +36,8 @@ def test_every_weight_op_is_int8_with_constant_scales(static_int8: Path) -> None
     graph = onnx.load(static_int8).graph
     ops = Counter(n.op_type for n in graph.node)
     assert ops["QAttention"] == 2 and ops["MatMulIntegerToFloat"] == 8
-    assert ops["QEmbedLayerNormalization"] == 1
-    assert not set(ops) & {"MatMul", "Attention", "DynamicQuantizeLinear", "ReduceMax"}
+    assert ops["QEmbedLayerNormalization"] == 1 and ops["FastGelu"] == 2
+    assert not set(ops) & {"MatMul", "Attention", "DynamicQuantizeLinear", "ReduceMax", "BiasGelu"}
     constants = {i.name for i in graph.initializer}
     for node in graph.node:
         if node.op_type == "QuantizeLinear":
@@ -70,6 +71,33 @@ def one_matmul(w: np.ndarray) -> onnx.ModelProto:
         [numpy_helper.from_array(w, "w")],
     )
     return onnx_model(graph, [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+
+
+def test_fast_gelu_is_the_tanh_approximation_of_bias_gelu() -> None:
+    x = np.linspace(-6, 6, 97, dtype=np.float32).reshape(1, 97)
+    bias = np.full(97, 0.25, np.float32)
+
+    def gelu_graph() -> onnx.ModelProto:
+        node = helper.make_node("BiasGelu", ["x", "b"], ["y"], domain="com.microsoft")
+        graph = helper.make_graph(
+            [node],
+            "gelu",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 97])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 97])],
+            [numpy_helper.from_array(bias, "b")],
+        )
+        return onnx_model(
+            graph, [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+        )
+
+    exact = ort.InferenceSession(gelu_graph().SerializeToString()).run(None, {"x": x})[0]
+    model = gelu_graph()
+    assert static.approximate_gelu(model) == 1 and model.graph.node[0].op_type == "FastGelu"
+    approx = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    z = x + bias
+    tanh = 0.5 * z * (1 + np.tanh(np.sqrt(2 / np.pi) * (z + 0.044715 * z**3)))
+    np.testing.assert_allclose(approx, tanh, atol=1e-5)
+    assert 0 < np.abs(approx - exact).max() < 2e-3
 
 
 def test_inputs_beyond_the_calibrated_range_clip() -> None:
