@@ -106,17 +106,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--warmup", type=float, default=None, help="seconds of warm-up per level (default 5)"
     )
     p.add_argument("--timeout", type=float, default=30.0, help="client timeout per request (s)")
-    p.add_argument("--modes", default="direct,batched", help="service execution modes to run")
     p.add_argument(
-        "--reference-mode",
-        default=Settings.mode,
-        help="the mode peers are compared with (default: the service's default mode)",
+        "--reference",
+        default="ours",
+        help="the server peers are compared with (default: ours; for older raw results: "
+        "ours-direct or ours-batched)",
     )
     p.add_argument(
         "--from-json",
         type=Path,
         help="measure nothing: recompute ratios and targets of this raw result (e.g. with another"
-        " --reference-mode) and rewrite its JSON, Markdown and plots",
+        " --reference) and rewrite its JSON, Markdown and plots",
     )
     p.add_argument(
         "--service-env",
@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["ours", "all", "none"],
         default="ours",
         help="after the measured levels, one extra uncounted top-level run sampled by py-spy: "
-        "for our reference mode (default), every server, or none",
+        "for ours (default), every server, or none",
     )
     p.add_argument("--batches", type=_ints, default=None, help="engine batch sizes")
     p.add_argument("--seq-lens", type=_ints, default=None, help="engine sequence lengths")
@@ -264,36 +264,33 @@ def run_http(
     if importlib.util.find_spec("service.__main__") is None:
         notes.append("our service skipped: `python -m service` does not exist in this tree yet")
     else:
-        for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            # The defaults a user gets (access log on, info level); --service-env changes them,
-            # and the report's settings line says so.
-            env = {
-                "SENTIMENT_BUNDLE": str(bundle.path),
-                "SENTIMENT_HOST": "127.0.0.1",
-                "SENTIMENT_PORT": str(port),
-                "SENTIMENT_MODE": mode,
-                **extra_env,
+        # The defaults a user gets (access log on, info level); --service-env changes them,
+        # and the report's settings line says so.
+        env = {
+            "SENTIMENT_BUNDLE": str(bundle.path),
+            "SENTIMENT_HOST": "127.0.0.1",
+            "SENTIMENT_PORT": str(port),
+            **extra_env,
+        }
+        if args.api_key:
+            env.setdefault("SENTIMENT_API_KEY", args.api_key)
+        print("http: ours")
+        servers.append(
+            {
+                **http.bench_server(
+                    "ours",
+                    http.python_module("service"),
+                    env,
+                    port,
+                    texts,
+                    headers=headers,
+                    entities=entities,
+                    profile=args.py_spy in ("all", "ours"),
+                    **common,
+                ),
+                "ours": True,
             }
-            if args.api_key:
-                env.setdefault("SENTIMENT_API_KEY", args.api_key)
-            print(f"http: ours ({mode})")
-            servers.append(
-                {
-                    **http.bench_server(
-                        f"ours-{mode}",
-                        http.python_module("service"),
-                        env,
-                        port,
-                        texts,
-                        headers=headers,
-                        entities=entities,
-                        profile=args.py_spy == "all"
-                        or (args.py_spy == "ours" and mode == args.reference_mode),
-                        **common,
-                    ),
-                    "ours": True,
-                }
-            )
+        )
     if not args.skip_peers:
         servers += run_peers(args, bundle, texts, port, peer_common, notes)
     for note in notes:
@@ -400,9 +397,9 @@ def optimum_default(fp32_model: Path, int8_model: Path) -> Path:
 
 
 def compare(results: dict[str, Any], reference: str) -> None:
-    """Add each server's RPS and p99 as ratios to ours (the reference mode) at the same level."""
+    """Add each server's RPS and p99 as ratios to ours (`reference`) at the same level."""
     servers = results.get("http", {}).get("servers", [])
-    ours = next((s for s in servers if s["name"] == f"ours-{reference}" and s.get("levels")), None)
+    ours = next((s for s in servers if s["name"] == reference and s.get("levels")), None)
     if ours is None:
         return
     by_level = {lvl["concurrency"]: lvl for lvl in ours["levels"]}
@@ -427,10 +424,10 @@ def distance(
     """The fraction of the CPU's int8 GEMM rate the service reaches (HTTP at the highest
     level; the engine in the service's plan when HTTP did not run)."""
     servers = {s["name"]: s for s in results.get("http", {}).get("servers", []) if s.get("levels")}
-    ours = servers.get(f"ours-{reference}")
+    ours = servers.get(reference)
     if ours:
         top = max(ours["levels"], key=lambda lvl: lvl["concurrency"])
-        rate, source = top["rps"], f"HTTP ours-{reference} at {top['concurrency']} users"
+        rate, source = top["rps"], f"HTTP {reference} at {top['concurrency']} users"
     else:
         best = max(results["engine"]["service_plan"], key=lambda p: p["texts_per_s"])
         rate, source = (
@@ -449,13 +446,13 @@ def distance(
 def targets(results: dict[str, Any], reference: str) -> list[dict[str, Any]]:
     """The issue's three targets, each with its measured value and met / missed / not measured."""
     servers = {s["name"]: s for s in results.get("http", {}).get("servers", []) if s.get("levels")}
-    ours = servers.get(f"ours-{reference}")
+    ours = servers.get(reference)
     top = max(ours["levels"], key=lambda lvl: lvl["concurrency"]) if ours else None
     out: list[dict[str, Any]] = []
     if top is not None:
         out.append(
             {
-                "name": f"RPS at {top['concurrency']} concurrent (ours-{reference}), 0 failures",
+                "name": f"RPS at {top['concurrency']} concurrent ({reference}), 0 failures",
                 "value": top["rps"],
                 "target": f">= {TARGET_RPS:.0f} and 0 errors",
                 "met": bool(
@@ -527,9 +524,11 @@ def targets(results: dict[str, Any], reference: str) -> list[dict[str, Any]]:
 def batching_targets(
     results: dict[str, Any], ours: dict[str, Any] | None, top: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
-    """Issue #11's: the engine in the service's plan, HTTP at 500 users, one user's p50."""
+    """Issue #11's: the engine in the service's plan for one-tweet requests (one text per run;
+    the best plan on older results), HTTP at 500 users, one user's p50."""
     plans = results.get("engine", {}).get("service_plan", [])
-    best = max(plans, key=lambda p: p["texts_per_s"]) if plans else None
+    single = [p for p in plans if p["max_batch"] == 1]
+    best = single[0] if single else max(plans, key=lambda p: p["texts_per_s"]) if plans else None
     one = next((lvl for lvl in ours["levels"] if lvl["concurrency"] == 1), None) if ours else None
     plan_value: float | None = best["texts_per_s"] if best else None
     at_500 = top is not None and top["concurrency"] >= 500
@@ -579,10 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
         raw: dict[str, Any] = json.loads(args.from_json.read_text())
-        raw["settings"]["reference_mode"] = args.reference_mode
+        raw["settings"]["reference"] = args.reference
         if "http" in raw:
-            compare(raw, args.reference_mode)
-        raw["targets"] = targets(raw, args.reference_mode)
+            compare(raw, args.reference)
+        raw["targets"] = targets(raw, args.reference)
         return write_reports(raw, args.from_json.with_suffix(""))
     bundle = load_bundle(args.bundle)
     info = machine_info()
@@ -623,10 +622,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             me.cpu_affinity(before)
         results["http"]["pinning"] = {"server": args.server_cpus, "client": args.client_cpus}
-        compare(results, args.reference_mode)
+        compare(results, args.reference)
     if not args.skip_engine:
-        results["limit"] = distance(results, bundle, texts, entities, args.reference_mode)
-    results["targets"] = targets(results, args.reference_mode)
+        results["limit"] = distance(results, bundle, texts, entities, args.reference)
+    results["targets"] = targets(results, args.reference)
     results["elapsed_s"] = round(time.perf_counter() - t0, 1)
     results["machine"]["busy_processes_at_end"] = busy_processes()
     args.out_dir.mkdir(parents=True, exist_ok=True)

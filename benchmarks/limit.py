@@ -2,10 +2,10 @@
 multiply-adds one tweet costs, and the CPU's sustained int8 GEMM rate.
 
 - `service_plan`: texts/s of the service's engines (default settings: `pool_size` sessions of
-  `threads` intra-op threads, spinning off) running the micro-batcher's plan: rounds of
-  `max_batch * ROUND_BATCHES` texts in arrival order, each cut by `service.batcher.plan`
-  (length-sorted, row/token budget, <= 10 % padding). With `max_batch` 1 it is the one-text-
-  per-run plan. No HTTP: this is the ceiling the HTTP figures are held to.
+  `threads` intra-op threads, spinning off) running what the service runs: with `max_batch` 1,
+  one text per run (one-tweet requests); otherwise requests of `REQUEST_TEXTS` texts in arrival
+  order, each cut by `service.batcher.plan` (length-sorted, row/token budget, <= 10 % padding).
+  No HTTP: this is the ceiling the HTTP figures are held to.
 - `int8_macs`: multiply-adds in the graph's int8 GEMMs per token (weights K x N of every
   MatMulInteger(ToFloat)/QAttention), times the mean token count of the texts.
 - `gemm_rate`: one large MatMulIntegerToFloat (u8 x s8, the kernel the graph runs) in ONNX
@@ -25,11 +25,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service.batcher import ROUND_BATCHES, plan
+from service.batcher import plan
 from service.bundle import Bundle
 from service.engine import Engine
 from service.settings import Settings
 
+REQUEST_TEXTS = 64  # texts per multi-text request in the batched plan (MAX_TEXTS' default)
 INT8_GEMMS = ("MatMulInteger", "MatMulIntegerToFloat", "QAttention", "DynamicQuantizeMatMul")
 
 
@@ -41,13 +42,13 @@ def service_plan(
     max_batch: int,
     min_seconds: float = 2.0,
 ) -> dict[str, Any]:
-    """texts/s of `settings.pool_size` engines running the batcher's plan over `texts`."""
+    """texts/s of `settings.pool_size` engines running the service's plan over `texts`."""
     engines = [
         Engine(bundle, threads=settings.threads, spin=settings.spin)
         for _ in range(settings.pool_size)
     ]
     rows = [enc.ids for enc in engines[0].encode(list(texts), entities)]
-    size = max_batch * ROUND_BATCHES
+    size = REQUEST_TEXTS if max_batch > 1 else 1
     rounds = [rows[i : i + size] for i in range(0, len(rows), size)]
     batches = [
         [chunk[k] for k in group]

@@ -33,7 +33,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wait-min", type=float, default=0.0, help="think time minimum (s)")
     p.add_argument("--wait-max", type=float, default=0.0, help="think time maximum (s)")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
-    p.add_argument("--mode", default="batched", choices=["batched", "direct"])
     p.add_argument("--service-env", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--api-key", default=None)
     p.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"))
@@ -104,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
             "SENTIMENT_BUNDLE": str(args.bundle),
             "SENTIMENT_HOST": "127.0.0.1",
             "SENTIMENT_PORT": str(port),
-            "SENTIMENT_MODE": args.mode,
             "SENTIMENT_ACCESS_LOG": "false",
             "SENTIMENT_LOG_LEVEL": "warning",
             **dict(item.split("=", 1) for item in args.service_env),

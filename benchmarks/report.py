@@ -261,7 +261,8 @@ def limit_section(results: dict[str, Any]) -> list[str]:
             "## Engine alone, in the service's plan",
             "",
             "The service's engines with its default settings (sessions x threads, spinning off),"
-            " texts in rounds as the micro-batcher takes them, cut by `service.batcher.plan`.",
+            " one text per run (max_batch 1: what one-tweet requests run), and requests of 64 texts"
+            " cut by `service.batcher.plan` (max_batch 16).",
             "",
         ]
         lines += _table(

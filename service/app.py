@@ -134,7 +134,6 @@ def _info(settings: Settings, registry: Registry) -> dict[str, Any]:
         "manifest": default["manifest"],
         "default_model": default["name"],
         "models": [model.facts() for model in registry],
-        "mode": settings.mode,
         "versions": _versions(),
         "limits": {
             "max_texts": settings.max_texts,
@@ -151,7 +150,6 @@ def _info(settings: Settings, registry: Registry) -> dict[str, Any]:
             "batch_drift": default["batch_drift"],
             "batch_tolerance": settings.batch_tolerance,
             "max_tokens": settings.max_tokens,
-            "max_wait_ms": settings.max_wait_ms,
         },
     }
 
@@ -394,7 +392,6 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
             log.critical("refusing to start: %s", exc)
         raise
     _warn_if_oversubscribed(settings)
-    registry.start()
     state.load(registry)
     previous = _install_drain(state)
     state.ready = True  # only now: every model verified, loaded, warm and scheduling
@@ -419,9 +416,9 @@ async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
 
 
 async def _watch(state: ServiceState, registry: Registry) -> None:
-    """Turn an internal failure (a dead micro-batcher, a stuck inference) into /ready and
-    /health 503 and a shutdown with a failure status, instead of a process that is up but
-    answers nothing (or at half capacity) until someone notices."""
+    """Turn an internal failure (a stuck inference) into /ready and /health 503 and a shutdown
+    with a failure status, instead of a process that is up but answers nothing (or at half
+    capacity) until someone notices."""
     while state.failed is None:
         await asyncio.sleep(WATCHDOG_S)
         for model in registry:

@@ -123,7 +123,7 @@ class Metrics:
         self.model = Gauge(
             "sentiment_model_info",
             "A served model (value 1; model_name repeats model for older dashboards).",
-            ["model", "model_name", "bundle_sha256", "labels", "max_length", "mode"],
+            ["model", "model_name", "bundle_sha256", "labels", "max_length"],
             registry=registry,
             multiprocess_mode="livemax",
         )
@@ -162,10 +162,10 @@ class ModelMetrics:
         self._truncated = metrics.texts.labels(name, "true")
         self._whole = metrics.texts.labels(name, "false")
 
-    def loaded(self, bundle: Bundle, sha256: str, mode: str, drift: float) -> None:
+    def loaded(self, bundle: Bundle, sha256: str, drift: float) -> None:
         """Publish what was loaded: model info and the measured batch drift."""
         labels = ",".join(bundle.labels)
-        info = (self.name, bundle.model_name, sha256, labels, str(bundle.max_length), mode)
+        info = (self.name, bundle.model_name, sha256, labels, str(bundle.max_length))
         self._metrics.model.labels(*info).set(1)
         self._metrics.drift.labels(self.name).set(drift)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.batcher import DirectRunner, MicroBatcher, Scheduler
+from service.batcher import Scheduler
 from service.bundle import Bundle, BundleError, load_bundle
 from service.engine import Engine
 from service.metrics import Metrics, ModelMetrics
@@ -87,10 +87,6 @@ class Registry:
         """No model has room for one more text: any request would be refused."""
         return not any(model.scheduler.has_room(1) for model in self)
 
-    def start(self) -> None:
-        for model in self:
-            model.scheduler.start()
-
     async def aclose(self) -> None:
         """Refuse new work everywhere, finish everything admitted."""
         await asyncio.gather(*(model.scheduler.aclose() for model in self))
@@ -140,7 +136,7 @@ async def _load_model(
     layout = await asyncio.to_thread(choose_layout, settings, engine)
     sha256 = await asyncio.to_thread(lambda: bundle.sha256)
     observer = metrics.for_model(bundle.model_name)
-    observer.loaded(bundle, sha256, settings.mode, drift)
+    observer.loaded(bundle, sha256, drift)
     scheduler = make_scheduler(settings, engine, executor, observer, max_batch)
     return Model(
         bundle.model_name, bundle, engine, scheduler, observer, sha256, max_batch, drift, layout
@@ -202,12 +198,4 @@ def make_scheduler(
     }
     if engine.idle_session is not None:
         common["infer_alone"] = engine.infer_alone
-    if settings.mode == "direct":
-        return DirectRunner(engine.infer, executor, **common)
-    return MicroBatcher(
-        engine.infer,
-        executor,
-        slots=settings.pool_size,
-        max_wait_s=settings.max_wait_ms / 1000,
-        **common,
-    )
+    return Scheduler(engine.infer, executor, **common)

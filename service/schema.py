@@ -103,7 +103,6 @@ class Info(Struct):
     manifest: dict[str, Any]
     default_model: str
     models: list[ModelInfo]
-    mode: Literal["batched", "direct"]
     versions: dict[str, str]
     limits: dict[str, float]
     runtime: dict[str, Any]

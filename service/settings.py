@@ -11,11 +11,10 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 PREFIX = "SENTIMENT_"
 DEFAULT_BUNDLE = Path("models/sentiment-binary")
-Mode = Literal["batched", "direct"]
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -57,13 +56,8 @@ class Settings:
     # 0 = auto (the worker's cores, kept only if a start-up measurement shows it is faster
     # than `threads`), 1 = never, N = always N (no measurement).
     idle_threads: int = 0
-    # Measured on onnxruntime 1.29, one `make bench` run (benchmarks/results/2026-11-29-vm.md):
-    # direct 200.6 / 326.4 / 327.8 / 315.2 RPS at 1 / 8 / 64 / 500 users, batched 183.1 / 235.5 /
-    # 317.6 / 339.2: batching pays only at saturation, so it is opt-in (SENTIMENT_MODE=batched).
-    mode: Mode = "direct"
-    max_batch: int = 16  # rows per session.run
+    max_batch: int = 16  # rows per session.run (a request's texts, cut by length)
     max_tokens: int = 2048  # rows x padded length per session.run
-    max_wait_ms: float = 2.0  # longest a batch waits for more requests
     batch_tolerance: float = 1e-4  # max |Δprob| batching may cause, else rows run one by one
     queue_size: int = 512  # texts admitted and not yet answered, per worker
     request_timeout_s: float = 10.0
@@ -131,10 +125,8 @@ class Settings:
             (self.threads >= 1, "SENTIMENT_THREADS must be >= 1"),
             (self.idle_threads >= 0, "SENTIMENT_IDLE_THREADS must be >= 0 (0 = auto)"),
             (self.pool_size >= 1, "SENTIMENT_POOL_SIZE must be >= 1"),
-            (self.mode in ("batched", "direct"), "SENTIMENT_MODE must be 'batched' or 'direct'"),
             (self.max_batch >= 1, "SENTIMENT_MAX_BATCH must be >= 1"),
             (self.max_tokens >= 1, "SENTIMENT_MAX_TOKENS must be >= 1"),
-            (0 <= self.max_wait_ms <= 1000, "SENTIMENT_MAX_WAIT_MS must be in 0..1000"),
             (self.batch_tolerance >= 0, "SENTIMENT_BATCH_TOLERANCE must be >= 0"),
             (self.max_texts >= 1, "SENTIMENT_MAX_TEXTS must be >= 1"),
             (
@@ -256,10 +248,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "idle_threads": _int,
     "pool_size": _int,
     "spin": _bool,
-    "mode": _choice(("batched", "direct")),
     "max_batch": _int,
     "max_tokens": _int,
-    "max_wait_ms": _float,
     "batch_tolerance": _float,
     "queue_size": _int,
     "request_timeout_s": _float,

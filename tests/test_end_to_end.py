@@ -49,7 +49,7 @@ def test_train_export_serve(tmp_path: Path, tiny_base: Path, tiny_data: Path) ->
     batch = tokenizer(entities, texts, padding=True, return_tensors="np")
     tf_labels = [model.config.id2label[int(i)] for i in np.argmax(model(**batch).logits, axis=1)]
 
-    settings = Settings(bundle=bundle, mode="batched", warmup=True)
+    settings = Settings(bundle=bundle, warmup=True)
     with TestClient(create_app(settings)) as client:
         assert client.get("/ready").status_code == 200
         one = client.post("/predict", json={"text": texts[0], "entity": entities[0]})

@@ -61,7 +61,7 @@ def test_quick_run_writes_json_markdown_and_plots(
     assert engine["tokenizer"]["texts"] == 4 and engine["profile"]["ops"]
     assert next(t["name"] for t in results["targets"]).startswith("RPS at")
     names = [s["name"] for s in results["http"]["servers"]]
-    assert names == ["ours-direct", "ours-batched"]
+    assert names == ["ours"]
     for server in results["http"]["servers"]:
         assert "skipped" not in server, server.get("skipped")
         assert [lvl["errors"] for lvl in server["levels"]] == [0, 0]

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
@@ -126,7 +125,7 @@ def test_probes_and_info(client: TestClient, tiny_bundle: Path) -> None:
     assert client.get("/ready").json() == {"status": "ready"}
     info = client.get("/info").json()
     assert info["model_name"] == "tiny-test" and info["labels"] == ["Negative", "Positive"]
-    assert info["max_length"] == 16 and info["mode"] in ("batched", "direct")
+    assert info["max_length"] == 16 and "mode" not in info
     assert info["bundle_sha256"] == sha256_file(tiny_bundle / "manifest.json")
     assert info["manifest"]["note"] == "tiny test model" and "files" not in info["manifest"]
     assert {"service", "onnxruntime", "tokenizers", "python"} <= set(info["versions"])
@@ -410,11 +409,10 @@ def test_unexpected_failures_are_json_500(make_settings: Callable[..., Settings]
         assert 'route="/predict",status="500"' in metrics
 
 
-@pytest.mark.parametrize("mode", ["direct", "batched"])
 def test_a_failed_inference_is_logged_once(
-    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture, mode: str
+    make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(make_settings(mode=mode))
+    app = create_app(make_settings())
     with TestClient(app, raise_server_exceptions=False) as client:
 
         def broken(rows: Sequence[Sequence[int]]) -> Probs:
@@ -458,14 +456,9 @@ async def gated(app: Any) -> AsyncIterator[tuple[Any, Gate, httpx.AsyncClient]]:
             yield scheduler, gate, client
 
 
-@pytest.mark.parametrize("mode", ["batched", "direct"])
-def test_full_queue_and_timeouts_are_fast_503s(
-    make_settings: Callable[..., Settings], mode: str
-) -> None:
+def test_full_queue_and_timeouts_are_fast_503s(make_settings: Callable[..., Settings]) -> None:
     app = create_app(
-        make_settings(
-            mode=mode, queue_size=2, max_texts=2, request_timeout_s=0.3, max_batch=1, pool_size=1
-        )
+        make_settings(queue_size=2, max_texts=2, request_timeout_s=0.3, max_batch=1, pool_size=1)
     )
 
     async def go() -> list[httpx.Response]:
@@ -517,17 +510,6 @@ def test_a_wait_past_the_keepalive_also_closes_the_connection(
     assert short.headers["retry-after"] == "1" and "connection" not in short.headers
     assert 6 <= int(long.headers["retry-after"]) <= 12  # jittered around 9
     assert long.headers["connection"] == "close"  # keepalive_s is 5
-
-
-def test_batched_mode_matches_direct_mode(make_settings: Callable[..., Settings]) -> None:
-    texts = ["I love it", "bad bad", "the update is great today", "i hate the new game"]
-    results = {}
-    for mode in ("batched", "direct"):
-        with TestClient(create_app(make_settings(mode=mode))) as client:
-            results[mode] = client.post("/predict", json={"texts": texts}).json()["predictions"]
-    for a, b in zip(results["batched"], results["direct"], strict=True):
-        assert a["label"] == b["label"]
-        assert np.allclose(list(a["scores"].values()), list(b["scores"].values()), atol=1e-4)
 
 
 def test_a_batch_coupled_model_runs_every_text_alone(
@@ -588,30 +570,11 @@ class RecordingSupervisor(Supervisor):
         self.exits.append(status)
 
 
-def test_a_crashed_micro_batcher_fails_ready_and_health_and_exits_non_zero(
+def test_a_stuck_inference_fails_health_and_shutdown_does_not_wait_for_it(
     make_settings: Callable[..., Settings],
 ) -> None:
     supervisor = RecordingSupervisor()
-    app = create_app(make_settings(mode="batched"), supervisor=supervisor)
-    with TestClient(app) as client:
-        assert client.get("/ready").status_code == 200
-        scheduler: Any = app.state.service.registry.default.scheduler
-        scheduler._task.cancel()  # the loop task dies, as an unexpected exception would end it
-        assert supervisor.stopped.wait(5), "the watchdog did not notice"
-        for route in ("/ready", "/health"):
-            response = client.get(route)
-            assert response.status_code == 503
-            assert "micro-batcher stopped" in response.json()["reason"]
-        assert supervisor.exits == []  # not before the shutdown it asked for
-    assert supervisor.exits == [EXIT_FAILED]
-
-
-@pytest.mark.parametrize("mode", ["batched", "direct"])
-def test_a_stuck_inference_fails_health_and_shutdown_does_not_wait_for_it(
-    make_settings: Callable[..., Settings], mode: str
-) -> None:
-    supervisor = RecordingSupervisor()
-    settings = make_settings(mode=mode, request_timeout_s=0.3, shutdown_timeout_s=0.6)
+    settings = make_settings(request_timeout_s=0.3, shutdown_timeout_s=0.6)
     app = create_app(settings, supervisor=supervisor)
     release = threading.Event()
     with TestClient(app, raise_server_exceptions=False) as client:

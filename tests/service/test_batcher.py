@@ -1,9 +1,9 @@
-"""Scheduling: length grouping, batched == single, overload, timeouts, shutdown."""
+"""Scheduling: length grouping, a request's batches == single runs, overload, timeouts,
+shutdown."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,15 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.batcher import (
-    Closed,
-    DirectRunner,
-    MicroBatcher,
-    Overloaded,
-    QueueTimeout,
-    Scheduler,
-    plan,
-)
+from service.batcher import Closed, Overloaded, QueueTimeout, Scheduler, plan
 from service.bundle import load_bundle
 from service.engine import Engine, Probs
 
@@ -87,7 +79,7 @@ def run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def make(kind: str, infer: Any, **kw: Any) -> tuple[Scheduler, ThreadPoolExecutor]:
+def make(infer: Any, **kw: Any) -> tuple[Scheduler, ThreadPoolExecutor]:
     executor = ThreadPoolExecutor(kw.pop("pool", 1))
     common: dict[str, Any] = {
         "max_batch": 4,
@@ -97,11 +89,7 @@ def make(kind: str, infer: Any, **kw: Any) -> tuple[Scheduler, ThreadPoolExecuto
         "observer": kw.pop("observer", Recorder()),
     }
     common.update(kw)
-    if kind == "batched":
-        slots = common.pop("slots", 1)
-        wait = common.pop("max_wait_s", 0.002)
-        return MicroBatcher(infer, executor, slots=slots, max_wait_s=wait, **common), executor
-    return DirectRunner(infer, executor, **common), executor
+    return Scheduler(infer, executor, **common), executor
 
 
 # ------------------------------------------------------------------------------------ plan
@@ -144,15 +132,13 @@ def engine(tiny_bundle: Path) -> Engine:
     return Engine(load_bundle(tiny_bundle), threads=1)
 
 
-@pytest.mark.parametrize("kind", ["batched", "direct"])
-def test_concurrent_results_equal_single_runs(engine: Engine, kind: str) -> None:
+def test_concurrent_results_equal_single_runs(engine: Engine) -> None:
     rows = [enc.ids for enc in engine.encode(TWEETS * 6)]
     single = np.concatenate([engine.infer([row]) for row in rows])
     recorder = Recorder()
 
     async def go() -> list[Probs]:
-        scheduler, executor = make(kind, engine.infer, max_batch=8, observer=recorder)
-        scheduler.start()
+        scheduler, executor = make(engine.infer, max_batch=8, observer=recorder)
         results = await asyncio.gather(*(scheduler.predict([row]) for row in rows))
         many = await scheduler.predict(rows[:13])  # one request, several batches
         await scheduler.aclose()
@@ -162,22 +148,19 @@ def test_concurrent_results_equal_single_runs(engine: Engine, kind: str) -> None
     *results, many = run(go)
     assert np.abs(np.concatenate(results) - single).max() <= 1e-4
     assert np.abs(many - single[:13]).max() <= 1e-4
-    if kind == "batched":
-        assert max(rows_ for rows_, _ in recorder.batches) > 1, "no batch formed"
+    assert max(rows_ for rows_, _ in recorder.batches) > 1, "the 13-text request was not batched"
     assert all(rows_ <= 8 for rows_, _ in recorder.batches)
 
 
 # ----------------------------------------------------------------------------- behaviours
 
 
-@pytest.mark.parametrize("kind", ["batched", "direct"])
-def test_results_are_routed_to_their_request_in_order(kind: str) -> None:
+def test_results_are_routed_to_their_request_in_order() -> None:
     infer = GatedInfer()
     requests = [[[i] * (1 + i % 5), [100 + i]] for i in range(20)]
 
     async def go() -> list[Probs]:
-        scheduler, executor = make(kind, infer, max_batch=3)
-        scheduler.start()
+        scheduler, executor = make(infer, max_batch=3)
         out = await asyncio.gather(*(scheduler.predict(rows) for rows in requests))
         await scheduler.aclose()
         executor.shutdown()
@@ -187,53 +170,12 @@ def test_results_are_routed_to_their_request_in_order(kind: str) -> None:
         assert probs.tolist() == [[sum(r), len(r)] for r in rows]
 
 
-def test_batches_form_under_load_and_respect_budgets() -> None:
-    infer = GatedInfer()
-    infer.gate.clear()
-    recorder = Recorder()
-
-    async def go() -> None:
-        scheduler, executor = make("batched", infer, max_batch=4, max_tokens=12, observer=recorder)
-        scheduler.start()
-        first = asyncio.ensure_future(scheduler.predict([[1, 2]]))
-        await asyncio.to_thread(infer.entered.wait, 5)  # the worker is busy with `first`
-        rest = [asyncio.ensure_future(scheduler.predict([[7] * (1 + i % 4)])) for i in range(16)]
-        await asyncio.sleep(0.05)
-        infer.gate.set()
-        await asyncio.gather(first, *rest)
-        await scheduler.aclose()
-        executor.shutdown()
-
-    run(go)
-    assert recorder.batches[0] == (1, 2)  # idle: ran alone, at once
-    later = recorder.batches[1:]
-    assert sum(rows for rows, _ in later) == 16
-    assert max(rows for rows, _ in later) == 4  # the backlog was batched...
-    assert all(rows <= 4 and (rows == 1 or tokens <= 12) for rows, tokens in later)  # ...in budget
-    assert len(recorder.waits) == 17
-
-
-def test_an_idle_batcher_does_not_wait_for_max_wait() -> None:
-    infer = GatedInfer()
-
-    async def go() -> None:
-        scheduler, executor = make("batched", infer, max_wait_s=60.0)
-        scheduler.start()
-        await asyncio.wait_for(scheduler.predict([[1]]), timeout=5)  # not 60 s
-        await scheduler.aclose()
-        executor.shutdown()
-
-    run(go)
-
-
-@pytest.mark.parametrize("kind", ["batched", "direct"])
-def test_full_queue_rejects_at_once(kind: str) -> None:
+def test_full_queue_rejects_at_once() -> None:
     infer = GatedInfer()
     infer.gate.clear()
 
     async def go() -> None:
-        scheduler, executor = make(kind, infer, queue_size=3)
-        scheduler.start()
+        scheduler, executor = make(infer, queue_size=3)
         admitted = [asyncio.ensure_future(scheduler.predict([[i]])) for i in range(2)]
         await asyncio.sleep(0.01)
         assert scheduler.depth == 2 and scheduler.has_room(1) and not scheduler.has_room(2)
@@ -249,14 +191,12 @@ def test_full_queue_rejects_at_once(kind: str) -> None:
     run(go)
 
 
-@pytest.mark.parametrize("kind", ["batched", "direct"])
-def test_requests_that_wait_too_long_time_out_and_never_run(kind: str) -> None:
+def test_requests_that_wait_too_long_time_out_and_never_run() -> None:
     infer = GatedInfer()
     infer.gate.clear()
 
     async def go() -> None:
-        scheduler, executor = make(kind, infer, timeout_s=0.2, max_batch=1)
-        scheduler.start()
+        scheduler, executor = make(infer, timeout_s=0.2, max_batch=1)
         running = asyncio.ensure_future(scheduler.predict([[1]]))
         await asyncio.to_thread(infer.entered.wait, 5)
         with pytest.raises(QueueTimeout):
@@ -276,7 +216,7 @@ def test_a_wedged_inference_still_answers_within_two_timeouts() -> None:
     infer.gate.clear()
 
     async def go() -> None:
-        scheduler, executor = make("direct", infer, timeout_s=0.1)
+        scheduler, executor = make(infer, timeout_s=0.1)
         with pytest.raises(QueueTimeout):
             # two timeouts are 0.2 s; 1 s is the bound that a hang or a missed timer breaks
             await asyncio.wait_for(scheduler.predict([[1]]), timeout=1.0)
@@ -286,14 +226,12 @@ def test_a_wedged_inference_still_answers_within_two_timeouts() -> None:
     run(go)
 
 
-@pytest.mark.parametrize("kind", ["batched", "direct"])
-def test_close_finishes_admitted_work_then_refuses(kind: str) -> None:
+def test_close_finishes_admitted_work_then_refuses() -> None:
     infer = GatedInfer()
     infer.gate.clear()
 
     async def go() -> None:
-        scheduler, executor = make(kind, infer, max_batch=2)
-        scheduler.start()
+        scheduler, executor = make(infer, max_batch=2)
         admitted = [asyncio.ensure_future(scheduler.predict([[i]])) for i in range(5)]
         await asyncio.sleep(0.01)
         closing = asyncio.ensure_future(scheduler.aclose())
@@ -309,14 +247,12 @@ def test_close_finishes_admitted_work_then_refuses(kind: str) -> None:
     run(go)
 
 
-@pytest.mark.parametrize("kind", ["batched", "direct"])
-def test_inference_errors_reach_the_caller(kind: str) -> None:
+def test_inference_errors_reach_the_caller() -> None:
     def broken(rows: Sequence[Sequence[int]]) -> Probs:
         raise RuntimeError("boom")
 
     async def go() -> None:
-        scheduler, executor = make(kind, broken)
-        scheduler.start()
+        scheduler, executor = make(broken)
         with pytest.raises(RuntimeError, match="boom"):
             await scheduler.predict([[1]])
         assert scheduler.depth == 0
@@ -341,8 +277,7 @@ class PathInfer(GatedInfer):
         return super().__call__(rows)
 
 
-@pytest.mark.parametrize("kind", ["batched", "direct"])
-def test_a_lone_request_takes_the_idle_path_and_a_backlog_the_loaded_one(kind: str) -> None:
+def test_a_lone_request_takes_the_idle_path_and_a_backlog_the_loaded_one() -> None:
     gate = threading.Event()
     paths: list[str] = []
     loaded, alone = PathInfer("loaded", paths, gate), PathInfer("alone", paths, gate)
@@ -350,10 +285,8 @@ def test_a_lone_request_takes_the_idle_path_and_a_backlog_the_loaded_one(kind: s
 
     async def go() -> None:
         scheduler, executor = make(
-            kind, loaded, infer_alone=alone, observer=recorder, pool=2, max_batch=1,
-            **({"slots": 2} if kind == "batched" else {}),
+            loaded, infer_alone=alone, observer=recorder, pool=2, max_batch=1,
         )  # fmt: skip
-        scheduler.start()
         gate.set()
         await scheduler.predict([[1, 2]])  # idle: alone
         gate.clear()
@@ -384,62 +317,10 @@ def test_without_an_idle_session_every_run_takes_infer() -> None:
     recorder = Recorder()
 
     async def go() -> None:
-        scheduler, executor = make("direct", infer, observer=recorder)
+        scheduler, executor = make(infer, observer=recorder)
         await scheduler.predict([[1]])
         await scheduler.aclose()
         executor.shutdown()
 
     run(go)
     assert infer.calls == [[[1]]] and recorder.alone == [False]
-
-
-def test_one_round_of_several_batches_runs_on_every_free_session_at_once() -> None:
-    """Texts of very different lengths taken in one round make several batches: they go to
-    both slots side by side, not one after the other on one."""
-    running, peak, lock = [0], [0], threading.Lock()
-    both = threading.Barrier(2, timeout=5)
-
-    def infer(rows: Sequence[Sequence[int]]) -> Probs:
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        with contextlib.suppress(threading.BrokenBarrierError):
-            both.wait()  # returns at once when two runs overlap; times out if they never do
-        with lock:
-            running[0] -= 1
-        return np.array([[sum(r), len(r)] for r in rows], dtype=np.float32)
-
-    async def go() -> list[Probs]:
-        scheduler, executor = make("batched", infer, pool=2, slots=2, max_batch=4)
-        scheduler.start()
-        # one request, two lengths far apart (> 10 % padding): two batches in one round
-        out = [await scheduler.predict([[1], [1], [2] * 40, [2] * 40])]
-        await scheduler.aclose()
-        executor.shutdown()
-        return out
-
-    (probs,) = run(go)
-    assert probs[:, 1].tolist() == [1, 1, 40, 40]
-    assert peak[0] == 2
-
-
-def test_few_waiting_texts_run_one_per_run_and_a_backlog_is_batched() -> None:
-    """Up to max_batch texts waiting: one per run, so every session stays busy (a batch would
-    idle the others until its clients send again); more: length-sorted batches."""
-    infer = GatedInfer()
-
-    async def go() -> list[int]:
-        scheduler, executor = make("batched", infer, pool=2, slots=2, max_batch=4)
-        scheduler.start()
-        await scheduler.predict([[1], [2], [3]])  # 3 <= 4: three runs of one
-        sizes = [len(call) for call in infer.calls]
-        infer.calls.clear()
-        await scheduler.predict([[1]] * 12)  # 12 > 4: batches
-        sizes += [len(call) for call in infer.calls]
-        await scheduler.aclose()
-        executor.shutdown()
-        return sizes
-
-    sizes = run(go)
-    assert sizes[:3] == [1, 1, 1]
-    assert sum(sizes[3:]) == 12 and max(sizes[3:]) == 4

@@ -8,7 +8,7 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from service import Settings, create_app
 from service.bundle import BundleError, sha256_file
-from service.engine import Engine, Probs
+from service.engine import Engine
 from service.errors import ApiError
 from service.registry import load_bundles
 from tests.service.tiny_bundle import LABELS, build_bundle
@@ -103,43 +103,6 @@ def test_a_model_of_the_wrong_type_is_422(two: TestClient, value: Any) -> None:
         response = two.post("/predict", content=json.dumps(body).encode(), headers=JSON)
         assert response.status_code == 422
         assert "'model' must be a string" in error_of(response)["message"]
-
-
-def test_a_batch_never_mixes_models(
-    two_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Batched mode gathers texts across requests: only ever within one model."""
-    seen: dict[str, list[list[int]]] = {"tiny-test": [], "tiny-3class": []}
-    lock = threading.Lock()
-    infer = Engine.infer
-
-    def spy(self: Engine, rows: Sequence[Sequence[int]]) -> Probs:
-        with lock:
-            seen[self.bundle.model_name].extend(list(row) for row in rows)
-        return infer(self, rows)
-
-    monkeypatch.setattr(Engine, "infer", spy)  # the schedulers bind it when they are built
-    app = create_app(two_settings(mode="batched", max_wait_ms=50, warmup=False))
-    texts = {"tiny-test": ["good", "bad", "sad"], "tiny-3class": ["awful", "best", "happy"]}
-
-    async def go() -> list[httpx.Response]:
-        async with app.router.lifespan_context(app):
-            for rows in seen.values():
-                rows.clear()  # the start-up drift probe
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                bodies = [{"texts": t, "model": m} for m, t in texts.items()] * 4
-                return list(await asyncio.gather(*(client.post("/predict", json=b) for b in bodies)))  # fmt: skip
-
-    responses = asyncio.run(go())
-    assert all(r.status_code == 200 for r in responses)
-    for name, own in texts.items():
-        engine = app.state.service.registry.pick(name).engine
-        ids = [enc.ids for enc in engine.encode(own)]
-        assert seen[name] and all(row in ids for row in seen[name]), name
-    for response in responses:
-        labels = THREE if response.json()["model"] == "tiny-3class" else LABELS
-        assert all(list(p["scores"]) == labels for p in response.json()["predictions"])
 
 
 def test_entity_rules_follow_the_chosen_model(

@@ -170,11 +170,10 @@ def check_answers(
 # ---------------------------------------------------------------------------------- tests
 
 
-@pytest.mark.parametrize("mode", ["batched", "direct"])
 def test_300_concurrent_requests_all_answered_correctly(
-    tmp_path: Path, tiny_bundle: Path, servers: list[Server], mode: str
+    tmp_path: Path, tiny_bundle: Path, servers: list[Server]
 ) -> None:
-    server = start(tmp_path, tiny_bundle, SENTIMENT_MODE=mode)
+    server = start(tmp_path, tiny_bundle)
     servers.append(server)
     bodies: list[dict[str, object]] = [{"text": TEXTS[i % len(TEXTS)]} for i in range(300)]
     responses = asyncio.run(fire(server.url, bodies, limit=300))
