@@ -5,10 +5,10 @@
 its timeout). Each request is one executor job, its texts cut into length-sorted batches
 (`plan`); inference always runs in the executor, never on the event loop.
 
-There is no cross-request micro-batcher: it was built, measured against this on every bundle
-and runtime since, and removed (issue #11). Batching other requests' texts saves ~9 % of
-engine time per text on this CPU, and the extra hops through the event loop cost more than that
-at every load but saturation (see the README's measured results).
+There is no cross-request micro-batcher: it was built (issue #11), measured against this in
+every `make bench` since, and removed. Batching other requests' texts saved 3 % of engine time in
+the service's plan on this CPU, less than its extra hops through the event loop cost (README,
+*Measured results*).
 """
 
 from __future__ import annotations
