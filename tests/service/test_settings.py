@@ -21,7 +21,6 @@ def test_reads_every_prefixed_variable() -> None:
         "SENTIMENT_BUNDLE": "/b",
         "SENTIMENT_PORT": "9001",
         "SENTIMENT_WORKERS": "2",
-        "SENTIMENT_MODE": "DIRECT",
         "SENTIMENT_MAX_TOKENS": "1024",
         "SENTIMENT_API_KEY": "s3cret",
         "SENTIMENT_ACCESS_LOG": "off",

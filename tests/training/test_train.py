@@ -29,26 +29,43 @@ def test_pad_is_right_padding() -> None:
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, tiny_data: Path) -> Path:
-    # 16 epochs: the random tiny encoder sits on the chance plateau (ln 2) for 2-9 epochs, depending
-    # on the seed and on the CPU's float order (2-4 here over eight seeds, 9 in one CI run).
-    out = tmp_path_factory.mktemp("run")
-    code = main(
-        ["--data", str(tiny_data), "--out", str(out), "--base-model", str(tiny_base),
-         "--epochs", "16", "--patience", "16", "--lr", "3e-3", "--batch-size", "8", "--warmup-ratio", "0",
-         "--max-length", "32", "--soup", "1", "--no-progress"]
-    )  # fmt: skip
-    assert code == 0
+TINY_RUN = ["--epochs", "16", "--patience", "16", "--lr", "3e-3", "--batch-size", "8",
+            "--warmup-ratio", "0", "--max-length", "32", "--soup", "1", "--no-progress"]  # fmt: skip
+
+
+def train_tiny(out: Path, base: Path, data: Path, *extra: str) -> Path:
+    args = ["--data", str(data), "--out", str(out), "--base-model", str(base)]
+    assert main([*args, *TINY_RUN, *extra]) == 0
     return out
 
 
-@pytest.mark.slow
-def test_tiny_model_learns(run: Path) -> None:
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, tiny_data: Path) -> Path:
+    return train_tiny(tmp_path_factory.mktemp("run"), tiny_base, tiny_data)
+
+
+def learned(run: Path) -> tuple[bool, list[float]]:
+    """Left the chance plateau (ln 2) and separates the tiny data's test tweets by their words."""
     metrics = json.loads((run / "metrics.json").read_text())
-    losses = [e["train_loss"] for e in metrics["epochs"]]
-    assert losses[-1] < 0.75 * math.log(2), losses  # left the chance plateau
-    assert metrics["test"]["accuracy"] >= 0.9  # the tiny data is separable by its words
+    losses = [round(e["train_loss"], 4) for e in metrics["epochs"]]
+    return losses[-1] < 0.75 * math.log(2) and metrics["test"]["accuracy"] >= 0.9, losses
+
+
+@pytest.mark.slow
+def test_tiny_model_learns(run: Path, tiny_base: Path, tiny_data: Path, tmp_path: Path) -> None:
+    """A random 2-layer encoder can sit on the chance plateau for a whole run: 2-6 of 16 epochs
+    over sixteen seeds here, all 16 in one CI run (the seed and the CPU's float order decide). A
+    bug in the training loop would keep every seed there, so one of three seeds must learn."""
+    seen = []
+    for seed in (None, "1", "2"):
+        attempt = run if seed is None else train_tiny(
+            tmp_path / f"seed{seed}", tiny_base, tiny_data, "--seed", seed, "--no-leaky"
+        )  # fmt: skip
+        ok, losses = learned(attempt)
+        seen.append(losses)
+        if ok:
+            return
+    raise AssertionError(f"no seed left the chance plateau: {seen}")
 
 
 @pytest.mark.slow
