@@ -45,27 +45,12 @@ def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 def sensitivity(model: onnx.ModelProto, rows: Sequence[np.ndarray]) -> dict[str, float]:
     """Mean relative output error of each quantized node under simulated row-wise int8, over
     `rows` (token ids) run one by one. `model` is a `prepare`d graph."""
-    import onnxruntime as ort
-
     weights = _weights(model)
     producer = {out: node.op_type for node in model.graph.node for out in node.output}
     inputs = {node.name: node.input[0] for node in model.graph.node if node.name in weights}
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    names = sorted(set(inputs.values()))
-    for name in names:
-        probe.graph.output.append(
-            onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-        )
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     quantized = {k: _fake_int8_columns(w) for k, w in weights.items()}
     errors: dict[str, list[float]] = {k: [] for k in weights}
-    for ids in rows:
-        feed = {
-            "input_ids": ids[None, :].astype(np.int32),
-            "attention_mask": np.ones((1, len(ids)), np.int32),
-        }
-        acts = dict(zip(names, session.run(names, feed), strict=True))
+    for acts in static.activations(model, sorted(set(inputs.values())), rows):
         for node, w in weights.items():
             x = acts[inputs[node]].reshape(-1, w.shape[0])
             shifted = producer.get(inputs[node]) in rowwise.GELU_OPS

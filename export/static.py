@@ -19,7 +19,7 @@ coarser than one per token. So the export checks the static graph on held-out tr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import onnx
@@ -43,25 +43,34 @@ def _is_target(node: onnx.NodeProto, inits: set[str]) -> bool:
     return node.op_type == "MatMul" and node.input[1] in inits
 
 
-def activation_ranges(model: onnx.ModelProto, rows: Sequence[np.ndarray]) -> Ranges:
-    """[min, max] of every quantized node's input over `rows` (token ids, one text per run),
-    widened to include 0 so that the zero point is exact."""
+def activations(
+    model: onnx.ModelProto, names: Sequence[str], rows: Sequence[np.ndarray]
+) -> Iterator[dict[str, np.ndarray]]:
+    """The values of the tensors `names` inside `model` for each row of token ids (one text per
+    run): what calibration and the row-wise sensitivity ranking both read."""
     import onnxruntime as ort
 
-    names = sorted({n.input[0] for n in targets(model)})
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     for name in names:
         probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    low = dict.fromkeys(names, 0.0)
-    high = dict.fromkeys(names, 0.0)
     for ids in rows:
         feed = {
             "input_ids": ids[None, :].astype(np.int32),
             "attention_mask": np.ones((1, len(ids)), np.int32),
         }
-        for name, value in zip(names, session.run(names, feed), strict=True):
+        yield dict(zip(names, session.run(list(names), feed), strict=True))
+
+
+def activation_ranges(model: onnx.ModelProto, rows: Sequence[np.ndarray]) -> Ranges:
+    """[min, max] of every quantized node's input over `rows` (token ids, one text per run),
+    widened to include 0 so that the zero point is exact."""
+    names = sorted({n.input[0] for n in targets(model)})
+    low = dict.fromkeys(names, 0.0)
+    high = dict.fromkeys(names, 0.0)
+    for values in activations(model, names, rows):
+        for name, value in values.items():
             low[name] = min(low[name], float(value.min()))
             high[name] = max(high[name], float(value.max()))
     return {name: (low[name], high[name]) for name in names}
