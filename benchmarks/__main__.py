@@ -528,7 +528,7 @@ def batching_targets(
     the best plan on older results), HTTP at 500 users, one user's p50."""
     plans = results.get("engine", {}).get("service_plan", [])
     single = [p for p in plans if p["max_batch"] == 1]
-    best = single[0] if single else max(plans, key=lambda p: p["texts_per_s"]) if plans else None
+    best = single[0] if single else max(plans, key=lambda p: p["texts_per_s"], default=None)
     one = next((lvl for lvl in ours["levels"] if lvl["concurrency"] == 1), None) if ours else None
     plan_value: float | None = best["texts_per_s"] if best else None
     at_500 = top is not None and top["concurrency"] >= 500
