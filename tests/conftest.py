@@ -231,8 +231,8 @@ def train_until_learned(
     folder: Path, base: Path, data: Path, *extra: str, first: Path | None = None
 ) -> Path:
     """A tiny run that learned, from up to three seeds (`first`: a run already made with the
-    default seed). A random 2-layer encoder can sit on the chance plateau for a whole run: 2-6
-    of 16 epochs over sixteen seeds here, all 16 in CI runs (the seed and the CPU's float order
+    default seed). A random 2-layer encoder can sit on the chance plateau for a whole run: 2-5
+    epochs over sixteen seeds here, all 16 in one CI run (the seed and the CPU's float order
     decide). A bug in the training loop would keep every seed there."""
     seen = []
     for seed in ("13", "1", "2"):
