@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks import engine, http, limit, report
+from benchmarks import engine, http, limit, paired, report
 from benchmarks.machine import busy_processes, describe, machine_info
 from benchmarks.peers.optimum_ort import (
     optimize_and_quantize,
@@ -36,6 +36,9 @@ TARGET_SPEEDUP_VS_SEED = 15.0
 TARGET_PLAN_TEXTS = 500.0  # issue #11: engine alone, in the plan the service runs
 TARGET_BATCHED_RPS = 450.0  # issue #11: HTTP at 500 users, defaults
 TARGET_ONE_USER_P50_MS = 6.0  # issue #11
+# Issue #12: ours ÷ the `--pair` variant (the one-thread layout), median over rounds, at least
+# this under load: "no worse within noise", with the noise the same run measures beside it.
+PAIR_TOLERANCE = 0.03
 
 
 def _ints(value: str) -> list[int]:
@@ -149,6 +152,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after the measured levels, one extra uncounted top-level run sampled by py-spy: "
         "for ours (default), every server, or none",
     )
+    p.add_argument(
+        "--pair",
+        default="SENTIMENT_IDLE_THREADS=1",
+        metavar="KEY=VALUE|none",
+        help="measure ours beside ours with this setting, in turns on both servers at once "
+        "(default: the one-thread layout, without the idle path); none: ours alone",
+    )
     p.add_argument("--batches", type=_ints, default=None, help="engine batch sizes")
     p.add_argument("--seq-lens", type=_ints, default=None, help="engine sequence lengths")
     p.add_argument("--threads", type=_ints, default=None, help="engine intra-op thread counts")
@@ -175,6 +185,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.pair != "none" and "=" not in args.pair:
+        p.error(f"--pair expects KEY=VALUE or none, got {args.pair!r}")
     for item in args.service_env:
         if "=" not in item:
             p.error(f"--service-env expects KEY=VALUE, got {item!r}")
@@ -274,28 +286,68 @@ def run_http(
         }
         if args.api_key:
             env.setdefault("SENTIMENT_API_KEY", args.api_key)
-        print("http: ours")
-        servers.append(
-            {
-                **http.bench_server(
-                    "ours",
-                    http.python_module("service"),
-                    env,
-                    port,
-                    texts,
-                    headers=headers,
-                    entities=entities,
-                    profile=args.py_spy in ("all", "ours"),
-                    **common,
-                ),
-                "ours": True,
-            }
-        )
+        if args.pair == "none":
+            print("http: ours")
+            servers.append(
+                {
+                    **http.bench_server(
+                        "ours",
+                        http.python_module("service"),
+                        env,
+                        port,
+                        texts,
+                        headers=headers,
+                        entities=entities,
+                        profile=args.py_spy in ("all", "ours"),
+                        **common,
+                    ),
+                    "ours": True,
+                }
+            )
+        else:
+            servers += run_pair(args, env, texts, entities, headers, notes)
     if not args.skip_peers:
         servers += run_peers(args, bundle, texts, port, peer_common, notes)
     for note in notes:
         print(f"  note: {note}")
     return {"servers": servers, "notes": notes}
+
+
+def run_pair(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    texts: list[str],
+    entities: list[str] | None,
+    headers: dict[str, str] | None,
+    notes: list[str],
+) -> list[dict[str, Any]]:
+    """Ours and ours with `--pair` set, measured in turns (benchmarks/paired.py)."""
+    key, _, value = args.pair.partition("=")
+    ports = (int(env["SENTIMENT_PORT"]), http.free_port(avoid=int(env["SENTIMENT_PORT"])))
+    configs = (
+        paired.Config("ours", env),
+        paired.Config(f"ours, {args.pair}", {**env, key: value, "SENTIMENT_PORT": str(ports[1])}),
+    )
+    print(f"http: ours and ours with {args.pair}, in turns")
+    argv = http.python_module("service")
+    try:
+        rows = paired.bench_pair(
+            argv, configs, ports, texts, args.levels, args.warmup, args.duration, args.timeout,
+            headers=headers, entities=entities, cpus=args.server_cpus,
+            rounds=2 if args.quick else paired.ROUNDS,
+        )  # fmt: skip
+    except http.ServerError as exc:
+        notes.append(f"our service skipped: it failed to start: {exc}")
+        return []
+    if args.py_spy in ("all", "ours") and args.levels:
+        requests = http.build_requests(
+            texts, "127.0.0.1", ports[0], headers=headers, entities=entities
+        )
+        rows[0]["py_spy"] = http.profile_run(
+            "ours", argv, env, ports[0], requests, max(args.levels), args.warmup, args.duration,
+            args.timeout, args.server_cpus, 180.0,
+        )  # fmt: skip
+    return [{**row, "ours": True} for row in rows]
 
 
 def run_peers(
@@ -518,7 +570,7 @@ def targets(results: dict[str, Any], reference: str) -> list[dict[str, Any]]:
                 "met": None,
             }
         )
-    return out + batching_targets(results, ours, top)
+    return out + batching_targets(results, ours, top) + idle_path_targets(servers, ours)
 
 
 def batching_targets(
@@ -571,6 +623,49 @@ def batching_targets(
             "detail": "",
         }
     )
+    return out
+
+
+def idle_path_targets(
+    servers: dict[str, dict[str, Any]], ours: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Issue #12's: one user's p50 against the best peer's, and ours against the variant
+    without the idle path (measured in turns) at every level above one user."""
+    if ours is None:
+        return []
+    one = next((lvl for lvl in ours["levels"] if lvl["concurrency"] == 1), None)
+    peers = [
+        (lvl["p50_ms"], name)
+        for name, server in servers.items()
+        if not server.get("ours")
+        for lvl in server["levels"]
+        if lvl["concurrency"] == 1 and lvl["p50_ms"] and not lvl["errors"]
+    ]
+    best = min(peers, default=None)
+    out = [
+        {
+            "name": "one user p50 (ms) vs the best peer's",
+            "value": one and one["p50_ms"],
+            "target": f"<= {best[0]} ({best[1]})" if best else "<= the best peer's",
+            "met": None if one is None or best is None else one["p50_ms"] <= best[0],
+            "detail": "" if best else "no peer measured at one user",
+        }
+    ]
+    for name, server in servers.items():
+        for lvl in server["levels"]:
+            ratios = lvl.get("ours_vs_this_by_round")
+            if ratios is None or lvl["concurrency"] == 1 or "rps_median" not in ratios:
+                continue
+            out.append(
+                {
+                    "name": f"ours ÷ {name} RPS at {lvl['concurrency']} users (in turns)",
+                    "value": ratios["rps_median"],
+                    "target": f">= {1 - PAIR_TOLERANCE:g}",
+                    "met": ratios["rps_median"] >= 1 - PAIR_TOLERANCE,
+                    "detail": f"median of {len(lvl['rounds'])} rounds, range "
+                    f"{ratios['rps_min']}–{ratios['rps_max']}",
+                }
+            )
     return out
 
 

@@ -39,11 +39,15 @@ from benchmarks.stats import latency_summary
 ALL_CPUS: list[int] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(avoid: int | None = None) -> int:
+    """A TCP port on loopback that nothing listens on right now (other than `avoid`, a port
+    handed out for a server that has not started yet)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port != avoid:
+            return port
 
 
 def build_requests(
@@ -250,10 +254,12 @@ def run_level(
     server_pid: int | None = None,
     at_window_start: Callable[[], object] | None = None,
     honour_retry_after: bool = False,
+    keep_latencies: bool = False,
 ) -> dict[str, Any]:
     """One closed-loop level: RPS, latency percentiles, errors, and CPU of server vs client.
 
-    `at_window_start` is called when the measurement window opens (e.g. to start a profiler).
+    `at_window_start` is called when the measurement window opens (e.g. to start a profiler);
+    `keep_latencies` adds every latency (s) as `latencies_s`, for pooling several runs.
     """
     client = [psutil.Process()]
     server = _tree(server_pid) if server_pid else []
@@ -304,6 +310,7 @@ def run_level(
             (cpu["client_end"] - cpu["client_start"]) / max(ok + errors, 1) * 1e6, 1
         ),
         "machine_cores": cores,
+        **({"latencies_s": tally.latencies} if keep_latencies else {}),
     }
 
 

@@ -176,6 +176,7 @@ def http_section(results: dict[str, Any]) -> list[str]:
         ],
         rows,
     )
+    lines += pair_section(servers)
     for server in servers:
         spy = server.get("py_spy")
         if not spy:
@@ -204,6 +205,56 @@ def http_section(results: dict[str, Any]) -> list[str]:
     if skipped:
         lines.append("")
     return lines
+
+
+def pair_section(servers: list[dict[str, Any]]) -> list[str]:
+    """Ours beside a variant of its settings, measured in turns (benchmarks/paired.py)."""
+    ours = next((s for s in servers if s["name"] == "ours"), None)
+    variant = next(
+        (s for s in servers if any("ours_vs_this_by_round" in lvl for lvl in s.get("levels", []))),
+        None,
+    )
+    if ours is None or variant is None:
+        return []
+    by_level = {lvl["concurrency"]: lvl for lvl in ours["levels"]}
+
+    def spread(ratios: dict[str, float], key: str) -> str:
+        if f"{key}_median" not in ratios:
+            return "–"
+        return (
+            f"{ratios[key + '_median']:.3f} [{ratios[key + '_min']:.3f}–{ratios[key + '_max']:.3f}]"
+        )
+
+    def paths(lvl: dict[str, Any]) -> str:
+        runs = lvl.get("runs_by_path", {})
+        return f"{runs.get('alone', 0)} / {runs.get('loaded', 0)}"
+
+    rows = []
+    for lvl in variant["levels"]:
+        mine = by_level.get(lvl["concurrency"])
+        if mine is None:
+            continue
+        ratios = lvl["ours_vs_this_by_round"]
+        rows.append(
+            [
+                lvl["concurrency"], mine["rps"], lvl["rps"], spread(ratios, "rps"),
+                mine["p50_ms"], lvl["p50_ms"], spread(ratios, "p50"), paths(mine), paths(lvl),
+            ]
+        )  # fmt: skip
+    rounds = len(variant["levels"][0].get("rounds", [])) if variant["levels"] else 0
+    lines = [
+        f"Ours beside **{variant['name']}**, both servers up and measured in turns ({rounds} "
+        "rounds each per level, A B B A B A A B ...): ours ÷ it round by round, median [min–max]; "
+        "inference runs by path (alone: the idle session / loaded: one thread) in those rounds.",
+        "",
+    ]
+    return lines + _table(
+        [
+            "concurrency", "ours RPS", "its RPS", "ours ÷ it RPS", "ours p50 ms", "its p50 ms",
+            "ours ÷ it p50", "ours runs alone / loaded", "its runs alone / loaded",
+        ],
+        rows,
+    )  # fmt: skip
 
 
 def targets_section(results: dict[str, Any]) -> list[str]:

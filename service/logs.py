@@ -6,7 +6,9 @@ configures the same way. Extra fields passed with `extra={...}` become JSON keys
 Nothing is written on the event loop: a record goes to a bounded in-memory queue and one
 writer thread formats and writes it (`QueueStderrHandler`), so a slow or blocked stderr (a
 full pipe, a stalled log collector) cannot stall request handling. When the queue is full the
-record is dropped and counted (`dropped`), rather than blocking or growing memory.
+record is dropped and counted (`dropped`), rather than blocking or growing memory. The writer
+wakes once per burst, not once per line (`FLUSH_S`): handing every access-log line to it on
+its own cost the service 9 % of its throughput at 500 users (measured, README).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import logging
 import logging.handlers
 import queue
 import sys
+import threading
 import time
 from typing import Any
 
 QUEUE_RECORDS = 10_000
+FLUSH_S = 0.05  # a woken writer gathers what arrives this long, then formats and writes it at once
 
 # Attributes every LogRecord has; anything else came from `extra=` and is emitted.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -51,7 +55,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class QueueStderrHandler(logging.handlers.QueueHandler):
-    """Enqueue on the caller's thread; format and write JSON lines on one writer thread.
+    """Enqueue on the caller's thread; format and write JSON lines on one writer thread, a
+    burst at a time (formatting on the event loop instead measured slower at 500 users).
 
     The queue is a `SimpleQueue`, whose put is reentrant: a signal handler that logs while the
     main thread is inside `put` cannot deadlock it (a `queue.Queue`'s lock would). Its bound is
@@ -64,10 +69,12 @@ class QueueStderrHandler(logging.handlers.QueueHandler):
         super().__init__(queue.SimpleQueue())
         self.maxsize = maxsize
         self.dropped = 0
-        writer = logging.StreamHandler(sys.stderr)
-        writer.setFormatter(JsonFormatter())
-        self.listener = logging.handlers.QueueListener(self.queue, writer)
-        self.listener.start()
+        self.writer = logging.StreamHandler(sys.stderr)
+        self.writer.setFormatter(JsonFormatter())
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._write_bursts, name="log-writer", daemon=True
+        )
+        self._thread.start()
         atexit.register(self.close)
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
@@ -79,13 +86,39 @@ class QueueStderrHandler(logging.handlers.QueueHandler):
             return
         self.queue.put(record)
 
+    def _write_bursts(self) -> None:
+        """Wait for a record, let the burst it starts arrive, write the burst in one call;
+        until the sentinel (None) from `close`."""
+        while True:
+            burst = [self.queue.get()]
+            if burst[0] is not None:
+                time.sleep(FLUSH_S)
+            for _ in range(self.queue.qsize()):  # what is there now: a bounded drain
+                burst.append(self.queue.get_nowait())
+            self._write([record for record in burst if record is not None])
+            if None in burst:
+                return
+
+    def _write(self, records: list[logging.LogRecord]) -> None:
+        lines = []
+        for record in records:
+            try:
+                lines.append(self.writer.format(record) + "\n")
+            except Exception:
+                self.writer.handleError(record)  # logging's own policy: report, carry on
+        if lines:
+            try:
+                self.writer.stream.write("".join(lines))
+                self.writer.flush()
+            except Exception:
+                self.writer.handleError(records[-1])
+
     def close(self) -> None:
         """Write what is queued, then stop the writer (idempotent; bounded if stderr hangs)."""
-        thread = self.listener._thread
+        thread, self._thread = self._thread, None
         if thread is not None:
-            self.queue.put(None)  # QueueListener's sentinel
+            self.queue.put(None)
             thread.join(timeout=5)
-            self.listener._thread = None
         super().close()
 
 

@@ -61,10 +61,20 @@ def test_quick_run_writes_json_markdown_and_plots(
     assert engine["tokenizer"]["texts"] == 4 and engine["profile"]["ops"]
     assert next(t["name"] for t in results["targets"]).startswith("RPS at")
     names = [s["name"] for s in results["http"]["servers"]]
-    assert names == ["ours"]
+    assert names == ["ours", "ours, SENTIMENT_IDLE_THREADS=1"]  # the default --pair
     for server in results["http"]["servers"]:
         assert "skipped" not in server, server.get("skipped")
         assert [lvl["errors"] for lvl in server["levels"]] == [0, 0]
+        for lvl in server["levels"]:  # two rounds each (--quick), every run on some path
+            assert len(lvl["rounds"]) == 2 and sum(lvl["runs_by_path"].values()) >= lvl["ok"]
+    variant = results["http"]["servers"][1]["levels"]
+    assert all(lvl["runs_by_path"].get("alone", 0) == 0 for lvl in variant)  # no idle session
+    assert all(lvl["ours_vs_this_by_round"]["rps_median"] > 0 for lvl in variant)
+    pair_targets = [t for t in results["targets"] if "(in turns)" in t["name"]]
+    assert [t["name"].split(" at ")[1] for t in pair_targets] == ["2 users (in turns)"]
+    assert (
+        "Ours beside **ours, SENTIMENT_IDLE_THREADS=1**" in json_path.with_suffix(".md").read_text()
+    )
     plans = engine["service_plan"]
     assert [p["max_batch"] for p in plans] == [1, 16] and all(p["texts_per_s"] > 0 for p in plans)
     limit = results["limit"]  # the tiny graph is fp32: no int8 GEMM, nothing of the rate used
@@ -98,7 +108,9 @@ def test_missing_fp32_model_is_a_note_not_a_failure(tiny_bundle: Path, tmp_path:
     assert "fp32 column skipped" in engine["notes"][0]
 
 
-@pytest.mark.parametrize("bad", [["--levels", "0"], ["--levels", "a,b"], ["--service-env", "X"]])
+@pytest.mark.parametrize(
+    "bad", [["--levels", "0"], ["--levels", "a,b"], ["--service-env", "X"], ["--pair", "X"]]
+)
 def test_bad_flags_are_rejected(bad: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--bundle", "b", *bad])

@@ -114,10 +114,40 @@ def test_batching_targets_read_the_service_plan_http_500_and_one_user() -> None:
     r["http"]["servers"][0]["levels"].insert(0, level(1, 180.0))
     r["http"]["servers"][0]["levels"][0]["p50_ms"] = 5.5
     compare(r, "ours")
-    plan, http_500, one_user = targets(r, "ours")[3:]
+    plan, http_500, one_user = targets(r, "ours")[3:6]
     # the one-text-per-run plan is what one-tweet requests run: it is the one held to the target
     assert plan["value"] == 420.0 and plan["met"] is False and "max_batch 1" in plan["detail"]
     assert http_500["value"] == 460.0 and http_500["met"] is True
     assert one_user["value"] == 5.5 and one_user["met"] is True
     r["http"]["servers"][0]["levels"][-1]["errors"] = 2  # an error at 500 users: missed
     assert targets(r, "ours")[4]["met"] is False
+
+
+def test_idle_path_targets_read_the_best_peer_at_one_user_and_the_pair_by_round() -> None:
+    r = results(400.0, 0, 15.0, 350.0)
+    servers = r["http"]["servers"]
+    servers[0]["levels"].insert(0, level(1, 300.0, p99=6.0))  # p50 3.0 ms
+    servers[1]["levels"].insert(0, level(1, 8.0, p99=200.0))  # the seed: p50 100 ms
+    peer = {"name": "optimum-o3", "levels": [level(1, 310.0, p99=5.8)]}  # p50 2.9 ms
+    variant = {
+        "name": "ours, SENTIMENT_IDLE_THREADS=1",
+        "ours": True,  # ours, other settings: not a peer
+        "levels": [
+            {**level(1, 200.0, p99=2.0), "rounds": [{}] * 4, "ours_vs_this_by_round": {}},
+            {**level(8, 205.0), "rounds": [{}] * 4,
+             "ours_vs_this_by_round": {"rps_median": 0.98, "rps_min": 0.9, "rps_max": 1.1}},
+            {**level(500, 420.0), "rounds": [{}] * 4,
+             "ours_vs_this_by_round": {"rps_median": 0.95, "rps_min": 0.93, "rps_max": 0.99}},
+        ],
+    }  # fmt: skip
+    servers += [peer, variant]
+    compare(r, "ours")
+    one_user, at_8, at_500 = targets(r, "ours")[6:]
+    # the best peer at one user is the fastest one that is not ours (its 1-thread variant is
+    # faster here, and not a peer)
+    assert one_user["value"] == 3.0 and one_user["target"] == "<= 2.9 (optimum-o3)"
+    assert one_user["met"] is False
+    assert at_8["value"] == 0.98 and at_8["met"] is True and "0.9–1.1" in at_8["detail"]
+    assert at_500["value"] == 0.95 and at_500["met"] is False
+    peer["levels"][0]["p50_ms"] = 3.5
+    assert targets(r, "ours")[6]["met"] is True

@@ -1,0 +1,189 @@
+"""Our service beside a variant of its own settings: both up at once, measured in turns.
+
+This VM's speed drifts 15-25 % within minutes (measured across sessions), more than most setting
+changes move throughput, so two rows measured one after the other mostly compare the drift.
+Here, at each level, both servers run and the load alternates between them in short rounds
+(A B B A B A A B, Thue-Morse: a steady drift, and any edge of going first or of
+following itself, hits both alike), each round a fresh closed loop after a short
+warm-up. A configuration's row pools its rounds; the variant's row also carries the ratio of
+ours to it round by round (median and range: the noise of this run, measured in it). The
+service's own metrics say how many inference runs took each path (a request alone on the idle
+session, or one thread under load) in each level's rounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.http import Server, build_requests, run_level
+from benchmarks.machine import busy_processes
+from benchmarks.stats import latency_summary
+
+ROUNDS = 4  # per configuration and level
+ROUND_WARMUP_S = 1.0  # every round opens new connections; the level's first gets the full warm-up
+PAUSE_S = 0.3  # between rounds: the last server's spinning ORT threads go back to sleep
+DRAIN_TIMEOUT_S = 60.0
+RUNS_METRIC = "sentiment_inference_runs"
+DEPTH_METRIC = "sentiment_queue_depth"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One row: a name and the environment its server runs with."""
+
+    name: str
+    env: dict[str, str]
+
+
+def schedule(rounds: int) -> list[int]:
+    """Which configuration (0 or 1) runs in each slot: the Thue-Morse sequence, A B B A B A A B
+    for four rounds each: each goes first in half the pairs, and follows itself as often as
+    the other (within one, for other round counts)."""
+    return [slot.bit_count() % 2 for slot in range(2 * rounds)]
+
+
+def _samples(port: int, metric: str) -> list[Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    families = text_string_to_metric_families(text)
+    return [sample for f in families if f.name == metric for sample in f.samples]
+
+
+def runs_by_path(port: int) -> Counter[str]:
+    """The service's inference runs so far, by path ('alone' / 'loaded'), over all models."""
+    counts: Counter[str] = Counter()
+    for sample in _samples(port, RUNS_METRIC):
+        if sample.name.endswith("_total"):
+            counts[sample.labels["path"]] += int(sample.value)
+    return counts
+
+
+def wait_drained(port: int, timeout: float = DRAIN_TIMEOUT_S) -> None:
+    """Until the server has answered everything it admitted: a round's clients leave with
+    requests still queued (up to 500 at 500 users), whose work would otherwise run into the
+    next round, on this server (as 503s: a full queue) or beside the other."""
+    deadline = time.monotonic() + timeout
+    while sum(s.value for s in _samples(port, DEPTH_METRIC)) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the server on port {port} still works after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def pooled(level: int, rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from a configuration's rounds at one level (their latencies pooled)."""
+    latencies = [x for r in rounds for x in r.pop("latencies_s")]
+    ok = sum(r["ok"] for r in rounds)
+    seconds = sum(r["duration_s"] for r in rounds)
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in rounds if r[key] is not None]
+        return round(statistics.fmean(values), 2) if values else None
+
+    return {
+        "concurrency": level,
+        "duration_s": seconds,
+        "ok": ok,
+        "errors": sum(r["errors"] for r in rounds),
+        "error_kinds": dict(sum((Counter(r["error_kinds"]) for r in rounds), Counter())),
+        "warmup_errors": dict(sum((Counter(r["warmup_errors"]) for r in rounds), Counter())),
+        "unfinished_at_end": sum(r["unfinished_at_end"] for r in rounds),
+        "rps": round(ok / seconds, 1),
+        **latency_summary(latencies),
+        "server_cpu_cores": mean("server_cpu_cores"),
+        "client_cpu_cores": mean("client_cpu_cores"),
+        "client_cpu_us_per_request": mean("client_cpu_us_per_request"),
+        "machine_cores": rounds[0]["machine_cores"],
+        "rounds": [{"rps": r["rps"], "p50_ms": r["p50_ms"]} for r in rounds],
+    }
+
+
+def ratio_summary(ours: dict[str, Any], variant: dict[str, Any]) -> dict[str, float]:
+    """Ours ÷ variant, RPS and p50, round by round (rounds i of both ran back to back)."""
+    pairs = list(zip(ours["rounds"], variant["rounds"], strict=True))
+    rps = [a["rps"] / b["rps"] for a, b in pairs if b["rps"]]
+    p50 = [a["p50_ms"] / b["p50_ms"] for a, b in pairs if a["p50_ms"] and b["p50_ms"]]
+    out = {}
+    for name, values in (("rps", rps), ("p50", p50)):
+        if values:
+            out[f"{name}_median"] = round(statistics.median(values), 3)
+            out[f"{name}_min"] = round(min(values), 3)
+            out[f"{name}_max"] = round(max(values), 3)
+    return out
+
+
+def bench_pair(
+    argv: Sequence[str],
+    configs: tuple[Config, Config],
+    ports: tuple[int, int],
+    texts: Sequence[str],
+    levels: Sequence[int],
+    warmup: float,
+    duration: float,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+    entities: Sequence[str] | None = None,
+    cpus: Sequence[int] | None = None,
+    rounds: int = ROUNDS,
+    log: Callable[[str], object] = print,
+) -> list[dict[str, Any]]:
+    """Both configurations at every level, `rounds` turns each of `duration / rounds` seconds;
+    fresh servers per level (a level's backlog cannot leak into the next)."""
+    results: list[dict[str, Any]] = [
+        {"name": c.name, "argv": list(argv), "env": c.env, "levels": []} for c in configs
+    ]
+    requests = [
+        build_requests(texts, "127.0.0.1", port, headers=headers, entities=entities)
+        for port in ports
+    ]
+    for level in levels:
+        servers = [
+            Server(c.name, argv, port, c.env, cpus=cpus)
+            for c, port in zip(configs, ports, strict=True)
+        ]
+        with contextlib.ExitStack() as stack:
+            # One after the other: each measures its start-up layout on a quiet machine (two
+            # loading at once pick wrong); who starts first alternates from level to level.
+            for server in servers[:: 1 if len(results[0]["levels"]) % 2 == 0 else -1]:
+                stack.enter_context(server)
+            per_round: list[list[dict[str, Any]]] = [[], []]
+            paths: list[Counter[str]] = [Counter(), Counter()]
+            for slot, i in enumerate(schedule(rounds)):
+                before = runs_by_path(ports[i])
+                row = run_level(
+                    "127.0.0.1",
+                    ports[i],
+                    requests[i],
+                    level,
+                    warmup if slot < 2 else ROUND_WARMUP_S,
+                    duration / rounds,
+                    timeout,
+                    servers[i].pid,
+                    keep_latencies=True,
+                )
+                wait_drained(ports[i])
+                paths[i] += runs_by_path(ports[i]) - before
+                per_round[i].append(row)
+                time.sleep(PAUSE_S)
+        busy = busy_processes()  # a training run that started meanwhile
+        rows = [
+            pooled(level, per_round[i]) | {"runs_by_path": dict(paths[i]), "other_heavy_jobs": busy}
+            for i in (0, 1)
+        ]
+        rows[1]["ours_vs_this_by_round"] = ratio_summary(rows[0], rows[1])
+        for result, row in zip(results, rows, strict=True):
+            result["levels"].append(row)
+            log(
+                f"  {result['name']} c={level:>3}: {row['rps']:7.1f} rps  p50 {row['p50_ms']} ms"
+                f"  p99 {row['p99_ms']} ms  errors {row['errors']}  runs {row['runs_by_path']}"
+            )
+        log(f"  ours ÷ variant by round: {rows[1]['ours_vs_this_by_round']}")
+    return results
