@@ -284,8 +284,8 @@ def test_a_lone_request_takes_the_idle_path_and_a_backlog_the_loaded_one() -> No
     recorder = Recorder()
 
     async def go() -> None:
-        scheduler, executor = make(
-            loaded, infer_alone=alone, observer=recorder, pool=2, max_batch=1,
+        scheduler, executor = make(  # inline_tokens=0: even a lone run goes to a thread
+            loaded, infer_alone=alone, observer=recorder, pool=2, max_batch=1, inline_tokens=0,
         )  # fmt: skip
         gate.set()
         await scheduler.predict([[1, 2]])  # idle: alone
@@ -310,6 +310,43 @@ def test_a_lone_request_takes_the_idle_path_and_a_backlog_the_loaded_one() -> No
     assert len(paths) == 7
     # what the metric counts (reported as runs finish, so compare counts)
     assert sorted(recorder.alone) == sorted(p == "alone" for p in paths)
+
+
+class ThreadInfer:
+    """Records the thread each run is on."""
+
+    def __init__(self, path: str, runs: list[tuple[str, int]]) -> None:
+        self.path, self.runs = path, runs
+
+    def __call__(self, rows: Sequence[Sequence[int]]) -> Probs:
+        self.runs.append((self.path, threading.get_ident()))
+        return np.zeros((len(rows), 2), dtype=np.float32)
+
+
+def test_a_lone_tweet_runs_on_the_loop_and_company_never_does() -> None:
+    runs: list[tuple[str, int]] = []
+    recorder = Recorder()
+
+    async def go() -> int:
+        scheduler, executor = make(
+            ThreadInfer("loaded", runs), infer_alone=ThreadInfer("alone", runs),
+            observer=recorder, pool=2, max_batch=1, inline_tokens=4,
+        )  # fmt: skip
+        await scheduler.predict([[1, 2]])  # alone, one small text: on the loop
+        await scheduler.predict([[1, 2, 3, 4, 5]])  # alone but longer: a thread
+        await scheduler.predict([[1], [2]])  # alone but two texts: a thread
+        # arriving together: the first waits one turn, sees the others and takes a thread
+        await asyncio.gather(*(scheduler.predict([[i]]) for i in range(4)))
+        await scheduler.aclose()
+        executor.shutdown()
+        return threading.get_ident()
+
+    loop_thread = run(go)
+    on_loop = [thread == loop_thread for _, thread in runs]
+    assert on_loop == [True] + [False] * (len(runs) - 1)
+    assert runs[0][0] == "alone" and runs[1][0] == "alone"  # both lone: the idle session
+    assert len(runs) == 1 + 1 + 2 + 4 and recorder.waits[0] == 0.0
+    assert recorder.depths[-1] == 0  # everything admitted was answered
 
 
 def test_without_an_idle_session_every_run_takes_infer() -> None:
