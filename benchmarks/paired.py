@@ -3,12 +3,13 @@
 This VM's speed drifts 15-25 % within minutes (measured across sessions), more than most setting
 changes move throughput, so two rows measured one after the other mostly compare the drift.
 Here, at each level, both servers run and the load alternates between them in short rounds
-(A B B A B A A B, Thue-Morse: a steady drift, and any edge of going first or of
-following itself, hits both alike), each round a fresh closed loop after a short
-warm-up. A configuration's row pools its rounds; the variant's row also carries the ratio of
-ours to it round by round (median and range: the noise of this run, measured in it). The
-service's own metrics say how many inference runs took each path (a request alone on the idle
-session, or one thread under load) in each level's rounds.
+(A B B A B A A B, Thue-Morse: a steady drift, and any edge of going first or of following
+itself, hits both alike), each round a fresh closed loop after a short warm-up; the servers are
+started afresh, in the other order, for the second half (B A A B). A configuration's row pools
+its rounds; the variant's row also carries the ratio of ours to it round by round (median and
+range: the noise of this run, measured in it). The service's own metrics say how many
+inference runs took each path (a request alone on the idle session, or one thread under load)
+in each level's rounds.
 """
 
 from __future__ import annotations
@@ -135,8 +136,8 @@ def bench_pair(
     rounds: int = ROUNDS,
     log: Callable[[str], object] = print,
 ) -> list[dict[str, Any]]:
-    """Both configurations at every level, `rounds` turns each of `duration / rounds` seconds;
-    fresh servers per level (a level's backlog cannot leak into the next)."""
+    """Both configurations at every level, `rounds` turns each of `duration / rounds` seconds,
+    in two halves with freshly started servers (a level's backlog cannot leak into the next)."""
     results: list[dict[str, Any]] = [
         {"name": c.name, "argv": list(argv), "env": c.env, "levels": []} for c in configs
     ]
@@ -144,35 +145,39 @@ def bench_pair(
         build_requests(texts, "127.0.0.1", port, headers=headers, entities=entities)
         for port in ports
     ]
+    assert rounds % 2 == 0, "rounds come in two halves"
+    order = schedule(rounds)
     for level in levels:
-        servers = [
-            Server(c.name, argv, port, c.env, cpus=cpus)
-            for c, port in zip(configs, ports, strict=True)
-        ]
-        with contextlib.ExitStack() as stack:
-            # One after the other: each measures its start-up layout on a quiet machine (two
-            # loading at once pick wrong); who starts first alternates from level to level.
-            for server in servers[:: 1 if len(results[0]["levels"]) % 2 == 0 else -1]:
-                stack.enter_context(server)
-            per_round: list[list[dict[str, Any]]] = [[], []]
-            paths: list[Counter[str]] = [Counter(), Counter()]
-            for slot, i in enumerate(schedule(rounds)):
-                before = runs_by_path(ports[i])
-                row = run_level(
-                    "127.0.0.1",
-                    ports[i],
-                    requests[i],
-                    level,
-                    warmup if slot < 2 else ROUND_WARMUP_S,
-                    duration / rounds,
-                    timeout,
-                    servers[i].pid,
-                    keep_latencies=True,
-                )
-                wait_drained(ports[i])
-                paths[i] += runs_by_path(ports[i]) - before
-                per_round[i].append(row)
-                time.sleep(PAUSE_S)
+        per_round: list[list[dict[str, Any]]] = [[], []]
+        paths: list[Counter[str]] = [Counter(), Counter()]
+        for half in (order[:rounds], order[rounds:]):
+            # Started one after the other (each measures its start-up layout on a quiet machine:
+            # two loading at once picked wrong), the half's first round's server first: each
+            # starts first in one half (the first started measured a few % slower, unexplained).
+            with contextlib.ExitStack() as stack:
+                servers = {
+                    i: stack.enter_context(
+                        Server(configs[i].name, argv, ports[i], configs[i].env, cpus=cpus)
+                    )
+                    for i in (half[0], 1 - half[0])
+                }
+                for slot, i in enumerate(half):
+                    before = runs_by_path(ports[i])
+                    row = run_level(
+                        "127.0.0.1",
+                        ports[i],
+                        requests[i],
+                        level,
+                        warmup if slot < 2 else ROUND_WARMUP_S,  # a fresh server warms up fully
+                        duration / rounds,
+                        timeout,
+                        servers[i].pid,
+                        keep_latencies=True,
+                    )
+                    wait_drained(ports[i])
+                    paths[i] += runs_by_path(ports[i]) - before
+                    per_round[i].append(row)
+                    time.sleep(PAUSE_S)
         busy = busy_processes()  # a training run that started meanwhile
         rows = [
             pooled(level, per_round[i]) | {"runs_by_path": dict(paths[i]), "other_heavy_jobs": busy}
