@@ -52,28 +52,31 @@ def schedule(rounds: int) -> list[int]:
     return [slot.bit_count() % 2 for slot in range(2 * rounds)]
 
 
-def _samples(port: int, metric: str) -> list[Any]:
+def scrape(port: int) -> tuple[float, Counter[str]]:
+    """One `GET /metrics`: texts admitted and not yet answered, and the inference runs so far
+    by path ('alone' / 'loaded'), over all models."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    families = text_string_to_metric_families(text)
-    return [sample for f in families if f.name == metric for sample in f.samples]
+    depth, runs = 0.0, Counter[str]()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if family.name == DEPTH_METRIC:
+                depth += sample.value
+            elif family.name == RUNS_METRIC and sample.name.endswith("_total"):
+                runs[sample.labels["path"]] += int(sample.value)
+    return depth, runs
 
 
-def runs_by_path(port: int) -> Counter[str]:
-    """The service's inference runs so far, by path ('alone' / 'loaded'), over all models."""
-    counts: Counter[str] = Counter()
-    for sample in _samples(port, RUNS_METRIC):
-        if sample.name.endswith("_total"):
-            counts[sample.labels["path"]] += int(sample.value)
-    return counts
-
-
-def wait_drained(port: int, timeout: float = DRAIN_TIMEOUT_S) -> None:
-    """Until the server has answered everything it admitted: a round's clients leave with
-    requests still queued (up to 500 at 500 users), whose work would otherwise run into the
-    next round, on this server (as 503s: a full queue) or beside the other."""
+def wait_drained(port: int, timeout: float = DRAIN_TIMEOUT_S) -> Counter[str]:
+    """Until the server has answered everything it admitted (a round's clients leave with
+    requests still queued, up to 500 at 500 users, whose work would otherwise run into the
+    next round, on this server as 503s from a full queue, or beside the other); then its runs
+    by path."""
     deadline = time.monotonic() + timeout
-    while sum(s.value for s in _samples(port, DEPTH_METRIC)) > 0:
+    while True:
+        depth, runs = scrape(port)
+        if depth == 0:
+            return runs
         if time.monotonic() > deadline:
             raise TimeoutError(f"the server on port {port} still works after {timeout:.0f} s")
         time.sleep(0.05)
@@ -161,8 +164,8 @@ def bench_pair(
                     )
                     for i in (half[0], 1 - half[0])
                 }
+                seen = {i: scrape(ports[i])[1] for i in servers}  # start-up runs, if any
                 for slot, i in enumerate(half):
-                    before = runs_by_path(ports[i])
                     row = run_level(
                         "127.0.0.1",
                         ports[i],
@@ -174,8 +177,9 @@ def bench_pair(
                         servers[i].pid,
                         keep_latencies=True,
                     )
-                    wait_drained(ports[i])
-                    paths[i] += runs_by_path(ports[i]) - before
+                    runs = wait_drained(ports[i])
+                    paths[i] += runs - seen[i]
+                    seen[i] = runs
                     per_round[i].append(row)
                     time.sleep(PAUSE_S)
         busy = busy_processes()  # a training run that started meanwhile
