@@ -64,10 +64,11 @@ export: $(VENV)/.all
 accuracy: $(VENV)/.all
 	$(PY) -m benchmarks.accuracy --bundle $(BUNDLE) --data $(DATA) --out reports/binary/served-accuracy.json
 
-# The general 3-class model: every source whose terms allow an Apache-2.0 release (training.sources),
-# the multi-source protocol (training.corpus); a soup of two 1-epoch runs, ~80 min on 2 cores.
+# The general model: every source whose terms allow an Apache-2.0 release (training.sources), the
+# multi-source protocol (training.corpus), tweet-1 normalisation, the entity where a source has one;
+# a soup of two 1-epoch runs, prior correction and temperature from dev.
 train-3class: $(VENV)/.all
-	$(PY) -m training --data $(DATA_ROOT) --sources $(SOURCES) --out $(RUN_3CLASS) --epochs 1 --soup 2 $(TRAIN_ARGS)
+	$(PY) -m training --data $(DATA_ROOT) --sources $(SOURCES) --out $(RUN_3CLASS) --epochs 1 --soup 2 --entity-pair $(TRAIN_ARGS)
 
 export-3class: $(VENV)/.all
 	$(PY) -m export --checkpoint $(RUN_3CLASS)/model --data $(DATA_ROOT) --sources $(SOURCES) --out $(BUNDLE_3CLASS) --keep-intermediate $(RUN_3CLASS)/onnx $(EXPORT_ARGS)

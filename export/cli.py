@@ -49,6 +49,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--model-name", help="model_name in config.json (default: the --out folder name)"
     )
     p.add_argument(
+        "--view",
+        action="append",
+        default=[],
+        metavar="NAME=LABEL,LABEL",
+        help="another name for the model answering with a subset of its labels, renormalised "
+        "(e.g. sentiment-binary=Negative,Positive); repeatable",
+    )
+    p.add_argument(
         "--quantization",
         choices=SCHEMES,
         default="auto",
@@ -85,6 +93,16 @@ def _sources(value: str | None) -> list[str]:
     return parse_sources(value)
 
 
+def _views(values: Sequence[str]) -> dict[str, list[str]]:
+    views = {}
+    for value in values:
+        name, sep, labels = value.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"python -m export: --view {value!r}: expected NAME=LABEL,LABEL")
+        views[name.strip()] = [x.strip() for x in labels.split(",") if x.strip()]
+    return views
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from export.pipeline import export_bundle  # after parsing: --help needs no TensorFlow
@@ -107,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_name=args.model_name,
             sources=_sources(args.sources),
             quantization=args.quantization,
+            views=_views(args.view),
         )
     except (FusionError, GateError) as exc:
         print(f"export failed, nothing written to {args.out}: {exc}", file=sys.stderr)

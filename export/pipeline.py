@@ -11,7 +11,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +70,7 @@ def export_bundle(
     model_name: str | None = None,
     sources: Sequence[str] = (),
     quantization: str = "auto",
+    views: Mapping[str, Sequence[str]] | None = None,
     log: Callable[[str], None] = print,
 ) -> ExportResult:
     """Export `checkpoint` to a bundle at `out`; raises FusionError or GateError (and ships
@@ -83,6 +84,7 @@ def export_bundle(
     started = time.perf_counter()
     ckpt = convert.load_checkpoint(checkpoint)
     labels = list(ckpt.info.labels)
+    views = _check_views(views or {}, labels, model_name or out.name)
     gate_texts = _load_texts(data_dir, texts_file, labels, max_texts, sources)
 
     def calibration(n: int) -> texts.Texts | None:
@@ -103,7 +105,7 @@ def export_bundle(
             return _export(
                 ckpt, gate_texts, calibration, out, work,
                 opset=opset, thresholds=thresholds, quantization=quantization,
-                model_name=model_name or out.name, log=log, started=started,
+                model_name=model_name or out.name, views=views, log=log, started=started,
             )  # fmt: skip
         finally:
             if keep_intermediate is not None:
@@ -125,6 +127,7 @@ def _export(
     thresholds: parity.Thresholds,
     quantization: str,
     model_name: str,
+    views: dict[str, list[str]],
     log: Callable[[str], None],
     started: float,
 ) -> ExportResult:
@@ -151,9 +154,15 @@ def _export(
     onnx.save(prepared, paths["unfused"])
 
     tokenizer_path = bundle.write_tokenizer(ckpt.path / "tokenizer.json", work)
-    ids = texts.encode(
-        tokenizer_path, gate_texts, max_length=ckpt.info.max_length, text_pair=ckpt.info.text_pair
-    )
+
+    def encode(sample: texts.Texts) -> list[np.ndarray]:
+        """As training fed the model: its truncation, its text normalisation."""
+        return texts.encode(
+            tokenizer_path, sample, max_length=ckpt.info.max_length,
+            text_pair=ckpt.info.text_pair, preprocess=ckpt.info.preprocess,
+        )  # fmt: skip
+
+    ids = encode(gate_texts)
     pad_id = int(ckpt.model.config.pad_token_id or 0)
     batches = texts.batches(ids, pad_id=pad_id, batch_size=GATE_BATCH)
     int8_batches = {
@@ -168,11 +177,6 @@ def _export(
         name: parity.run_batches(parity.onnx_predictor(path), batches, n)
         for name, path in paths.items()
     }
-
-    def encode(sample: texts.Texts) -> list[np.ndarray]:
-        return texts.encode(
-            tokenizer_path, sample, max_length=ckpt.info.max_length, text_pair=ckpt.info.text_pair
-        )
 
     # Static int8 first (the fastest) if it holds on held-out training tweets; then row-wise,
     # all-int8 first: only if the gate refuses it are nodes ranked (on training tweets) and the
@@ -257,6 +261,8 @@ def _export(
         "padding_side": "right",  # the attention reads the mask as lengths
         "inputs": {name: "int32" for name in convert.INPUT_NAMES},
         "output": convert.OUTPUT_NAME,
+        **({"preprocess": ckpt.info.preprocess} if ckpt.info.preprocess else {}),
+        **({"views": views} if views else {}),
     }
     staging = bundle.staging_folder(out)
     try:
@@ -296,6 +302,19 @@ def _export(
         raise
     log(f"bundle written to {out} in {time.perf_counter() - started:.1f} s")
     return ExportResult(out=out, manifest=manifest)
+
+
+def _check_views(
+    views: Mapping[str, Sequence[str]], labels: list[str], model_name: str
+) -> dict[str, list[str]]:
+    """What the service will accept (service.bundle): names other than the model's, each two or
+    more distinct labels of the model."""
+    for name, subset in views.items():
+        if name == model_name or len(subset) < 2 or len(set(subset)) != len(subset):
+            raise ExportError(f"view {name!r}: a new name and two or more distinct labels")
+        if not set(subset) <= set(labels):
+            raise ExportError(f"view {name!r}: labels {list(subset)} are not all in {labels}")
+    return {name: list(subset) for name, subset in views.items()}
 
 
 def _static_int8(

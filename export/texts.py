@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 
 from export.errors import ExportError
 from service.bundle import sha256_file
+from service.preprocess import preprocessor
 from training.batching import batch_indices, pad
 from training.data import Row
 
@@ -168,16 +169,21 @@ def _from_rows(rows: Sequence[Row], labels: Sequence[str], source: dict[str, Any
 
 
 def encode(
-    tokenizer_path: Path, texts: Texts, *, max_length: int, text_pair: bool
+    tokenizer_path: Path,
+    texts: Texts,
+    *,
+    max_length: int,
+    text_pair: bool,
+    preprocess: str | None = None,
 ) -> list[np.ndarray]:
-    """Token ids per text, truncated to `max_length` the way training truncated them."""
+    """Token ids per text, normalised and truncated to `max_length` the way training did."""
     tokenizer = Tokenizer.from_file(str(tokenizer_path))
     tokenizer.no_padding()
     strategy = "only_second" if text_pair else "longest_first"
     tokenizer.enable_truncation(max_length, strategy=strategy)
-    inputs: list[Any] = (
-        list(zip(texts.entities, texts.texts, strict=True)) if text_pair else list(texts.texts)
-    )
+    normalise = preprocessor(preprocess)
+    bodies = [normalise(t) for t in texts.texts] if normalise else list(texts.texts)
+    inputs: list[Any] = list(zip(texts.entities, bodies, strict=True)) if text_pair else bodies
     return [np.asarray(e.ids, dtype=np.int32) for e in tokenizer.encode_batch(inputs)]
 
 

@@ -120,7 +120,7 @@ class ServiceState:
 
 
 def model_docs(registry: Registry) -> list[ModelDoc]:
-    return [ModelDoc(m.name, m.bundle.labels, m.bundle.text_pair) for m in registry]
+    return [ModelDoc(m.name, m.labels, m.bundle.text_pair) for m in registry]
 
 
 def _info(settings: Settings, registry: Registry) -> dict[str, Any]:
@@ -210,7 +210,7 @@ def _routes(state: ServiceState) -> list[Route]:
         probs = await _infer(state, model, encoded)
         state.retry_after.answered()
         model.metrics.texts(len(encoded), sum(enc.truncated for enc in encoded))
-        predictions = render(model.engine.labels, probs, encoded)
+        predictions = render(model.labels, model.scores(probs), encoded)
         if parsed.single:
             predictions[0]["model"] = model.name
             return _json(predictions[0])
@@ -421,7 +421,7 @@ async def _watch(state: ServiceState, registry: Registry) -> None:
     capacity) until someone notices."""
     while state.failed is None:
         await asyncio.sleep(WATCHDOG_S)
-        for model in registry:
+        for model in registry.loaded:
             problem = model.scheduler.problem()
             if problem is not None:
                 state.failed = f"model {model.name}: {problem}"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from service.preprocess import preprocessor
 
 MANIFEST = "manifest.json"
 MODEL = "model.onnx"
@@ -56,6 +58,10 @@ class Bundle:
     model_name: str
     manifest: dict[str, Any]
     text_pair: bool = False  # the model reads "[CLS] entity [SEP] text [SEP]"
+    preprocess: str | None = None  # a service.preprocess name; None: text as given
+    # Other names for the same model: a view answers with a subset of the labels, its
+    # probabilities renormalised over that subset (e.g. "sentiment-binary": Negative, Positive).
+    views: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def model_path(self) -> Path:
@@ -94,14 +100,49 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     text_pair = config.get("text_pair", False)
     if not isinstance(text_pair, bool):
         raise BundleError(f"{folder / CONFIG}: 'text_pair' must be true or false")
+    model_name = str(config.get("model_name", folder.name))
     return Bundle(
         path=folder,
         labels=tuple(labels),
         max_length=max_length,
-        model_name=str(config.get("model_name", folder.name)),
+        model_name=model_name,
         manifest=manifest,
         text_pair=text_pair,
+        preprocess=_preprocess(folder, config.get("preprocess")),
+        views=_views(folder, config.get("views", {}), labels, model_name),
     )
+
+
+def _preprocess(folder: Path, name: Any) -> str | None:
+    if name is None:
+        return None
+    try:
+        preprocessor(name if isinstance(name, str) else repr(name))
+    except ValueError as exc:
+        raise BundleError(f"{folder / CONFIG}: 'preprocess': {exc}") from None
+    return str(name)
+
+
+def _views(folder: Path, views: Any, labels: list[str], own: str) -> dict[str, tuple[str, ...]]:
+    """`views` maps a name to two or more of the model's labels; every name is new."""
+    where = f"{folder / CONFIG}: 'views'"
+    if not isinstance(views, dict):
+        raise BundleError(f"{where} must map names to label lists")
+    out: dict[str, tuple[str, ...]] = {}
+    for name, subset in views.items():
+        if name == own:
+            raise BundleError(f"{where}: {name!r} is the model's own name")
+        if (
+            not isinstance(subset, list)
+            or len(subset) < 2
+            or len(set(subset)) != len(subset)
+            or not set(subset) <= set(labels)
+        ):
+            raise BundleError(
+                f"{where}: {name!r} must list two or more distinct labels of {labels}"
+            )
+        out[str(name)] = tuple(subset)
+    return out
 
 
 def verify_manifest(folder: Path, manifest: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from service.bundle import CONFIG, Bundle, BundleError
+from service.preprocess import preprocessor
 
 log = logging.getLogger("service.engine")
 
@@ -38,6 +39,18 @@ PROBE_TEXTS = (
     "12345 !!! ??? ...",
 )
 _DTYPES: dict[str, type[np.integer[Any]]] = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def view_columns(labels: Sequence[str], view: Sequence[str]) -> tuple[int, ...]:
+    """The columns of `labels` a view keeps, in the view's order."""
+    return tuple(labels.index(label) for label in view)
+
+
+def project(probs: Probs, columns: Sequence[int]) -> Probs:
+    """A view's probabilities: its columns, renormalised to sum to one (P(label | view))."""
+    kept = probs[:, list(columns)]
+    out: Probs = kept / kept.sum(axis=1, keepdims=True)
+    return out
 
 
 def pad_right(
@@ -79,6 +92,7 @@ class Engine:
         self.labels = bundle.labels
         self.max_length = bundle.max_length
         self.text_pair = bundle.text_pair
+        self.normalise = preprocessor(bundle.preprocess)  # what training did to every text
         self.tokenizer = self._load_tokenizer(bundle)
         self.pad_id = self._pad_id(bundle, self.tokenizer)
         self.threads = threads
@@ -153,7 +167,8 @@ class Engine:
         """Tokenize (batch call: the Rust side runs it in parallel, without the GIL).
 
         Entity-pair models read "[CLS] entity [SEP] text [SEP]"; a text without an entity gets
-        an empty one ("[CLS] [SEP] text [SEP]"). Other models take no entities.
+        an empty one ("[CLS] [SEP] text [SEP]"). Other models take no entities. A bundle that
+        declares a preprocess gets its texts normalised first, as in training.
         """
         if entities is not None and not self.text_pair:
             raise EncodeError("this model takes no entities")
@@ -161,6 +176,8 @@ class Engine:
             entities = [""] * len(texts)
         if entities is not None and len(entities) != len(texts):
             raise EncodeError(f"{len(entities)} entities for {len(texts)} texts")
+        if self.normalise is not None:  # the text only: an entity names a brand as written
+            texts = [self.normalise(text) for text in texts]
         try:
             if len(texts) == 1:  # skips the batch call's thread-pool hand-off
                 one = (texts[0],) if entities is None else (entities[0], texts[0])

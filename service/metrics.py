@@ -122,7 +122,7 @@ class Metrics:
         )
         self.model = Gauge(
             "sentiment_model_info",
-            "A served model (value 1; model_name repeats model for older dashboards).",
+            "A served model name (value 1; model_name is its bundle's: a view's differs).",
             ["model", "model_name", "bundle_sha256", "labels", "max_length"],
             registry=registry,
             multiprocess_mode="livemax",
@@ -163,10 +163,11 @@ class ModelMetrics:
         self._whole = metrics.texts.labels(name, "false")
 
     def loaded(self, bundle: Bundle, sha256: str, drift: float) -> None:
-        """Publish what was loaded: model info and the measured batch drift."""
-        labels = ",".join(bundle.labels)
-        info = (self.name, bundle.model_name, sha256, labels, str(bundle.max_length))
-        self._metrics.model.labels(*info).set(1)
+        """Publish what was loaded: model info (the bundle and each of its views) and the
+        measured batch drift."""
+        for name, labels in ((self.name, bundle.labels), *bundle.views.items()):
+            info = (name, bundle.model_name, sha256, ",".join(labels), str(bundle.max_length))
+            self._metrics.model.labels(*info).set(1)
         self._metrics.drift.labels(self.name).set(drift)
 
     def queue_depth(self, texts: int) -> None:

@@ -12,13 +12,13 @@ import asyncio
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from service.batcher import Scheduler
 from service.bundle import Bundle, BundleError, load_bundle
-from service.engine import Engine
+from service.engine import Engine, Probs, project, view_columns
 from service.metrics import Metrics, ModelMetrics
 from service.schema import unknown_model
 from service.settings import Settings
@@ -41,12 +41,34 @@ class Model:
     max_batch: int  # 1 when batching would change this model's answers
     batch_drift: float
     layout: dict[str, Any]  # threads per run alone and under load, and why
+    labels: tuple[str, ...] = ()  # what this name answers with: the bundle's, or a view's
+    columns: tuple[int, ...] | None = None  # a view: the bundle's label columns it keeps
+
+    @property
+    def view_of(self) -> str | None:
+        """The bundle's own name when this name is one of its views."""
+        return None if self.columns is None else self.bundle.model_name
+
+    def scores(self, probs: Probs) -> Probs:
+        """The model's probabilities as this name answers them."""
+        return probs if self.columns is None else project(probs, self.columns)
+
+    def views(self) -> list[Model]:
+        """This bundle's views: the same engine, scheduler and metrics, other labels."""
+        return [
+            replace(
+                self, name=name, labels=labels, columns=view_columns(self.bundle.labels, labels)
+            )
+            for name, labels in self.bundle.views.items()
+        ]
 
     def facts(self) -> dict[str, Any]:
         """What /info says about this model."""
         return {
             "name": self.name,
-            "labels": list(self.bundle.labels),
+            "labels": list(self.labels),
+            "view_of": self.view_of,
+            "preprocess": self.bundle.preprocess,
             "max_length": self.bundle.max_length,
             "text_pair": self.bundle.text_pair,
             "bundle_sha256": self.sha256,
@@ -64,10 +86,15 @@ class Registry:
         if not models:
             raise ValueError("a registry needs at least one model")
         self.default = models[0]
-        self._by_name = {model.name: model for model in models}
+        self.loaded = tuple(models)  # one per bundle: what owns a session and a scheduler
+        named = [name for model in models for name in (model, *model.views())]
+        self._by_name = {model.name: model for model in named}
+        if len(self._by_name) != len(named):
+            raise BundleError(f"two models or views share a name: {[m.name for m in named]}")
         self.names = tuple(self._by_name)
 
     def __iter__(self) -> Iterator[Model]:
+        """Every name a request can pick: the bundles and their views."""
         return iter(self._by_name.values())
 
     def __len__(self) -> int:
@@ -85,11 +112,11 @@ class Registry:
 
     def full(self) -> bool:
         """No model has room for one more text: any request would be refused."""
-        return not any(model.scheduler.has_room(1) for model in self)
+        return not any(model.scheduler.has_room(1) for model in self.loaded)
 
     async def aclose(self) -> None:
         """Refuse new work everywhere, finish everything admitted."""
-        await asyncio.gather(*(model.scheduler.aclose() for model in self))
+        await asyncio.gather(*(model.scheduler.aclose() for model in self.loaded))
 
 
 def load_bundles(paths: Sequence[Path]) -> list[Bundle]:
@@ -139,7 +166,16 @@ async def _load_model(
     observer.loaded(bundle, sha256, drift)
     scheduler = make_scheduler(settings, engine, executor, observer, max_batch)
     return Model(
-        bundle.model_name, bundle, engine, scheduler, observer, sha256, max_batch, drift, layout
+        bundle.model_name,
+        bundle,
+        engine,
+        scheduler,
+        observer,
+        sha256,
+        max_batch,
+        drift,
+        layout,
+        labels=bundle.labels,
     )
 
 

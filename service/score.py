@@ -29,7 +29,7 @@ import numpy as np
 
 from service.batcher import plan
 from service.bundle import Bundle, BundleError, load_bundle
-from service.engine import Encoded, EncodeError, Engine, Probs
+from service.engine import Encoded, EncodeError, Engine, Probs, project, view_columns
 from service.payload import render
 from service.registry import effective_max_batch
 from service.schema import MAX_ENTITY_CHARS
@@ -92,24 +92,30 @@ class Summary:
 # ------------------------------------------------------------------------------- the model
 
 
-def resolve_bundle(value: str, models: Path = MODELS) -> Path:
-    """A bundle folder, or the name of one under models/ (its folder or its model name)."""
+def resolve_bundle(value: str, models: Path = MODELS) -> tuple[Path, str | None]:
+    """A bundle folder, or a name under models/ (a folder, a model name or one of a bundle's
+    views), and the view it names (None: the model itself)."""
     path = Path(value)
     if (path / "manifest.json").is_file():
-        return path
+        return path, None
     found = sorted(p.parent for p in models.glob("*/manifest.json"))
     for folder in found:
-        if folder.name == value or _model_name(folder) == value:
-            return folder
-    names = ", ".join(_model_name(folder) or folder.name for folder in found) or "none"
-    raise ScoreError(f"--model {value!r}: not a bundle folder, nor a model under {models}/ ({names})")  # fmt: skip
+        names = _model_names(folder)
+        if folder.name == value or names[:1] == [value]:
+            return folder, None
+        if value in names:
+            return folder, value
+    known = ", ".join(n for folder in found for n in _model_names(folder) or [folder.name])
+    raise ScoreError(f"--model {value!r}: not a bundle folder, nor a model under {models}/ ({known or 'none'})")  # fmt: skip
 
 
-def _model_name(folder: Path) -> str | None:
+def _model_names(folder: Path) -> list[str]:
+    """The bundle's model name, then its views' names ([] for an unreadable bundle)."""
     try:
-        return load_bundle(folder, verify=False).model_name
+        bundle = load_bundle(folder, verify=False)
     except BundleError:
-        return None
+        return []
+    return [bundle.model_name, *bundle.views]
 
 
 @dataclass(frozen=True)
@@ -120,15 +126,25 @@ class Scorer:
     engine: Engine
     max_batch: int
     max_tokens: int
+    labels: tuple[str, ...]  # the bundle's, or its view's
+    columns: tuple[int, ...] | None = None  # a view's columns of the bundle's labels
 
     @classmethod
-    def load(cls, path: Path, config: ScoreConfig) -> Scorer:
+    def load(cls, path: Path, config: ScoreConfig, view: str | None = None) -> Scorer:
         bundle = load_bundle(path, verify=True)
         engine = Engine(bundle, threads=config.threads, spin=False)
         settings = config.service
         drift = engine.batch_drift()
         max_batch = effective_max_batch(settings, bundle.model_name, drift)
-        return cls(bundle, engine, max_batch, settings.max_tokens)
+        if view is None:
+            return cls(bundle, engine, max_batch, settings.max_tokens, bundle.labels)
+        labels = bundle.views[view]
+        columns = view_columns(bundle.labels, labels)
+        return cls(bundle, engine, max_batch, settings.max_tokens, labels, columns)
+
+    def scores(self, probs: Probs) -> Probs:
+        """The probabilities as the service answers them for this model name."""
+        return probs if self.columns is None else project(probs, self.columns)
 
     def submit(self, executor: Executor, encoded: list[Encoded]) -> list[Batch]:
         """Batches by length (one text per run when batching would change answers)."""
@@ -250,7 +266,7 @@ class Run:
         probs: Probs = np.empty((len(chunk.records), len(self.scorer.engine.labels)), np.float32)
         for order, future in chunk.batches:
             probs[order] = future.result()
-        predictions = render(self.scorer.engine.labels, probs, chunk.encoded)
+        predictions = render(self.scorer.labels, self.scorer.scores(probs), chunk.encoded)
         for record, prediction in zip(chunk.records, predictions, strict=True):
             self.writer.write(record, prediction)
             self.summary.labels[prediction["label"]] += 1
@@ -305,14 +321,15 @@ def score(config: ScoreConfig) -> Summary:
     if not config.input.is_file():
         raise ScoreError(f"{config.input}: no such file")
     fmt = detect_format(config.input, config.format)
-    scorer = Scorer.load(resolve_bundle(config.model), config)
+    folder, view = resolve_bundle(config.model)
+    scorer = Scorer.load(folder, config, view)
     if config.entity_col is not None and not scorer.bundle.text_pair:
         raise ScoreError(f"--entity-col: model {scorer.bundle.model_name!r} reads no entity")
     reader = Reader(config.input, fmt, config.text_col, config.entity_col, config.header)
     out = open_output(config.output)
     try:
         with ThreadPoolExecutor(config.pool, thread_name_prefix="score") as executor:
-            writer = Writer(out, fmt, scorer.engine.labels)
+            writer = Writer(out, fmt, scorer.labels)
             records = iter(reader)  # reads the header: the writer needs its columns
             first = next(records, None)
             writer.start(reader.columns)

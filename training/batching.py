@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from service.preprocess import preprocessor
 from training.data import Row
 
 POOL_BATCHES = 50  # sort within pools of this many batches: buckets, yet still random
@@ -27,10 +28,18 @@ class Encoded:
 
 
 def encode(
-    tokenizer: Any, rows: Sequence[Row], labels: Sequence[str], max_length: int, text_pair: bool
+    tokenizer: Any,
+    rows: Sequence[Row],
+    labels: Sequence[str],
+    max_length: int,
+    text_pair: bool,
+    preprocess: str | None = None,
 ) -> Encoded:
+    """Token ids per row; the texts (never the entities) through the named normalisation, the
+    same function the service applies for a bundle that declares it (service.preprocess)."""
     index = {label: i for i, label in enumerate(labels)}
-    texts = [r.text for r in rows]
+    normalise = preprocessor(preprocess)
+    texts = [normalise(r.text) if normalise else r.text for r in rows]
     if text_pair:
         batch = tokenizer(
             [r.entity for r in rows], texts, truncation="only_second", max_length=max_length

@@ -21,6 +21,7 @@ class CheckpointInfo:
     max_length: int
     base_model: str
     text_pair: bool = False  # True when the entity was fed as the first segment
+    preprocess: str | None = None  # the service.preprocess name applied to every text
 
     def save(self, folder: Path) -> None:
         (folder / SENTIMENT_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")

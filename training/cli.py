@@ -69,6 +69,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "off for many sources)",
     )
     p.add_argument(
+        "--preprocess",
+        choices=("tweet-1", "none"),
+        default="tweet-1",
+        help="text normalisation, recorded in the checkpoint and applied by export and the "
+        "service (service.preprocess); 'none' reads raw text",
+    )
+    p.add_argument(
         "--soup",
         type=int,
         default=d.soup,
@@ -117,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dev_fraction=args.dev_fraction,
         text_pair=(not general) if args.entity_pair is None else args.entity_pair,
         soup=args.soup,
+        preprocess=None if args.preprocess == "none" else args.preprocess,
     )
     if general:
         try:
@@ -154,9 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     save_checkpoint(
         model,
         tokenizer,
-        CheckpointInfo(list(config.labels), config.max_length, config.base_model, config.text_pair),
+        CheckpointInfo(
+            list(config.labels), config.max_length, config.base_model, config.text_pair,
+            config.preprocess,
+        ),
         args.out / "model",
-    )
+    )  # fmt: skip
 
     leaky = None
     if not (args.no_leaky or args.dev_only):

@@ -20,6 +20,13 @@ import numpy as np
 
 from training.baseline import tfidf_svm_per_source
 from training.batching import encode
+from training.calibration import (
+    calibration_report,
+    expected_calibration_error,
+    fit_temperature,
+    fold_temperature,
+    softmax,
+)
 from training.checkpoint import CheckpointInfo, save_checkpoint
 from training.corpus import Corpus, build_corpus
 from training.data import Row
@@ -36,7 +43,7 @@ from training.sources import (
     spec_from_toml,
     user_source,
 )
-from training.train import TrainConfig, evaluate_rows, fine_tune, logits_report
+from training.train import TrainConfig, fine_tune, logits_report
 
 log = logging.getLogger("training")
 
@@ -66,6 +73,12 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--drop-labels", help="a user's file: comma-separated raw labels to skip")
     g.add_argument("--test-fraction", type=float, default=0.15, help="sources without a test file")
     g.add_argument("--max-dev", type=int, default=2000, help="at most this many dev rows a source")
+    g.add_argument(
+        "--calibration",
+        choices=("temperature", "off"),
+        default="temperature",
+        help="temperature: fold a dev-fitted temperature into the head (training.calibration)",
+    )
     g.add_argument(
         "--prior-correction",
         choices=("auto", "off"),
@@ -119,12 +132,28 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
         log.info("source %s: %s", name, json.dumps(part))
     train, dev, tests = _limited(args.limit, corpus)
     model, tokenizer, history = fine_tune(config, train, dev, progress=not args.no_progress)
-    dev_data = encode(tokenizer, dev, config.labels, config.max_length, config.text_pair)
+    dev_data = encode(
+        tokenizer, dev, config.labels, config.max_length, config.text_pair, config.preprocess
+    )
     logits = predict_logits(model, dev_data, pad_id=tokenizer.pad_token_id or 0)
     prior = None
     if args.prior_correction == "auto":
         shift, prior = _correct_prior(model, train, logits, dev_data.labels, config)
         logits = logits + shift  # what the model now computes: the shift is in its bias
+    temperature, calibration = 1.0, None
+    if args.calibration == "temperature":
+        temperature = fit_temperature(logits, dev_data.labels)
+        fold_temperature(model, temperature)
+        calibration = calibration_report(logits, dev_data.labels, temperature)
+        calibration["dev_by_source"] = {
+            name: calibration_report(logits[at], dev_data.labels[at], temperature)
+            for name, at in _positions(dev).items()
+        }
+        log.info(
+            "calibration: %s",
+            json.dumps({k: v for k, v in calibration.items() if k != "dev_by_source"}),
+        )
+        logits = logits / temperature
     dev_report = logits_report(logits, dev_data.labels, config.labels)
     dev_by_source = {
         name: logits_report(logits[at], dev_data.labels[at], config.labels)
@@ -134,7 +163,7 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
              dev_report["accuracy"], dev_report["macro_f1"], dev_report["macro_recall"], dev_report["n"])  # fmt: skip
     test = baseline = None
     if not args.dev_only:  # every test split is scored here and by the baseline, nowhere else
-        test = _by_source(model, tokenizer, tests, config)
+        test = _by_source(model, tokenizer, tests, config, temperature)
         for name, report in test.items():
             log.info("TEST %s: accuracy %.4f macro-F1 %.4f macro-recall %.4f (n=%d)",
                      name, report["accuracy"], report["macro_f1"], report["macro_recall"], report["n"])  # fmt: skip
@@ -142,15 +171,19 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
     save_checkpoint(
         model,
         tokenizer,
-        CheckpointInfo(list(config.labels), config.max_length, config.base_model, config.text_pair),
+        CheckpointInfo(
+            list(config.labels), config.max_length, config.base_model, config.text_pair,
+            config.preprocess,
+        ),
         args.out / "model",
-    )
+    )  # fmt: skip
     metrics = build_metrics(
         config, history, test, dev_report, summary, None, time.perf_counter() - started
     )
     metrics.update(
         dev_by_source=dev_by_source,
         prior_correction=prior,
+        calibration=calibration,
         sources=[str(getattr(s, "name", s)) for s in sources],
     )
     write_run(args.out, metrics, history, baseline)
@@ -175,11 +208,26 @@ def _correct_prior(
 
 
 def _by_source(
-    model: Any, tokenizer: Any, groups: dict[str, list[Row]], config: TrainConfig
+    model: Any,
+    tokenizer: Any,
+    groups: dict[str, list[Row]],
+    config: TrainConfig,
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
-    return {
-        name: evaluate_rows(model, tokenizer, rows, config) for name, rows in groups.items() if rows
-    }
+    """Each source's report; with a folded temperature, its ECE before (T = 1) and after."""
+    out = {}
+    for name, rows in groups.items():
+        if not rows:
+            continue
+        data = encode(
+            tokenizer, rows, config.labels, config.max_length, config.text_pair, config.preprocess
+        )
+        logits = predict_logits(model, data, pad_id=tokenizer.pad_token_id or 0)
+        out[name] = logits_report(logits, data.labels, config.labels)
+        out[name]["ece_uncalibrated"] = expected_calibration_error(
+            softmax(logits * temperature), data.labels
+        )
+    return out
 
 
 def _positions(rows: Sequence[Row]) -> dict[str, np.ndarray]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from training.batching import Encoded, batch_indices, encode, pad
+from training.calibration import expected_calibration_error, softmax
 from training.data import Row
 from training.evaluate import classification_metrics, cross_entropy, predict_logits
 
@@ -43,6 +44,7 @@ class TrainConfig:
     dev_fraction: float = 0.1
     text_pair: bool = True  # "[CLS] entity [SEP] text [SEP]": the labels are toward the entity
     soup: int = 3  # average this many runs (data-order seeds seed, seed+1, ...); 1 = one run
+    preprocess: str | None = None  # a service.preprocess name (e.g. "tweet-1"); None: raw text
 
 
 @dataclass
@@ -120,8 +122,12 @@ def _fine_tune_one(
     if seed != config.seed:
         set_seed(seed)  # data order and dropout
     pad_id = tokenizer.pad_token_id or 0
-    train = encode(tokenizer, train_rows, config.labels, config.max_length, config.text_pair)
-    dev = encode(tokenizer, dev_rows, config.labels, config.max_length, config.text_pair)
+    train = encode(
+        tokenizer, train_rows, config.labels, config.max_length, config.text_pair, config.preprocess
+    )
+    dev = encode(
+        tokenizer, dev_rows, config.labels, config.max_length, config.text_pair, config.preprocess
+    )
     lengths = [len(x) for x in train.ids]
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
@@ -207,11 +213,14 @@ def logits_report(logits: np.ndarray, y: np.ndarray, labels: Sequence[str]) -> d
     """The figures reported for a split, from its logits."""
     report = classification_metrics(y, logits.argmax(axis=1), labels)
     report["loss"] = cross_entropy(logits, y)
+    report["ece"] = expected_calibration_error(softmax(logits), y)
     return report
 
 
 def evaluate_rows(
     model: Any, tokenizer: Any, rows: Sequence[Row], config: TrainConfig
 ) -> dict[str, Any]:
-    data = encode(tokenizer, rows, config.labels, config.max_length, config.text_pair)
+    data = encode(
+        tokenizer, rows, config.labels, config.max_length, config.text_pair, config.preprocess
+    )
     return evaluate_split(model, data, config.labels, tokenizer.pad_token_id or 0)

@@ -194,8 +194,11 @@ def test_progress_only_on_a_terminal(tmp_path: Path) -> None:
 
 def test_a_model_by_name_under_models(tmp_path: Path) -> None:
     build_bundle(tmp_path / "models" / "folder-a", model_name="alpha")
-    assert resolve_bundle("alpha", tmp_path / "models") == tmp_path / "models" / "folder-a"
-    assert resolve_bundle("folder-a", tmp_path / "models") == tmp_path / "models" / "folder-a"
+    assert resolve_bundle("alpha", tmp_path / "models") == (tmp_path / "models" / "folder-a", None)
+    assert resolve_bundle("folder-a", tmp_path / "models") == (
+        tmp_path / "models" / "folder-a",
+        None,
+    )
     with pytest.raises(ScoreError, match=r"'beta': not a bundle folder.*\(alpha\)"):
         resolve_bundle("beta", tmp_path / "models")
 

@@ -8,7 +8,8 @@ multiplied by zero: same answers, more CPU per token (to build queues in load te
 `words=[...]` swaps the default vocabulary (words, letters, digits and ## pieces: few [UNK]s) for
 the special tokens plus exactly those words, so every other word is one [UNK]. `labels=[...]`
 sets the label set (any size: negative words score the first label, positive words the last) and
-`model_name=` the name the service serves it under.
+`model_name=` the name the service serves it under; `preprocess=` and `views=` go into
+config.json as export writes them.
 """
 
 from __future__ import annotations
@@ -154,6 +155,8 @@ def build_bundle(
     words: Sequence[str] | None = None,
     text_pair: bool = False,
     model_name: str = "tiny-test",
+    preprocess: str | None = None,
+    views: dict[str, list[str]] | None = None,
 ) -> Path:
     """Write a complete, manifest-verified bundle into `folder` and return it (`text_pair`: the
     model is declared to read "[CLS] entity [SEP] text [SEP]")."""
@@ -173,6 +176,8 @@ def build_bundle(
         "max_length": max_length,
         "model_name": model_name,
         "text_pair": text_pair,
+        **({"preprocess": preprocess} if preprocess else {}),
+        **({"views": views} if views else {}),
     }
     (folder / "config.json").write_text(json.dumps(config))
     write_manifest(folder, {"note": "tiny test model", "metrics": {"accuracy": None}})
