@@ -114,7 +114,7 @@ def quantize(
     return {
         "scheme": rowwise.SCHEME,
         "activations": "uint8 per token (symmetric around 128; GELU outputs shifted, zero 0)",
-        "weights": "int8 per output column, symmetric",
+        "weights": "int8 per output column, symmetric, 7-bit (+-63: no int16 saturation without VNNI)",
         "embeddings": "int8 (QEmbedLayerNormalization)",
         "matmuls_int8": rewritten,
         "fp32_nodes": list(fp32_nodes),
@@ -122,24 +122,30 @@ def quantize(
 
 
 def quantize_static(
-    fused: onnx.ModelProto, int8_path: Path, calibration: Sequence[np.ndarray]
+    fused: onnx.ModelProto,
+    int8_path: Path,
+    calibration: Sequence[np.ndarray],
+    *,
+    fp32_nodes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write the static int8 model of the fused graph to `int8_path`, its activation ranges
-    taken from `calibration` (token ids of training tweets); returns the manifest settings."""
+    """Write the static int8 model of the fused graph to `int8_path` (`fp32_nodes` stay fp32),
+    its activation ranges taken from `calibration` (token ids of training tweets); returns the
+    manifest settings."""
     graph = onnx.ModelProto()
     graph.CopyFrom(fused)
-    rewritten = static.quantize_static(graph, static.activation_ranges(fused, calibration))
+    ranges = static.activation_ranges(fused, calibration)
+    rewritten = static.quantize_static(graph, ranges, fp32_nodes)
     approximated = static.approximate_gelu(graph)
     _save_with_int8_embeddings(graph, int8_path)
     return {
         "scheme": static.SCHEME,
         "activations": "uint8 per tensor, scale and zero point fixed from calibration",
-        "weights": "int8 per output column, symmetric",
+        "weights": "int8 per output column, symmetric, 7-bit (+-63: no int16 saturation without VNNI)",
         "embeddings": "int8 (QEmbedLayerNormalization)",
         "matmuls_int8": rewritten,
         "gelu": f"tanh approximation (FastGelu) in {approximated} nodes",
         "calibration_texts": len(calibration),
-        "fp32_nodes": [],
+        "fp32_nodes": list(fp32_nodes),
     }
 
 

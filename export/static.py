@@ -43,6 +43,22 @@ def _is_target(node: onnx.NodeProto, inits: set[str]) -> bool:
     return node.op_type == "MatMul" and node.input[1] in inits
 
 
+def head_nodes(model: onnx.ModelProto) -> list[str]:
+    """The classification head's MatMuls (after the encoder's last SkipLayerNormalization): they
+    run on one token per text, so fp32 there costs almost nothing, and their error moves the
+    logits directly (a near-tie between classes flips first there)."""
+    inits = {i.name for i in model.graph.initializer}
+    last = max(
+        (i for i, n in enumerate(model.graph.node) if n.op_type == "SkipLayerNormalization"),
+        default=-1,
+    )
+    return [
+        n.name
+        for n in list(model.graph.node)[last + 1 :]
+        if _is_target(n, inits) and n.op_type == "MatMul"
+    ]
+
+
 def activations(
     model: onnx.ModelProto, names: Sequence[str], rows: Sequence[np.ndarray]
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -96,9 +112,9 @@ def uint8_params(low: float, high: float) -> tuple[np.float32, np.uint8]:
     return np.float32(scale), np.uint8(zero)
 
 
-def quantize_static(model: onnx.ModelProto, ranges: Ranges) -> int:
-    """Rewrite every `targets` node of the fused graph to static int8, in place, with the
-    activation `ranges`; returns how many nodes were rewritten."""
+def quantize_static(model: onnx.ModelProto, ranges: Ranges, fp32_nodes: Sequence[str] = ()) -> int:
+    """Rewrite every `targets` node of the fused graph but `fp32_nodes` to static int8, in
+    place, with the activation `ranges`; returns how many nodes were rewritten."""
     weights = {i.name: i for i in model.graph.initializer}
     inits = set(weights)
     new_inits: list[onnx.TensorProto] = []
@@ -119,8 +135,9 @@ def quantize_static(model: onnx.ModelProto, ranges: Ranges) -> int:
         return quantized[x]
 
     count = 0
+    keep = set(fp32_nodes)
     for node in model.graph.node:
-        if not _is_target(node, inits):
+        if not _is_target(node, inits) or node.name in keep:
             nodes.append(node)
             continue
         x_q, s, z = codes_of(node.input[0])
