@@ -4,7 +4,9 @@ Each bundle runs through `service.engine.Engine` one text per run (as the servic
 int8), on the test splits of the multi-source protocol (training.corpus, same seed and fractions
 as `make train-3class`). Three figures per cell: accuracy, macro-F1 and macro-averaged recall
 (SemEval-2017 / TweetEval's metric). A 3-class bundle is also read as binary on each source's
-Negative/Positive tweets (its Negative/Positive probabilities renormalised). The TF-IDF + linear
+Negative/Positive tweets (its Negative/Positive probabilities renormalised, as its binary view
+answers). Every cell carries the expected calibration error (15 bins, top label); a training
+run's TF checkpoint rows show it before → after the run's temperature. The TF-IDF + linear
 baselines come from the training runs' metrics.json (same training data, each test scored once).
 
     python -m benchmarks.sources_table --bundle models/sentiment-3class \
@@ -23,6 +25,7 @@ import numpy as np
 
 from service.bundle import load_bundle
 from service.engine import Engine
+from training.calibration import expected_calibration_error
 from training.corpus import build_corpus
 from training.data import Row
 from training.evaluate import classification_metrics
@@ -51,11 +54,14 @@ def score_rows(engine: Engine, rows: Sequence[Row], with_entity: bool) -> dict[s
     if three:
         truth = np.array([labels.index(r.label) for r in scored])
         out["3class"] = classification_metrics(truth, probs.argmax(1), labels)
+        out["3class"]["ece"] = expected_calibration_error(probs, truth)
     polar = np.array([r.label in BINARY for r in scored])
     if polar.any():
         pair = probs[polar][:, [labels.index(c) for c in BINARY]]
+        pair = pair / pair.sum(axis=1, keepdims=True)  # the binary view, as served
         truth = np.array([BINARY.index(r.label) for r, p in zip(scored, polar, strict=True) if p])
         out["binary"] = classification_metrics(truth, pair.argmax(1), list(BINARY))
+        out["binary"]["ece"] = expected_calibration_error(pair, truth)
     return out
 
 
@@ -102,14 +108,17 @@ def _macro_recall(m: dict[str, Any]) -> float:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        "| model | test split | n | accuracy | macro-F1 | macro recall |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| model | test split | n | accuracy | macro-F1 | macro recall | ECE |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def row(model: str, split: str, m: dict[str, Any]) -> None:
+        ece = f"{m['ece']:.4f}" if "ece" in m else "-"
+        if "ece_uncalibrated" in m:
+            ece = f"{m['ece_uncalibrated']:.4f} → {ece}"
         lines.append(
             f"| {model} | {split} | {m['n']:,} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} "
-            f"| {_macro_recall(m):.4f} |"
+            f"| {_macro_recall(m):.4f} | {ece} |"
         )
 
     for name, bundle in result["bundles"].items():

@@ -32,11 +32,18 @@ def choose_shift(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """The logit shift with the best dev macro recall (ties: the smaller tau, 0 = no change)."""
     n = dev_logits.shape[1]
-    table = {}
+    table, trade = {}, {}
     best_tau, best = 0.0, -1.0
     for tau in taus:
-        score = macro_recall(dev_labels, (dev_logits - tau * np.log(prior)).argmax(1), n)
+        predicted = (dev_logits - tau * np.log(prior)).argmax(1)
+        score = macro_recall(dev_labels, predicted, n)
         table[str(tau)] = score
+        trade[str(tau)] = {  # what the correction costs: accuracy and each class's recall
+            "accuracy": round(float(np.mean(predicted == dev_labels)), 4),
+            "recall_by_class": [
+                round(float(np.mean(predicted[dev_labels == c] == c)), 4) for c in range(n)
+            ],
+        }
         if score > best + 1e-12:
             best_tau, best = tau, score
     shift = (-best_tau * np.log(prior)).astype(np.float32)
@@ -46,6 +53,7 @@ def choose_shift(
         "train_prior": prior.round(6).tolist(),
         "logit_shift": shift.round(6).tolist(),
         "dev_macro_recall_by_tau": table,
+        "dev_tradeoff_by_tau": trade,
         "rule": "highest pooled-dev macro recall over tau in " + str(list(taus)),
     }
 
