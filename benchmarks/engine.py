@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 
 from benchmarks.stats import latency_summary
 from service.bundle import Bundle
-from service.engine import Engine
+from service.engine import Engine, session_options
 
 ORT_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
@@ -43,14 +43,11 @@ QUICK_BUDGET = Budget(min_seconds=0.1, min_reps=3, max_reps=200, warmup_reps=1)
 
 
 def make_session(
-    model: Path, threads: int, profile_prefix: str | None = None
+    model: Path, threads: int, profile_prefix: str | None = None, spin: bool = False
 ) -> ort.InferenceSession:
-    """A CPU session with `threads` intra-op threads and one inter-op thread, like the service."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    """A CPU session with the service's settings (`service.engine.session_options`), so the
+    grid measures what the service runs; `spin` as the service's `SPIN` setting."""
+    options = session_options(threads, spin)
     if profile_prefix is not None:
         options.enable_profiling = True
         options.profile_file_prefix = profile_prefix

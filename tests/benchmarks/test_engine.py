@@ -48,6 +48,13 @@ def test_feed_follows_the_graph_dtypes(parts: Parts) -> None:
     assert all(v.dtype == np.int64 for v in feed.values())
 
 
+def test_sessions_take_the_services_settings(parts: Parts) -> None:
+    bundle, _, _ = parts
+    options = engine.make_session(bundle.model_path, 2).get_session_options()
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
 def test_tokenizer_cost_and_real_text_throughput(parts: Parts) -> None:
     bundle, tokenizer, _ = parts
     cost = engine.tokenizer_cost(tokenizer, TEXTS, BUDGET)

@@ -5,11 +5,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto
 
 from service.bundle import BundleError, load_bundle, write_manifest
-from service.engine import EncodeError, Engine, pad_right
+from service.engine import EncodeError, Engine, pad_right, session_options
 from tests.service.tiny_bundle import MAX_LENGTH, build_bundle
 
 TEXTS = ["I love this game!", "awful update today", "the movie", "great " * 30, "sad"]
@@ -120,6 +121,17 @@ def test_session_threads_and_spinning_follow_the_arguments(tiny_bundle: Path) ->
     spinning = Engine(load_bundle(tiny_bundle), threads=1, spin=True).session
     with pytest.raises(Exception, match="allow_spinning"):  # not set: ORT's default (spin)
         spinning.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+
+def test_session_options_are_the_services_settings() -> None:
+    options = session_options(3, spin=False)
+    assert options.intra_op_num_threads == 3 and options.inter_op_num_threads == 1
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.log_severity_level == 3
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(Exception, match="allow_spinning"):  # not set: ORT's default (spin)
+        session_options(1, spin=True).get_session_config_entry("session.intra_op.allow_spinning")
 
 
 def test_batch_drift_is_zero_for_a_row_independent_model(engine: Engine) -> None:
