@@ -4,7 +4,7 @@ multiply-adds one tweet costs, and the CPU's sustained int8 GEMM rate.
 - `service_plan`: texts/s of the service's engines (default settings: `pool_size` sessions of
   `threads` intra-op threads, spinning off) running what the service runs: with `max_batch` 1,
   one text per run (one-tweet requests); otherwise requests of `REQUEST_TEXTS` texts in arrival
-  order, each cut by `service.batcher.plan` (length-sorted, row/token budget, <= 10 % padding).
+  order, each cut by `service.scheduler.plan` (length-sorted, row/token budget, <= 10 % padding).
   No HTTP: this is the ceiling the HTTP figures are held to.
 - `int8_macs`: multiply-adds in the graph's int8 GEMMs per token (weights K x N of every
   MatMulInteger(ToFloat)/QAttention), times the mean token count of the texts.
@@ -25,9 +25,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from service.batcher import plan
 from service.bundle import Bundle
 from service.engine import Engine, session_options
+from service.scheduler import plan
 from service.settings import Settings
 
 REQUEST_TEXTS = 64  # texts per multi-text request in the batched plan (MAX_TEXTS' default)

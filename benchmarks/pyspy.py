@@ -21,7 +21,7 @@ CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("torch", ("torch/",)),
     ("tokenizer", ("tokenizers/", "tokenization_utils", "encode (")),
     ("json", ("json/",)),
-    ("batching / queue", ("batcher.py", "queue", "concurrent/futures")),
+    ("batching / queue", ("service/scheduler.py", "queue", "concurrent/futures")),
     ("HTTP server (uvicorn/starlette)", ("uvicorn/", "starlette/", "httptools", "h11")),
     ("event loop / threads", ("asyncio/", "uvloop", "threading.py", "selectors.py")),
 )

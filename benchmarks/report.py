@@ -313,7 +313,7 @@ def limit_section(results: dict[str, Any]) -> list[str]:
             "",
             "The service's engines with its default settings (sessions x threads, spinning off),"
             " one text per run (max_batch 1: what one-tweet requests run), and requests of 64 texts"
-            " cut by `service.batcher.plan` (max_batch 16).",
+            " cut by `service.scheduler.plan` (max_batch 16).",
             "",
         ]
         lines += _table(

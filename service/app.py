@@ -33,7 +33,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.backoff import RetryAfter
-from service.batcher import Closed, Overloaded, QueueTimeout
 from service.bundle import Bundle, BundleError
 from service.docs import docs_routes
 from service.engine import Encoded, EncodeError, Engine, Probs
@@ -42,6 +41,7 @@ from service.metrics import Metrics
 from service.openapi import ModelDoc, build_openapi
 from service.payload import check_content_type, check_entities, read_body, render
 from service.registry import Model, Registry, build_registry
+from service.scheduler import Closed, Overloaded, QueueTimeout
 from service.schema import Parsed, Schema
 from service.settings import Settings, available_cpus
 

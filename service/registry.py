@@ -16,10 +16,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from service.batcher import Scheduler
 from service.bundle import Bundle, BundleError, load_bundle
 from service.engine import Engine, Probs, project, view_columns
 from service.metrics import Metrics, ModelMetrics
+from service.scheduler import Scheduler
 from service.schema import unknown_model
 from service.settings import Settings
 
@@ -225,13 +225,14 @@ def make_scheduler(
     observer: ModelMetrics,
     max_batch: int,
 ) -> Scheduler:
-    common: dict[str, Any] = {
-        "max_batch": max_batch,
-        "max_tokens": settings.max_tokens,
-        "queue_size": settings.queue_size,
-        "timeout_s": settings.request_timeout_s,
-        "observer": observer,
-    }
-    if engine.idle_session is not None:
-        common["infer_alone"] = engine.infer_alone
-    return Scheduler(engine.infer, executor, **common)
+    """The model's scheduler; a run alone takes the idle session only if the engine kept one."""
+    return Scheduler(
+        engine.infer,
+        executor,
+        max_batch=max_batch,
+        max_tokens=settings.max_tokens,
+        queue_size=settings.queue_size,
+        timeout_s=settings.request_timeout_s,
+        observer=observer,
+        infer_alone=engine.infer_alone if engine.idle_session is not None else None,
+    )

@@ -27,11 +27,11 @@ from typing import IO
 
 import numpy as np
 
-from service.batcher import plan
 from service.bundle import Bundle, BundleError, load_bundle
 from service.engine import Encoded, EncodeError, Engine, Probs, project, view_columns
 from service.payload import render
 from service.registry import effective_max_batch
+from service.scheduler import plan
 from service.schema import MAX_ENTITY_CHARS
 from service.settings import DEFAULT_BUNDLE, Settings, available_cpus
 from service.tables import Format, Reader, Record, TableError, Writer, detect_format, open_output

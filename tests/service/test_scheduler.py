@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.batcher import Closed, Overloaded, QueueTimeout, Scheduler, plan
 from service.bundle import load_bundle
 from service.engine import Engine, Probs
+from service.scheduler import Closed, Overloaded, QueueTimeout, Scheduler, plan
 
 T = TypeVar("T")
 pytestmark = pytest.mark.timeout(30)
