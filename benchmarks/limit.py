@@ -30,7 +30,7 @@ from service.engine import Engine, session_options
 from service.scheduler import plan
 from service.settings import Settings
 
-REQUEST_TEXTS = 64  # texts per multi-text request in the batched plan (MAX_TEXTS' default)
+REQUEST_TEXTS = 64  # texts per request in the multi-text plan (MAX_TEXTS' default)
 INT8_GEMMS = ("MatMulInteger", "MatMulIntegerToFloat", "QAttention", "DynamicQuantizeMatMul")
 
 

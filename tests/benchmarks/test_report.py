@@ -105,7 +105,7 @@ def test_markdown_and_plots(tmp_path: Path) -> None:
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
 
 
-def test_batching_targets_read_the_service_plan_http_500_and_one_user() -> None:
+def test_issue11_targets_read_the_service_plan_http_500_and_one_user() -> None:
     r = results(460.0, 0, 15.0, 350.0)
     r["engine"]["service_plan"] = [
         {"max_batch": 1, "texts_per_s": 420.0, "mean_rows_per_batch": 1.0},
