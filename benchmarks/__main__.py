@@ -26,6 +26,7 @@ from benchmarks.peers.optimum_ort import (
     peer_deps_missing,
     prepare_model_dir,
 )
+from benchmarks.ports import free_port
 from benchmarks.texts import load_tweets
 from service.bundle import load_bundle
 from service.settings import Settings
@@ -271,7 +272,7 @@ def run_http(
         cpus=args.server_cpus,
     )
     peer_common = {**common, "profile": args.py_spy == "all"}
-    port = http.free_port()
+    port = free_port()
     extra_env = dict(item.split("=", 1) for item in args.service_env)
     if importlib.util.find_spec("service.__main__") is None:
         notes.append("our service skipped: `python -m service` does not exist in this tree yet")
@@ -323,7 +324,7 @@ def run_pair(
 ) -> list[dict[str, Any]]:
     """Ours and ours with `--pair` set, measured in turns (benchmarks/paired.py)."""
     key, _, value = args.pair.partition("=")
-    ports = (int(env["SENTIMENT_PORT"]), http.free_port(avoid=int(env["SENTIMENT_PORT"])))
+    ports = (int(env["SENTIMENT_PORT"]), free_port(avoid=int(env["SENTIMENT_PORT"])))
     configs = (
         paired.Config("ours", env),
         paired.Config(f"ours, {args.pair}", {**env, key: value, "SENTIMENT_PORT": str(ports[1])}),

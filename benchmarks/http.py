@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,17 +36,6 @@ from benchmarks.stats import latency_summary
 
 # The CPUs this process may use at start, before any client pinning (Linux; [] elsewhere).
 ALL_CPUS: list[int] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-
-
-def free_port(avoid: int | None = None) -> int:
-    """A TCP port on loopback that nothing listens on right now (other than `avoid`, a port
-    handed out for a server that has not started yet)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port != avoid:
-            return port
 
 
 def build_requests(

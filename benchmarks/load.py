@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import http
+from benchmarks.ports import free_port
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     host = args.host
     if host is None:
-        port = http.free_port()
+        port = free_port()
         env = {
             "SENTIMENT_BUNDLE": str(args.bundle),
             "SENTIMENT_HOST": "127.0.0.1",

@@ -35,6 +35,7 @@ from typing import Any
 import psutil
 
 from benchmarks import http
+from benchmarks.ports import free_port
 from benchmarks.texts import load_tweets
 from service.bundle import load_bundle
 
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         args.seconds, args.slow, args.soak = 3.0, 200, 10.0
     bundle = load_bundle(args.bundle)
     tweets, _ = load_tweets(args.data, limit=500)
-    port = http.free_port()
+    port = free_port()
     requests = http.build_requests(
         [t.text for t in tweets],
         "127.0.0.1",

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import http
+from benchmarks.ports import free_port
 
 Argv = Callable[..., list[str]]
 
@@ -36,7 +37,7 @@ LEVEL_KEYS = {
 
 
 def test_bench_server_measures_every_level(tiny_bundle: Path, tiny_server_argv: Argv) -> None:
-    port = http.free_port()
+    port = free_port()
     result = http.bench_server(
         "tiny",
         tiny_server_argv(tiny_bundle, port),
@@ -59,7 +60,7 @@ def test_bench_server_measures_every_level(tiny_bundle: Path, tiny_server_argv: 
 
 
 def test_non_2xx_answers_are_counted_as_errors(tiny_bundle: Path, tiny_server_argv: Argv) -> None:
-    port = http.free_port()
+    port = free_port()
     with http.Server("tiny", tiny_server_argv(tiny_bundle, port, "--fail-every", "5"), port) as s:
         row = http.run_level(
             "127.0.0.1",
@@ -79,7 +80,7 @@ def test_non_2xx_answers_are_counted_as_errors(tiny_bundle: Path, tiny_server_ar
 def test_slow_server_times_out_and_the_run_stays_bounded(
     tiny_bundle: Path, tiny_server_argv: Argv
 ) -> None:
-    port = http.free_port()
+    port = free_port()
     with http.Server("slow", tiny_server_argv(tiny_bundle, port, "--sleep-ms", "3000"), port) as s:
         start = time.monotonic()
         row = http.run_level(
@@ -99,7 +100,7 @@ def test_slow_server_times_out_and_the_run_stays_bounded(
 
 
 def test_a_refused_connection_is_an_error_not_a_hang() -> None:
-    port = http.free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     row = http.run_level(
         "127.0.0.1", port, http.build_requests(TEXTS, "127.0.0.1", port), 2, 0.0, 0.3, 0.5
     )
@@ -110,7 +111,7 @@ def test_a_refused_connection_is_an_error_not_a_hang() -> None:
 def test_a_server_that_cannot_start_is_skipped_with_its_log(
     tmp_path: Path, tiny_server_argv: Argv
 ) -> None:
-    port = http.free_port()
+    port = free_port()
     result = http.bench_server(
         "broken",
         tiny_server_argv(tmp_path / "no-bundle", port),

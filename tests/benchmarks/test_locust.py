@@ -9,12 +9,13 @@ import pytest
 
 from benchmarks import http
 from benchmarks.load import main
+from benchmarks.ports import free_port
 
 
 def test_locust_runs_headless_with_no_failures(
     tiny_bundle: Path, tiny_data: Path, tmp_path: Path, tiny_server_argv: Callable[..., list[str]]
 ) -> None:
-    port = http.free_port()
+    port = free_port()
     with http.Server("tiny", tiny_server_argv(tiny_bundle, port), port):
         code = main(
             [
@@ -45,7 +46,7 @@ def test_locust_runs_headless_with_no_failures(
 def test_locust_reports_failed_requests(
     tiny_bundle: Path, tmp_path: Path, tiny_server_argv: Callable[..., list[str]]
 ) -> None:
-    port = http.free_port()
+    port = free_port()
     with http.Server("tiny", tiny_server_argv(tiny_bundle, port, "--fail-every", "3"), port):
         code = main(
             [

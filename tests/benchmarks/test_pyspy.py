@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import http, pyspy
+from benchmarks.ports import free_port
 
 
 def test_summarize_groups_samples_by_innermost_known_frame(tmp_path: Path) -> None:
@@ -33,7 +34,7 @@ def test_summarize_groups_samples_by_innermost_known_frame(tmp_path: Path) -> No
 def test_profile_run_samples_a_live_server(
     tiny_bundle: Path, tiny_server_argv: Callable[..., list[str]]
 ) -> None:
-    port = http.free_port()
+    port = free_port()
     result = http.bench_server(
         "tiny", tiny_server_argv(tiny_bundle, port), {}, port, ["I love this game"], [2],
         warmup=0.2, duration=1.0, timeout=5.0, profile=True, log=lambda _: None,

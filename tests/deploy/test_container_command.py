@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.ports import free_port
 from service.settings import PREFIX
 from tests.deploy.conftest import REPO, Dockerfile
 
@@ -41,13 +41,6 @@ class Server:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def status(url: str, body: bytes | None = None) -> tuple[int, bytes]:

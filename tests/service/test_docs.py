@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -28,6 +27,7 @@ import uvicorn
 import websocket
 from starlette.testclient import TestClient
 
+from benchmarks.ports import free_port
 from service import Settings, create_app
 
 pytestmark = pytest.mark.timeout(180)
@@ -92,13 +92,6 @@ def chromium() -> str:
     if os.environ.get("CI"):
         pytest.fail("chromium not found under CI: .ci/run must install it (apt-get install)")
     pytest.skip("chromium not found (Debian: apt-get install chromium)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 
+from benchmarks.ports import free_port
 from service.backoff import CEILING_S
 from service.bundle import load_bundle
 from service.engine import Engine
@@ -43,13 +44,6 @@ TEXTS = [
     "a",
     "worst game? bad",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
