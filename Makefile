@@ -20,7 +20,7 @@ BUNDLES ?= $(subst $(space),$(comma),$(strip $(SERVED)))
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install install-serve test lint serve train export accuracy train-3class export-3class accuracy-sources bench reliability load docker wheels image-test clean
+.PHONY: install install-serve test test-fast lint serve train export accuracy train-3class export-3class accuracy-sources bench reliability load docker wheels image-test clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ install: $(VENV)/.all          ## everything: train, export, bench, test
 
 test: $(VENV)/.all
 	$(PY) -m pytest -q
+
+# The edit loop: everything but the tests marked slow (training, export, server processes).
+test-fast: $(VENV)/.all
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(VENV)/.all
 	$(PY) -m ruff check .

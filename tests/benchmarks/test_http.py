@@ -36,6 +36,7 @@ LEVEL_KEYS = {
 }
 
 
+@pytest.mark.slow  # a server process
 def test_bench_server_measures_every_level(tiny_bundle: Path, tiny_server_argv: Argv) -> None:
     port = free_port()
     result = http.bench_server(
@@ -59,6 +60,7 @@ def test_bench_server_measures_every_level(tiny_bundle: Path, tiny_server_argv: 
         assert lvl["server_cpu_cores"] > 0
 
 
+@pytest.mark.slow  # a server process
 def test_non_2xx_answers_are_counted_as_errors(tiny_bundle: Path, tiny_server_argv: Argv) -> None:
     port = free_port()
     with http.Server("tiny", tiny_server_argv(tiny_bundle, port, "--fail-every", "5"), port) as s:
@@ -77,6 +79,7 @@ def test_non_2xx_answers_are_counted_as_errors(tiny_bundle: Path, tiny_server_ar
     assert row["errors"] == pytest.approx((row["ok"] + row["errors"]) / 5, abs=3)
 
 
+@pytest.mark.slow  # a server process
 def test_slow_server_times_out_and_the_run_stays_bounded(
     tiny_bundle: Path, tiny_server_argv: Argv
 ) -> None:
@@ -108,6 +111,7 @@ def test_a_refused_connection_is_an_error_not_a_hang() -> None:
     assert all(kind.startswith("connect:") for kind in row["error_kinds"])
 
 
+@pytest.mark.slow  # a server process
 def test_a_server_that_cannot_start_is_skipped_with_its_log(
     tmp_path: Path, tiny_server_argv: Argv
 ) -> None:

@@ -11,6 +11,8 @@ from benchmarks import http
 from benchmarks.load import main
 from benchmarks.ports import free_port
 
+pytestmark = pytest.mark.slow  # a real server process under Locust
+
 
 def test_locust_runs_headless_with_no_failures(
     tiny_bundle: Path, tiny_data: Path, tmp_path: Path, tiny_server_argv: Callable[..., list[str]]

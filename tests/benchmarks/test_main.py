@@ -8,6 +8,7 @@ import pytest
 from benchmarks.__main__ import main, parse_args
 
 
+@pytest.mark.slow  # starts the service for every HTTP level
 def test_quick_run_writes_json_markdown_and_plots(
     tiny_bundle: Path, tiny_data: Path, tmp_path: Path
 ) -> None:

@@ -30,6 +30,7 @@ def test_summarize_groups_samples_by_innermost_known_frame(tmp_path: Path) -> No
     }
 
 
+@pytest.mark.slow  # a server process under py-spy
 @pytest.mark.skipif(pyspy.binary() is None, reason="py-spy is not installed")
 def test_profile_run_samples_a_live_server(
     tiny_bundle: Path, tiny_server_argv: Callable[..., list[str]]

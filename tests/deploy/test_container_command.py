@@ -26,6 +26,7 @@ from benchmarks.ports import free_port
 from service.settings import PREFIX
 from tests.deploy.conftest import REPO, Dockerfile
 
+pytestmark = pytest.mark.slow  # starts the service as a process
 START_TIMEOUT_S = 60.0
 
 

@@ -172,6 +172,7 @@ def browser(tmp_path: Path) -> Iterator[DevTools]:
             process.kill()
 
 
+@pytest.mark.slow  # a browser against a real server
 def test_try_it_out_returns_a_prediction(server: str, browser: DevTools) -> None:
     browser.send("Page.enable")
     browser.send("Page.navigate", url=server + "/docs")

@@ -30,7 +30,7 @@ from service.engine import Engine
 from service.settings import available_cpus
 from tests.service.tiny_bundle import build_bundle
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # real server processes
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = [
     "I love this game!",
