@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.__main__ import main, parse_args
+from benchmarks.__main__ import main
+from benchmarks.cli import parse_args
 
 
 @pytest.mark.slow  # starts the service for every HTTP level

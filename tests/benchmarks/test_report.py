@@ -4,7 +4,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.__main__ import compare, targets
+from benchmarks.results import compare
+from benchmarks.targets import targets
 
 
 def level(concurrency: int, rps: float, errors: int = 0, p99: float = 100.0) -> dict[str, Any]:
