@@ -1,6 +1,6 @@
-"""The HTTP layer: routes, request parsing and validation, auth, lifespan and observability.
+"""The HTTP layer: routes, request parsing and validation, auth and observability.
 
-`create_app(settings)` builds a Starlette app whose lifespan verifies and loads every
+`create_app(settings)` builds a Starlette app whose lifespan (lifecycle.py) verifies and loads every
 configured bundle into the model registry (registry.py: one engine, session and scheduler per
 model, one shared thread pool), warms them up and only then reports ready. Handlers validate
 the body (payload.py) on the event loop, pick the request's model once, tokenize on the loop
@@ -14,15 +14,10 @@ import contextlib
 import hmac
 import json
 import logging
-import os
 import platform
-import signal
-import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from importlib import metadata
 from time import perf_counter
-from types import FrameType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -33,19 +28,19 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.backoff import RetryAfter
-from service.bundle import Bundle, BundleError
+from service.bundle import Bundle
 from service.docs import docs_routes
 from service.engine import Encoded, EncodeError, Engine, Probs
 from service.errors import EXCEPTION_HANDLERS, ApiError
+from service.lifecycle import Supervisor, lifespan
 from service.metrics import Metrics
 from service.openapi import ModelDoc, build_openapi
 from service.payload import check_content_type, check_entities, read_body, render
-from service.registry import Model, Registry, build_registry
+from service.registry import Model, Registry
 from service.scheduler import Closed, Overloaded, QueueTimeout
 from service.schema import Parsed, Schema
-from service.settings import Settings, available_cpus
+from service.settings import Settings
 
-log = logging.getLogger("service")
 access_log = logging.getLogger("service.access")
 
 VERSION = "0.1.0"
@@ -54,24 +49,6 @@ ROUTES = frozenset({"/predict", "/health", "/ready", "/metrics", "/info", "/open
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RETRY_AFTER = {"Retry-After": "1"}  # not loaded yet (an overload gets `state.retry_after`)
 MODEL_KEY = "sentiment.model"  # scope key: the handler's chosen model, for the request counter
-WATCHDOG_S = 0.5  # how often the lifespan checks that every scheduler can still answer
-EXIT_FAILED = 70  # EX_SOFTWARE: an internal failure ended the process (a supervisor restarts it)
-# After the drain every admitted request has answered (or timed out), so the inference threads
-# are idle: only a stuck one is still running, and shutdown waits for it this long at most.
-EXECUTOR_GRACE_S = 2.0
-
-
-class Supervisor:
-    """What the service does when it cannot go on: ask its own server to shut down (the usual
-    graceful path: stop accepting, finish what was accepted) and, once shut down, end the
-    process with a failure status. Tests substitute a recorder."""
-
-    def stop(self) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    def exit(self, status: int) -> None:
-        logging.shutdown()  # the queued log lines reach stderr first
-        os._exit(status)  # a stuck inference thread would block a normal exit forever
 
 
 class ServiceState:
@@ -170,30 +147,49 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
 # --------------------------------------------------------------------------------- handlers
 
 
-def _routes(state: ServiceState) -> list[Route]:
-    settings = state.settings
-    metrics = state.metrics
+class Handlers:
+    """The routes' endpoints as methods bound to one app's `ServiceState`: a request finds its
+    state without a lookup, and a test can build them around a state of its own."""
 
-    def authorize(request: Request) -> None:
-        if state.api_key is None:
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.metrics = state.metrics
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/predict", self.predict, methods=["POST"]),
+            Route("/health", self.health, methods=["GET"]),
+            Route("/ready", self.ready, methods=["GET"]),
+            Route("/metrics", self.metrics_route, methods=["GET"]),
+            Route("/info", self.info, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+            *docs_routes(),
+        ]
+
+    def authorize(self, request: Request) -> None:
+        api_key = self.state.api_key
+        if api_key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         given = token.strip().encode("latin-1")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given, state.api_key):
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, api_key):
             raise ApiError(
                 401,
                 "missing or wrong API key: send 'Authorization: Bearer <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def loaded() -> tuple[Registry, Schema]:
+    def loaded(self) -> tuple[Registry, Schema]:
+        state = self.state
         if state.registry is None or state.schema is None:
             raise ApiError(503, "models are not loaded yet", type="not_ready", headers=RETRY_AFTER)
         return state.registry, state.schema
 
-    async def predict(request: Request) -> Response:
-        authorize(request)
-        registry, schema = loaded()
+    async def predict(self, request: Request) -> Response:
+        state, settings = self.state, self.settings
+        self.authorize(request)
+        registry, schema = self.loaded()
         check_content_type(request.headers.get("content-type"))
         if registry.full():  # overloaded: refuse before reading, parsing or tokenizing
             raise _reject(
@@ -216,12 +212,14 @@ def _routes(state: ServiceState) -> list[Route]:
             return _json(predictions[0])
         return _json({"model": model.name, "predictions": predictions})
 
-    async def health(request: Request) -> Response:  # liveness: 503 once it cannot answer
+    async def health(self, request: Request) -> Response:  # liveness: 503 once it cannot answer
+        state = self.state
         if state.failed:
             return _json({"status": "failed", "reason": state.failed}, 503)
         return _json({"status": "ok"})
 
-    async def ready(request: Request) -> Response:  # ready: every model loaded and warm
+    async def ready(self, request: Request) -> Response:  # ready: every model loaded and warm
+        state = self.state
         if state.failed:
             return _json({"status": "failed", "reason": state.failed}, 503)
         if state.draining:
@@ -230,27 +228,17 @@ def _routes(state: ServiceState) -> list[Route]:
             return _json({"status": "loading"}, 503, RETRY_AFTER)
         return _json({"status": "ready"})
 
-    async def metrics_route(request: Request) -> Response:
-        body, content_type = metrics.render()
+    async def metrics_route(self, request: Request) -> Response:
+        body, content_type = self.metrics.render()
         return Response(body, headers={"Content-Type": content_type})
 
-    async def info(request: Request) -> Response:
-        authorize(request)
-        loaded()
-        return Response(state.info(), media_type="application/json")
+    async def info(self, request: Request) -> Response:
+        self.authorize(request)
+        self.loaded()
+        return Response(self.state.info(), media_type="application/json")
 
-    async def openapi(request: Request) -> Response:
-        return Response(state.openapi(), media_type="application/json")
-
-    return [
-        Route("/predict", predict, methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/ready", ready, methods=["GET"]),
-        Route("/metrics", metrics_route, methods=["GET"]),
-        Route("/info", info, methods=["GET"]),
-        Route("/openapi.json", openapi, methods=["GET"]),
-        *docs_routes(),
-    ]
+    async def openapi(self, request: Request) -> Response:
+        return Response(self.state.openapi(), media_type="application/json")
 
 
 def _reject(state: ServiceState, model: Model, reason: str, message: str) -> ApiError:
@@ -341,141 +329,6 @@ def _unlisted(path: str) -> str:
     return "/docs/assets" if path.startswith("/docs/assets/") else "unmatched"
 
 
-# -------------------------------------------------------------------------------- lifespan
-
-
-def _install_drain(state: ServiceState) -> dict[int, Any]:
-    """On the first SIGTERM/SIGINT, turn /ready to 503, wait `drain_delay_s`, then let the
-    server's own handler run (uvicorn: stop accepting, finish accepted requests, exit).
-    Only in the main thread, and only over a Python-level handler (uvicorn's)."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    loop = asyncio.get_running_loop()
-    delay = state.settings.drain_delay_s
-    previous: dict[int, Any] = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        chained = signal.getsignal(sig)
-        if not callable(chained):
-            continue
-
-        def handler(
-            signum: int, frame: FrameType | None, chained: Callable[..., Any] = chained
-        ) -> None:
-            # A signal handler runs between two bytecodes of whatever the main thread was
-            # doing: no logging here (its locks may be held), only flags and the loop.
-            first = not state.draining
-            state.draining = True
-            if first:
-                loop.call_soon_threadsafe(
-                    lambda: log.info("draining", extra={"signal": signum, "delay_s": delay})
-                )
-            if first and delay > 0:
-                loop.call_soon_threadsafe(loop.call_later, delay, chained, signum, frame)
-            else:
-                chained(signum, frame)
-
-        previous[sig] = chained
-        signal.signal(sig, handler)
-    return previous
-
-
-@contextlib.asynccontextmanager
-async def _lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
-    settings = state.settings
-    state.draining = False  # an app may be started again after a shutdown (tests do)
-    executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="sentiment-infer")
-    try:
-        registry = await build_registry(settings, state.verified, executor, state.metrics)
-    except BaseException as exc:
-        executor.shutdown(wait=False)
-        if isinstance(exc, BundleError):
-            log.critical("refusing to start: %s", exc)
-        raise
-    _warn_if_oversubscribed(settings)
-    state.load(registry)
-    previous = _install_drain(state)
-    state.ready = True  # only now: every model verified, loaded, warm and scheduling
-    _log_ready(settings, registry)
-    watchdog = asyncio.get_running_loop().create_task(_watch(state, registry), name="watchdog")
-    try:
-        yield
-    finally:
-        state.ready = False
-        state.draining = True
-        watchdog.cancel()
-        await registry.aclose()
-        stuck = not await _shutdown(executor, EXECUTOR_GRACE_S)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        state.metrics.process_exited()
-        if stuck:
-            log.critical("an inference thread did not finish: exiting without it")
-        log.info("stopped")
-        if state.failed or stuck:
-            state.supervisor.exit(EXIT_FAILED)
-
-
-async def _watch(state: ServiceState, registry: Registry) -> None:
-    """Turn an internal failure (a stuck inference) into /ready and /health 503 and a shutdown
-    with a failure status, instead of a process that is up but answers nothing (or at half
-    capacity) until someone notices."""
-    while state.failed is None:
-        await asyncio.sleep(WATCHDOG_S)
-        for model in registry.loaded:
-            problem = model.scheduler.problem()
-            if problem is not None:
-                state.failed = f"model {model.name}: {problem}"
-                log.critical(
-                    "internal failure, shutting down for a restart: %s",
-                    state.failed,
-                    extra={"exit_status": EXIT_FAILED},
-                )
-                state.supervisor.stop()
-                return
-
-
-async def _shutdown(executor: ThreadPoolExecutor, timeout_s: float) -> bool:
-    """Wait for the inference threads at most `timeout_s`; False if one is still running.
-    (A daemon thread waits, not the loop's executor: the loop's own shutdown would wait for
-    it in turn.)"""
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-
-    def wait() -> None:
-        executor.shutdown(wait=True)
-        with contextlib.suppress(RuntimeError):  # the loop may be gone by then
-            loop.call_soon_threadsafe(done.set)
-
-    threading.Thread(target=wait, name="sentiment-shutdown", daemon=True).start()
-    try:
-        await asyncio.wait_for(done.wait(), timeout_s)
-    except TimeoutError:
-        return False
-    return True
-
-
-def _warn_if_oversubscribed(settings: Settings) -> None:
-    busy = settings.workers * settings.pool_size * settings.threads
-    if busy > available_cpus():
-        log.warning(
-            "workers x pool_size x threads = %d compute threads on %d cores: oversubscribed",
-            busy,
-            available_cpus(),
-        )
-
-
-def _log_ready(settings: Settings, registry: Registry) -> None:
-    models = [
-        {"model": m.name, "bundle_sha256": m.sha256, "max_batch": m.max_batch,
-         "batch_drift": m.batch_drift, "layout": m.layout}
-        for m in registry
-    ]  # fmt: skip
-    log.info(
-        "ready",
-        extra={"model": registry.default.name, "models": models, "settings": settings.public()},
-    )
-
-
 def create_app(
     settings: Settings,
     bundles: Sequence[Bundle] | None = None,
@@ -486,10 +339,10 @@ def create_app(
     `registry.load_bundles`, so each model is hashed once."""
     state = ServiceState(settings, bundles, supervisor)
     app = Starlette(
-        routes=_routes(state),
+        routes=Handlers(state).routes(),
         middleware=[Middleware(ObserveMiddleware, state=state)],
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lambda app: _lifespan(state, app),
+        lifespan=lambda app: lifespan(state, app),
     )
     app.state.service = state
     return app

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.app import EXECUTOR_GRACE_S
+from service.lifecycle import EXECUTOR_GRACE_S
 from service.settings import PREFIX, Settings
 from tests.deploy.conftest import K8S, REPO, Dockerfile
 

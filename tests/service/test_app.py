@@ -18,10 +18,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from service import Settings, create_app
-from service.app import EXECUTOR_GRACE_S, EXIT_FAILED, WATCHDOG_S, Supervisor
 from service.backoff import RetryAfter
 from service.bundle import BundleError, sha256_file
 from service.engine import Probs
+from service.lifecycle import EXECUTOR_GRACE_S, EXIT_FAILED, WATCHDOG_S, Supervisor
 
 JSON = {"content-type": "application/json"}
 pytestmark = pytest.mark.timeout(60)
