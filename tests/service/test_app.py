@@ -15,12 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from service import Settings, create_app
+from service.app import Handlers, ServiceState
 from service.backoff import RetryAfter
 from service.bundle import BundleError, sha256_file
 from service.engine import Probs
+from service.errors import ApiError
 from service.lifecycle import EXECUTOR_GRACE_S, EXIT_FAILED, WATCHDOG_S, Supervisor
 
 JSON = {"content-type": "application/json"}
@@ -378,6 +381,21 @@ def test_not_ready_before_the_lifespan_ran(make_settings: Callable[..., Settings
     assert response.headers["retry-after"] == "1"
     assert client.get("/info").status_code == 503
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_handlers_answer_alone_around_a_state(make_settings: Callable[..., Settings]) -> None:
+    """The endpoints are methods over one ServiceState: no app, server or lifespan needed."""
+    state = ServiceState(make_settings(api_key="k"))
+    handlers = Handlers(state)
+    request = Request({"type": "http", "method": "GET", "path": "/ready", "headers": []})
+    assert asyncio.run(handlers.ready(request)).status_code == 503  # loading
+    state.ready = True
+    assert asyncio.run(handlers.ready(request)).status_code == 200
+    state.failed = "stuck"
+    assert asyncio.run(handlers.health(request)).status_code == 503
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(handlers.info(request))  # no Authorization header
+    assert refused.value.status == 401
 
 
 def test_refuses_to_start_on_an_altered_bundle(
