@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--data", type=Path, required=True, help="the folder holding the sources")
     p.add_argument("--sources", default="default", help=f"'default': {','.join(DEFAULT_SOURCES)}")
     p.add_argument("--source", default="semeval2017", help="whose test tweets the engines run")
-    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=4, help="0: tokens only")
     p.add_argument("--seconds", type=float, default=10.0, help="per bundle per turn")
     p.add_argument("--tokens", action="store_true", help="also tokens per tweet, every source")
     p.add_argument("--out", type=Path, help="write the result as JSON")
@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         for name, counts in result["tokens"].items():
             print(f"{name}: {json.dumps(counts)}")
-    result["engine"] = engine_turns(bundles, corpus.tests[args.source], args.rounds, args.seconds)
+    rows = corpus.tests[args.source]
+    result["engine"] = engine_turns(bundles, rows, args.rounds, args.seconds) if args.rounds else []
     for row in result["engine"]:
         print(f"{row['bundle']}: {row['texts_per_s_median']:.1f} texts/s, x{row['ratio_to_first']}")
     if args.out:

@@ -152,3 +152,12 @@ def test_fp32_nodes_are_left_alone() -> None:
     model = ffn_block()
     assert rowwise.quantize_rowwise(model, fp32_nodes=["ffn_out"]) == 1
     assert [n.name for n in model.graph.node if n.op_type == "MatMul"] == ["ffn_out"]
+
+
+def test_weight_codes_stay_within_seven_bits() -> None:
+    """u8 x s8 GEMMs without VNNI add product pairs in int16: 255 x 63 x 2 fits, 255 x 127 x 2
+    saturates. Every column keeps its full range in 7 bits (max code exactly 63)."""
+    w = np.random.default_rng(3).normal(size=(64, 16)).astype(np.float32)
+    codes, scale = rowwise.int8_columns(w)
+    assert np.abs(codes).max() == 63 and (np.abs(codes).max(axis=0) == 63).all()
+    assert np.abs(codes * scale - w).max() <= scale.max() / 2 + 1e-6
