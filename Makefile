@@ -3,16 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
-# The shipped default: the general model (every commercial-use source), with its binary view.
-DATA_ROOT ?= ../shared/data
-SOURCES   ?= default
-RUN       ?= runs/3class
-BUNDLE    ?= models/sentiment-3class
-VIEWS     ?= --view sentiment-binary=Negative,Positive
-# Twitter Entity: the benchmarks' workload (tweets with their entities) and the binary recipe.
-DATA          ?= ../shared/data/twitter_entity
-RUN_BINARY    ?= runs/binary
-BUNDLE_BINARY ?= models/entity-binary
+DATA   ?= ../shared/data/twitter_entity
+RUN    ?= runs/binary
+BUNDLE ?= models/sentiment-binary
+DATA_ROOT     ?= ../shared/data
+SOURCES       ?= default
+RUN_3CLASS    ?= runs/3class
+BUNDLE_3CLASS ?= models/sentiment-3class
 # Every bundle under models/ (a folder with a manifest.json), BUNDLE first: the default model.
 comma  := ,
 empty  :=
@@ -23,7 +20,7 @@ BUNDLES ?= $(subst $(space),$(comma),$(strip $(SERVED)))
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install install-serve test test-fast lint serve train export accuracy train-binary export-binary accuracy-sources bench reliability load docker wheels image-test clean
+.PHONY: install install-serve test test-fast lint serve train export accuracy train-3class export-3class accuracy-sources bench reliability load docker wheels image-test clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -59,34 +56,32 @@ lint: $(VENV)/.all
 serve: $(VENV)/.base
 	SENTIMENT_BUNDLES=$(BUNDLES) SENTIMENT_HOST=$(HOST) SENTIMENT_PORT=$(PORT) $(PY) -m service
 
+train: $(VENV)/.all
+	$(PY) -m training --data $(DATA) --out $(RUN) $(TRAIN_ARGS)
+
+# The fp32 stages are kept beside the run: `make bench` compares fp32 with int8 and feeds the
+# optimum peer the un-fused graph.
+export: $(VENV)/.all
+	$(PY) -m export --checkpoint $(RUN)/model --data $(DATA) --out $(BUNDLE) --keep-intermediate $(RUN)/onnx $(EXPORT_ARGS)
+
+# The bundle as served (service.engine.Engine, one text per run) on the clean dev and test tweets.
+accuracy: $(VENV)/.all
+	$(PY) -m benchmarks.accuracy --bundle $(BUNDLE) --data $(DATA) --out reports/binary/served-accuracy.json
+
 # The general model: every source whose terms allow an Apache-2.0 release (training.sources), the
 # multi-source protocol (training.corpus), tweet-1 normalisation, the entity where a source has one;
 # a soup of two 1-epoch runs, prior correction and temperature from dev.
-train: $(VENV)/.all
-	$(PY) -m training --data $(DATA_ROOT) --sources $(SOURCES) --out $(RUN) --epochs 1 --soup 2 --entity-pair $(TRAIN_ARGS)
+train-3class: $(VENV)/.all
+	$(PY) -m training --data $(DATA_ROOT) --sources $(SOURCES) --out $(RUN_3CLASS) --epochs 1 --soup 2 --entity-pair $(TRAIN_ARGS)
 
-# Static int8 first (else row-wise), gated on every source's test split; the binary view declared.
-# The fp32 stages are kept beside the run: `make bench` feeds the optimum peer the un-fused graph.
-export: $(VENV)/.all
-	$(PY) -m export --checkpoint $(RUN)/model --data $(DATA_ROOT) --sources $(SOURCES) --out $(BUNDLE) $(VIEWS) --keep-intermediate $(RUN)/onnx $(EXPORT_ARGS)
-
-# The bundle as served (service.engine.Engine, one text per run) on Twitter Entity's clean dev and
-# test tweets, with and without the entity.
-accuracy: $(VENV)/.all
-	$(PY) -m benchmarks.accuracy --bundle $(BUNDLE) --data $(DATA) --out reports/3class/served-accuracy.json
-
-# The narrow binary recipe (Twitter Entity only, Negative/Positive, the entity read): not shipped.
-train-binary: $(VENV)/.all
-	$(PY) -m training --data $(DATA) --out $(RUN_BINARY) $(TRAIN_ARGS)
-
-export-binary: $(VENV)/.all
-	$(PY) -m export --checkpoint $(RUN_BINARY)/model --data $(DATA) --out $(BUNDLE_BINARY) --keep-intermediate $(RUN_BINARY)/onnx $(EXPORT_ARGS)
+export-3class: $(VENV)/.all
+	$(PY) -m export --checkpoint $(RUN_3CLASS)/model --data $(DATA_ROOT) --sources $(SOURCES) --out $(BUNDLE_3CLASS) --keep-intermediate $(RUN_3CLASS)/onnx $(EXPORT_ARGS)
 
 # Every shipped bundle x every source's test split, as served, with the TF-IDF baselines beside.
 accuracy-sources: $(VENV)/.all
 	$(PY) -m benchmarks.sources_table --data $(DATA_ROOT) --sources $(SOURCES) \
 	  $(foreach b,$(SERVED),--bundle $(b)) \
-	  --metrics reports/3class/metrics.json --out reports/sources/accuracy
+	  --metrics reports/3class/metrics.json --metrics reports/binary/metrics.json --out reports/sources/accuracy
 
 bench: $(VENV)/.peers
 	$(PY) -m benchmarks --bundle $(BUNDLE) --data $(DATA) $(BENCH_ARGS)

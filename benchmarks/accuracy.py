@@ -7,7 +7,7 @@ clean protocol's dev and test tweets. Entity-pair bundles are also scored withou
 which is what a client that sends none gets.
 
 Example (what `make accuracy` runs):
-    python -m benchmarks.accuracy --bundle models/sentiment-3class --data ../shared/data/twitter_entity
+    python -m benchmarks.accuracy --bundle models/sentiment-binary --data ../shared/data/twitter_entity
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def evaluate_bundle(bundle_dir: Path, data: Path, threads: int = 1) -> dict[str,
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.accuracy", description=__doc__)
-    p.add_argument("--bundle", type=Path, default=Path("models/sentiment-3class"))
+    p.add_argument("--bundle", type=Path, default=Path("models/sentiment-binary"))
     p.add_argument("--data", type=Path, required=True, help="the data folder (Kaggle's CSVs)")
     p.add_argument("--out", type=Path, help="also write the full report (JSON) here")
     p.add_argument("--threads", type=int, default=1)

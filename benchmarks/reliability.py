@@ -14,7 +14,7 @@ Scenarios (each against a fresh server unless said otherwise):
 6. kill -9 of one of two workers: time until two workers serve again, requests lost;
 7. soak: RSS while 64 clients run for a minute.
 
-Run: python -m benchmarks.reliability --bundle models/sentiment-3class --data DIR [--quick]
+Run: python -m benchmarks.reliability --bundle models/sentiment-binary --data DIR [--quick]
 """
 
 from __future__ import annotations
@@ -272,7 +272,7 @@ def soak(args: argparse.Namespace, requests: list[bytes], port: int) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.reliability", description=__doc__)
-    p.add_argument("--bundle", type=Path, default=Path("models/sentiment-3class"))
+    p.add_argument("--bundle", type=Path, default=Path("models/sentiment-binary"))
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level")
     p.add_argument("--slow", type=int, default=2000, help="stalled slow-client connections")

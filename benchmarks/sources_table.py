@@ -10,7 +10,7 @@ run's TF checkpoint rows show it before → after the run's temperature. The TF-
 baselines come from the training runs' metrics.json (same training data, each test scored once).
 
     python -m benchmarks.sources_table --bundle models/sentiment-3class \
-        --data ../shared/data --metrics reports/3class/metrics.json
+        --bundle models/sentiment-binary --data ../shared/data --metrics reports/3class/metrics.json
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "SENTIMENT_"
-DEFAULT_BUNDLE = Path("models/sentiment-3class")
+DEFAULT_BUNDLE = Path("models/sentiment-binary")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 

@@ -27,7 +27,7 @@ MUST_STAY_OUT = [
     ".pytest_cache/v/cache/lastfailed",
     ".mypy_cache/3.11/service/app.data.json",
     "service/__pycache__/app.cpython-311.pyc",
-    "models/sentiment-3class/__pycache__/x.pyc",
+    "models/sentiment-binary/__pycache__/x.pyc",
     "tests/deploy/conftest.py",
     "training/train.py",
 ]
@@ -36,8 +36,8 @@ MUST_GO_IN = [
     "constraints.txt",
     "service/app.py",
     "service/__main__.py",
-    "models/sentiment-3class/model.onnx",
-    "models/sentiment-3class/manifest.json",
+    "models/sentiment-binary/model.onnx",
+    "models/sentiment-binary/manifest.json",
     "models/other-bundle/model.onnx",  # every bundle is served (SENTIMENT_BUNDLES)
     "models/other-bundle/manifest.json",
     "wheels/numpy-2.4.6-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",  # offline

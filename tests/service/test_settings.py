@@ -9,7 +9,7 @@ from service.settings import Settings, SettingsError, available_cpus
 
 def test_defaults_without_environment() -> None:
     settings = Settings.from_env({})
-    assert settings.bundles == (Path("models/sentiment-3class"),) and settings.bundle is None
+    assert settings.bundles == (Path("models/sentiment-binary"),) and settings.bundle is None
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
     assert settings.max_body_bytes == 65536 and settings.max_texts == 64
     assert settings.api_key is None

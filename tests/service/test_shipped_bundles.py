@@ -27,23 +27,16 @@ NEUTRAL = [
     "The store opens at 9am on Monday.",
     "Apple will release its quarterly report on Thursday.",
 ]
-# Emoji carry the sentiment here: the general model reads them as words (tweet-1 normalisation).
-EMOJI = [("so sad 😭💔", "Negative"), ("😍🔥 best day ever", "Positive")]
-DEFAULT = "sentiment-3class"
-VIEWS = {"sentiment-binary": ["Negative", "Positive"]}
 pytestmark = pytest.mark.timeout(120)
 
 
 def test_the_shipped_bundles_are_the_expected_ones() -> None:
-    assert [p.name for p in SHIPPED] == [DEFAULT]
-    bundle = load_bundle(SHIPPED[0])
-    assert bundle.preprocess == "tweet-1" and bundle.text_pair is True
-    assert {k: list(v) for k, v in bundle.views.items()} == VIEWS
+    assert [p.name for p in SHIPPED] == ["sentiment-3class", "sentiment-binary"]
 
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[TestClient]:
-    default = REPO / "models" / DEFAULT
+    default = REPO / "models" / "sentiment-binary"
     settings = Settings(
         bundles=(default, *(p for p in SHIPPED if p != default)), threads=1, access_log=False
     )
@@ -71,25 +64,13 @@ def test_known_tweets(served: TestClient, bundle: Path) -> None:
     if "Neutral" in info.labels:
         for text in NEUTRAL:
             assert predict(served, bundle.name, text, None)["label"] == "Neutral", text
-    if info.preprocess == "tweet-1":
-        for text, label in EMOJI:
-            assert predict(served, bundle.name, text, None)["label"] == label, text
-
-
-def test_the_binary_view_answers_known_tweets_from_the_same_session(served: TestClient) -> None:
-    for text, ent, label in KNOWN + [(t, "", lab) for t, lab in EMOJI]:
-        got = predict(served, "sentiment-binary", text, ent or None)
-        full = predict(served, DEFAULT, text, ent or None)["scores"]
-        assert got["label"] == label and got["model"] == "sentiment-binary", (text, got)
-        neg, pos = full["Negative"], full["Positive"]
-        assert got["scores"]["Negative"] == pytest.approx(neg / (neg + pos), abs=2e-6)
 
 
 def test_info_describes_every_shipped_bundle(served: TestClient) -> None:
     info = served.get("/info").json()
-    assert info["default_model"] == DEFAULT
+    assert info["default_model"] == "sentiment-binary"
     models = {m["name"]: m for m in info["models"]}
-    assert set(models) == {p.name for p in SHIPPED} | set(VIEWS)
+    assert set(models) == {p.name for p in SHIPPED}
     for path in SHIPPED:
         bundle = load_bundle(path)
         model = models[path.name]
@@ -97,9 +78,8 @@ def test_info_describes_every_shipped_bundle(served: TestClient) -> None:
         assert model["manifest"]["quantization"]["scheme"] in ("static-int8", "rowwise-int8")
         # batch-invariant int8: the start-up probe finds no drift, so the model batches
         assert model["batch_drift"] <= 1e-5 and model["max_batch"] == info["runtime"]["max_batch"]
-    assert models["sentiment-binary"]["view_of"] == DEFAULT
+    assert models["sentiment-binary"]["text_pair"] is True
     assert models["sentiment-binary"]["labels"] == ["Negative", "Positive"]
-    assert models[DEFAULT]["manifest"]["quantization"]["scheme"] == "static-int8"
 
 
 @pytest.mark.parametrize("bundle", SHIPPED, ids=lambda p: p.name)
