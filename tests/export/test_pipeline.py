@@ -183,9 +183,11 @@ def test_static_int8_that_fails_on_held_out_tweets_falls_back_to_rowwise(
     out = tmp_path / "bundle"
     assert export_cli(tiny_checkpoint, out) == 0
     manifest = load_bundle(out).manifest
-    first, second = manifest["metrics"]["quantization_attempts"]
+    first, head, second = manifest["metrics"]["quantization_attempts"]
     assert first["rung"] == "static int8" and not first["passed"]
+    assert head["rung"] == "static int8, fp32 head" and not head["passed"]
     assert first["failures"][0].startswith("held-out agreement")
+    assert head["failures"][0].startswith("held-out agreement")
     assert second == {"rung": "int8", "passed": True, "failures": []}
     assert manifest["quantization"]["scheme"] == "rowwise-int8"
 
