@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from service.bundle import load_bundle
-from service.engine import Engine
+from service.engine import Engine, project, view_columns
 from training.calibration import expected_calibration_error
 from training.corpus import build_corpus
 from training.data import Row
@@ -57,8 +57,7 @@ def score_rows(engine: Engine, rows: Sequence[Row], with_entity: bool) -> dict[s
         out["3class"]["ece"] = expected_calibration_error(probs, truth)
     polar = np.array([r.label in BINARY for r in scored])
     if polar.any():
-        pair = probs[polar][:, [labels.index(c) for c in BINARY]]
-        pair = pair / pair.sum(axis=1, keepdims=True)  # the binary view, as served
+        pair = project(probs[polar], view_columns(labels, BINARY))  # the binary view, as served
         truth = np.array([BINARY.index(r.label) for r, p in zip(scored, polar, strict=True) if p])
         out["binary"] = classification_metrics(truth, pair.argmax(1), list(BINARY))
         out["binary"]["ece"] = expected_calibration_error(pair, truth)

@@ -22,7 +22,7 @@ import onnx
 
 from export import bundle, convert, fuse, parity, quantize, rewrite, static, texts
 from export.errors import ExportError, GateError
-from service.bundle import MODEL, write_manifest
+from service.bundle import MODEL, BundleError, check_views, write_manifest
 
 # Gate batches: length-sorted, right-padded, this many texts. int8 also runs one text at a time:
 # both are held to the criteria, and to each other (batch invariance); batch1 is reported.
@@ -311,14 +311,12 @@ def _export(
 def _check_views(
     views: Mapping[str, Sequence[str]], labels: list[str], model_name: str
 ) -> dict[str, list[str]]:
-    """What the service will accept (service.bundle): names other than the model's, each two or
-    more distinct labels of the model."""
-    for name, subset in views.items():
-        if name == model_name or len(subset) < 2 or len(set(subset)) != len(subset):
-            raise ExportError(f"view {name!r}: a new name and two or more distinct labels")
-        if not set(subset) <= set(labels):
-            raise ExportError(f"view {name!r}: labels {list(subset)} are not all in {labels}")
-    return {name: list(subset) for name, subset in views.items()}
+    """The service's rule (service.bundle.check_views), as an export error."""
+    try:
+        checked = check_views(dict(views), labels, model_name)
+    except BundleError as exc:
+        raise ExportError(str(exc)) from None
+    return {name: list(subset) for name, subset in checked.items()}
 
 
 def _static_rungs(fused: onnx.ModelProto) -> list[tuple[str, list[str]]]:

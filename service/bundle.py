@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,23 +110,24 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         manifest=manifest,
         text_pair=text_pair,
         preprocess=_preprocess(folder, config.get("preprocess")),
-        views=_views(folder, config.get("views", {}), labels, model_name),
+        views=check_views(config.get("views", {}), labels, model_name, f"{folder / CONFIG}: "),
     )
 
 
 def _preprocess(folder: Path, name: Any) -> str | None:
-    if name is None:
-        return None
     try:
-        preprocessor(name if isinstance(name, str) else repr(name))
-    except ValueError as exc:
+        preprocessor(name)
+    except (ValueError, TypeError) as exc:
         raise BundleError(f"{folder / CONFIG}: 'preprocess': {exc}") from None
-    return str(name)
+    return None if name is None else str(name)
 
 
-def _views(folder: Path, views: Any, labels: list[str], own: str) -> dict[str, tuple[str, ...]]:
-    """`views` maps a name to two or more of the model's labels; every name is new."""
-    where = f"{folder / CONFIG}: 'views'"
+def check_views(
+    views: Any, labels: Sequence[str], own: str, where: str = ""
+) -> dict[str, tuple[str, ...]]:
+    """`views` maps a name to two or more of the model's labels; every name is new. The one
+    rule: the service loads by it, the export writes by it."""
+    where = f"{where}'views'"
     if not isinstance(views, dict):
         raise BundleError(f"{where} must map names to label lists")
     out: dict[str, tuple[str, ...]] = {}
