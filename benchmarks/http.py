@@ -1,217 +1,29 @@
-"""HTTP-level benchmark: start a server process, drive it with a closed-loop client, measure.
+"""HTTP-level benchmark: a closed-loop level against a server process, measured on both sides.
 
-The client is a raw asyncio HTTP/1.1 client over keep-alive sockets (uvloop when present): the
-load generator shares the CPU with the server, so every microsecond it spends is one the server
-does not get. Its own CPU time is measured and reported next to the server's.
-
-Closed loop: `concurrency` workers each send the next request as soon as the last one returns.
-Every run is bounded in time (per-request timeout, fixed warm-up and measurement windows), and
-every non-2xx, malformed body, timeout or connection failure is counted as an error.
+The load comes from benchmarks/client.py and the server from benchmarks/server_process.py;
+this module measures a level (RPS, latency percentiles, errors, and the CPU the server's
+process tree and the client each used in the window, since both share the machine), every
+level of one server, and an extra py-spy-sampled run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
-import signal
 import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from benchmarks import pyspy
+from benchmarks.client import Tally, build_requests, closed_loop, run_async
 from benchmarks.machine import busy_processes
+from benchmarks.server_process import Server, ServerError
 from benchmarks.stats import latency_summary
-
-# The CPUs this process may use at start, before any client pinning (Linux; [] elsewhere).
-ALL_CPUS: list[int] = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-
-
-def build_requests(
-    texts: Sequence[str],
-    host: str,
-    port: int,
-    path: str = "/predict",
-    headers: dict[str, str] | None = None,
-    entities: Sequence[str] | None = None,
-) -> list[bytes]:
-    """Pre-encoded `POST {"text": ...}` requests (with `"entity"` for entity-pair models), so
-    the client does no JSON work per request."""
-    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    out = []
-    for i, text in enumerate(texts):
-        document = {"text": text} if entities is None else {"text": text, "entity": entities[i]}
-        body = json.dumps(document).encode()
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"{extra}Content-Length: {len(body)}\r\n\r\n"
-        )
-        out.append(head.encode() + body)
-    return out
-
-
-class ProtocolError(ConnectionError):
-    """The server's response could not be framed (no Content-Length, garbage status line)."""
-
-
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection that carries one request at a time."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self.closed = False
-        self.retry_after = 0.0  # the last response's Retry-After (seconds), 0 if none
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionResetError("server closed the connection"))
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if self.waiter is None or self.waiter.done():
-            return
-        end = self.buffer.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        head = bytes(self.buffer[:end]).lower()
-        try:
-            status = int(head[9:12])
-            at = head.index(b"content-length:") + 15
-            stop = head.find(b"\r\n", at)
-            length = int(head[at : stop if stop >= 0 else None])
-        except ValueError:
-            self.waiter.set_exception(ProtocolError(f"unframed response: {head[:80]!r}"))
-            self.close()
-            return
-        total = end + 4 + length
-        if len(self.buffer) < total:
-            return
-        body = bytes(self.buffer[end + 4 : total])
-        del self.buffer[:total]
-        at = head.find(b"retry-after:")
-        self.retry_after = 0.0
-        if at >= 0:
-            with contextlib.suppress(ValueError):
-                stop = head.find(b"\r\n", at)
-                self.retry_after = float(head[at + 12 : stop if stop >= 0 else None])
-        if b"connection: close" in head:
-            self.close()
-        self.waiter.set_result((status, body))
-
-    def send(self, payload: bytes) -> asyncio.Future[tuple[int, bytes]]:
-        assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(payload)
-        return self.waiter
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-
-@dataclass
-class _Tally:
-    """What the workers saw inside the measurement window (and errors during warm-up)."""
-
-    latencies: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    warmup_errors: Counter[str] = field(default_factory=Counter)
-
-
-async def _closed_loop(
-    host: str,
-    port: int,
-    requests: Sequence[bytes],
-    concurrency: int,
-    warmup: float,
-    duration: float,
-    timeout: float,
-    honour_retry_after: bool = False,
-) -> tuple[_Tally, float, float, int]:
-    loop = asyncio.get_running_loop()
-    tally = _Tally()
-    start = time.perf_counter()
-    window_start = start + warmup
-    window_end = window_start + duration
-    counter = 0
-    inflight = 0
-    conns: list[_Connection] = []
-
-    async def worker(offset: int) -> None:
-        nonlocal counter, inflight
-        conn: _Connection | None = None
-        while time.perf_counter() < window_end:
-            if conn is None or conn.closed:
-                try:
-                    async with asyncio.timeout(timeout):
-                        _, conn = await loop.create_connection(_Connection, host, port)
-                    conns.append(conn)
-                except (OSError, TimeoutError) as exc:
-                    if time.perf_counter() >= window_start:
-                        tally.errors[f"connect:{type(exc).__name__}"] += 1
-                    conn = None
-                    await asyncio.sleep(0.05)
-                    continue
-            payload = requests[(counter + offset) % len(requests)]
-            counter += 1
-            sent = time.perf_counter()
-            inflight += 1
-            try:
-                async with asyncio.timeout(timeout):
-                    status, body = await conn.send(payload)
-                error = None if status == 200 and b'"label"' in body else f"http_{status}"
-            except TimeoutError:
-                error = "timeout"
-                conn.close()
-            except (OSError, ConnectionError) as exc:
-                error = f"conn:{type(exc).__name__}"
-                conn.close()
-            except Exception as exc:  # a client bug must show up as errors, not a silent stall
-                error = f"client:{type(exc).__name__}"
-                conn.close()
-            finally:
-                inflight -= 1
-            done = time.perf_counter()
-            if window_start <= done <= window_end:
-                if error is None:
-                    tally.latencies.append(done - sent)
-                else:
-                    tally.errors[error] += 1
-            elif error is not None and done < window_start:
-                tally.warmup_errors[error] += 1
-            if honour_retry_after and error == "http_503" and conn.retry_after > 0:
-                await asyncio.sleep(conn.retry_after)  # a client that does what it is told
-        if conn is not None:
-            conn.close()
-
-    tasks = [asyncio.create_task(worker(i * 7919)) for i in range(concurrency)]
-    await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
-    unfinished = inflight  # requests still waiting when the window closed (not counted)
-    # The level ends with its window: nothing after it is counted, so nothing is waited for.
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for conn in conns:
-        conn.close()
-    return tally, window_start, window_end, unfinished
 
 
 def _cpu_seconds(processes: Sequence[psutil.Process]) -> float:
@@ -252,7 +64,7 @@ def run_level(
     client = [psutil.Process()]
     server = _tree(server_pid) if server_pid else []
 
-    async def main() -> tuple[_Tally, float, float, int, dict[str, float]]:
+    async def main() -> tuple[Tally, float, float, int, dict[str, float]]:
         cpu: dict[str, float] = {}
 
         async def sample_cpu(at: float, key: str) -> None:
@@ -264,7 +76,7 @@ def run_level(
             cpu[f"wall_{key}"] = time.perf_counter()
 
         run = asyncio.create_task(
-            _closed_loop(
+            closed_loop(
                 host, port, requests, concurrency, warmup, duration, timeout, honour_retry_after
             )
         )
@@ -275,7 +87,7 @@ def run_level(
         tally, w0, w1, unfinished = await run
         return tally, w0, w1, unfinished, cpu
 
-    tally, w0, w1, unfinished, cpu = _run(main())
+    tally, w0, w1, unfinished, cpu = run_async(main())
     ok = len(tally.latencies)
     errors = sum(tally.errors.values())
     wall = cpu.get("wall_end", w1) - cpu.get("wall_start", w0)
@@ -300,104 +112,6 @@ def run_level(
         "machine_cores": cores,
         **({"latencies_s": tally.latencies} if keep_latencies else {}),
     }
-
-
-def _run(coro: Any) -> Any:
-    """Run a coroutine on uvloop when installed (a cheaper client), else on asyncio's loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
-class ServerError(RuntimeError):
-    """A server process died or never became ready; the message carries its log's tail."""
-
-
-class Server:
-    """A server in its own process group, started, waited for (`GET ready_path` = 200) and stopped."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        port: int,
-        env: dict[str, str] | None = None,
-        ready_path: str = "/ready",
-        startup_timeout: float = 180.0,
-        cpus: Sequence[int] | None = None,
-    ) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.port = port
-        self.env = {**os.environ, **(env or {})}
-        self.ready_path = ready_path
-        self.startup_timeout = startup_timeout
-        self.cpus = list(cpus) if cpus else None
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def start(self) -> Server:
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        # Explicitly, even unpinned: a pinned client must not hand its own affinity down.
-        with contextlib.suppress(psutil.Error, AttributeError):
-            psutil.Process(self.process.pid).cpu_affinity(self.cpus or ALL_CPUS)
-        deadline = time.monotonic() + self.startup_timeout
-        url = f"http://127.0.0.1:{self.port}{self.ready_path}"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise ServerError(
-                    f"{self.name} exited with code {self.process.returncode}:\n{self.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise ServerError(
-            f"{self.name} not ready after {self.startup_timeout:.0f} s:\n{self.log_tail()}"
-        )
-
-    def stop(self) -> None:
-        """SIGTERM the server's own process group, SIGKILL it if it lingers."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
-
-    def __enter__(self) -> Server:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def bench_server(
@@ -496,8 +210,3 @@ def profile_run(
                 proc.kill()
         server.stop()
         raw.unlink(missing_ok=True)
-
-
-def python_module(module: str, *args: str) -> list[str]:
-    """argv to run `python -m module args` with this interpreter."""
-    return [sys.executable, "-m", module, *args]

@@ -25,8 +25,10 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.http import Server, build_requests, run_level
+from benchmarks.client import build_requests
+from benchmarks.http import run_level
 from benchmarks.machine import busy_processes
+from benchmarks.server_process import Server
 from benchmarks.stats import latency_summary
 
 ROUNDS = 4  # per configuration and level

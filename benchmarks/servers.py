@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import http, paired
+from benchmarks.client import build_requests
 from benchmarks.peers.optimum_ort import (
     optimize_and_quantize,
     peer_deps_missing,
     prepare_model_dir,
 )
 from benchmarks.ports import free_port
+from benchmarks.server_process import ServerError, python_module
 
 
 def run_http(
@@ -54,7 +56,7 @@ def run_http(
                 {
                     **http.bench_server(
                         "ours",
-                        http.python_module("service"),
+                        python_module("service"),
                         env,
                         port,
                         texts,
@@ -91,20 +93,18 @@ def run_pair(
         paired.Config(f"ours, {args.pair}", {**env, key: value, "SENTIMENT_PORT": str(ports[1])}),
     )
     print(f"http: ours and ours with {args.pair}, in turns")
-    argv = http.python_module("service")
+    argv = python_module("service")
     try:
         rows = paired.bench_pair(
             argv, configs, ports, texts, args.levels, args.warmup, args.duration, args.timeout,
             headers=headers, entities=entities, cpus=args.server_cpus,
             rounds=2 if args.quick else paired.ROUNDS,
         )  # fmt: skip
-    except http.ServerError as exc:
+    except ServerError as exc:
         notes.append(f"our service skipped: it failed to start: {exc}")
         return []
     if args.py_spy in ("all", "ours") and args.levels:
-        requests = http.build_requests(
-            texts, "127.0.0.1", ports[0], headers=headers, entities=entities
-        )
+        requests = build_requests(texts, "127.0.0.1", ports[0], headers=headers, entities=entities)
         rows[0]["py_spy"] = http.profile_run(
             "ours", argv, env, ports[0], requests, max(args.levels), args.warmup, args.duration,
             args.timeout, args.server_cpus, 180.0,
@@ -127,7 +127,7 @@ def run_peers(
         notes.append("seed-TF peer skipped: tensorflow is not installed (the `train` extra)")
     else:
         print("http: peer seed-tf")
-        argv = http.python_module(
+        argv = python_module(
             "benchmarks.peers.seed_tf", "--checkpoint", str(args.checkpoint), "--port", str(port)
         )
         servers.append(
@@ -165,7 +165,7 @@ def optimum_server(
     common: dict[str, Any],
 ) -> dict[str, Any]:
     """One optimum peer (benchmarks.peers.optimum_ort) on `model_dir`, measured."""
-    argv = http.python_module(
+    argv = python_module(
         "benchmarks.peers.optimum_ort",
         "--model-dir",
         str(model_dir),
