@@ -109,91 +109,126 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
+@dataclass(frozen=True)
+class Load:
+    """One closed-loop level as the client runs it: where, which requests (cycled through),
+    how many workers, the warm-up and measured windows (s) and the per-request timeout (s)."""
+
+    host: str
+    port: int
+    requests: Sequence[bytes]
+    concurrency: int
+    warmup: float
+    duration: float
+    timeout: float
+    honour_retry_after: bool = False  # a refused client sleeps for the 503's Retry-After
+
+
 @dataclass
 class Tally:
     """What the workers saw inside the measurement window (and errors during warm-up)."""
 
+    window_start: float = 0.0  # perf_counter seconds
+    window_end: float = 0.0
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     warmup_errors: Counter[str] = field(default_factory=Counter)
+    unfinished: int = 0  # requests still waiting when the window closed (not counted)
+
+    def record(self, sent: float, done: float, error: str | None) -> None:
+        """Count one answer by when it came: in the window, or as a warm-up error before it;
+        after the window, not at all."""
+        if self.window_start <= done <= self.window_end:
+            if error is None:
+                self.latencies.append(done - sent)
+            else:
+                self.errors[error] += 1
+        elif error is not None and done < self.window_start:
+            self.warmup_errors[error] += 1
 
 
-async def closed_loop(
-    host: str,
-    port: int,
-    requests: Sequence[bytes],
-    concurrency: int,
-    warmup: float,
-    duration: float,
-    timeout: float,
-    honour_retry_after: bool = False,
-) -> tuple[Tally, float, float, int]:
-    loop = asyncio.get_running_loop()
-    tally = Tally()
-    start = time.perf_counter()
-    window_start = start + warmup
-    window_end = window_start + duration
-    counter = 0
-    inflight = 0
-    conns: list[_Connection] = []
+async def closed_loop(load: Load) -> Tally:
+    """Run one level: `load.concurrency` workers until the window closes. The level ends with
+    its window: nothing after it is counted, so nothing in flight is waited for."""
+    return await _Workers(load).run()
 
-    async def worker(offset: int) -> None:
-        nonlocal counter, inflight
+
+class _Workers:
+    """The workers of one closed loop and what they share: the tally, the next request's
+    index, the requests in flight and every connection opened."""
+
+    def __init__(self, load: Load) -> None:
+        self.load = load
+        start = time.perf_counter()
+        self.tally = Tally(start + load.warmup, start + load.warmup + load.duration)
+        self.sent = 0
+        self.inflight = 0
+        self.conns: list[_Connection] = []
+
+    async def run(self) -> Tally:
+        tasks = [asyncio.create_task(self.worker(i * 7919)) for i in range(self.load.concurrency)]
+        await asyncio.sleep(max(0.0, self.tally.window_end - time.perf_counter()))
+        self.tally.unfinished = self.inflight
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for conn in self.conns:
+            conn.close()
+        return self.tally
+
+    async def worker(self, offset: int) -> None:
+        """Send the next request as soon as the last one returned, until the window closes."""
+        requests = self.load.requests
         conn: _Connection | None = None
-        while time.perf_counter() < window_end:
+        while time.perf_counter() < self.tally.window_end:
             if conn is None or conn.closed:
-                try:
-                    async with asyncio.timeout(timeout):
-                        _, conn = await loop.create_connection(_Connection, host, port)
-                    conns.append(conn)
-                except (OSError, TimeoutError) as exc:
-                    if time.perf_counter() >= window_start:
-                        tally.errors[f"connect:{type(exc).__name__}"] += 1
-                    conn = None
+                conn = await self.connect()
+                if conn is None:
                     await asyncio.sleep(0.05)
                     continue
-            payload = requests[(counter + offset) % len(requests)]
-            counter += 1
-            sent = time.perf_counter()
-            inflight += 1
-            try:
-                async with asyncio.timeout(timeout):
-                    status, body = await conn.send(payload)
-                error = None if status == 200 and b'"label"' in body else f"http_{status}"
-            except TimeoutError:
-                error = "timeout"
-                conn.close()
-            except (OSError, ConnectionError) as exc:
-                error = f"conn:{type(exc).__name__}"
-                conn.close()
-            except Exception as exc:  # a client bug must show up as errors, not a silent stall
-                error = f"client:{type(exc).__name__}"
-                conn.close()
-            finally:
-                inflight -= 1
-            done = time.perf_counter()
-            if window_start <= done <= window_end:
-                if error is None:
-                    tally.latencies.append(done - sent)
-                else:
-                    tally.errors[error] += 1
-            elif error is not None and done < window_start:
-                tally.warmup_errors[error] += 1
-            if honour_retry_after and error == "http_503" and conn.retry_after > 0:
+            payload = requests[(self.sent + offset) % len(requests)]
+            self.sent += 1
+            error = await self.exchange(conn, payload)
+            if self.load.honour_retry_after and error == "http_503" and conn.retry_after > 0:
                 await asyncio.sleep(conn.retry_after)  # a client that does what it is told
         if conn is not None:
             conn.close()
 
-    tasks = [asyncio.create_task(worker(i * 7919)) for i in range(concurrency)]
-    await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
-    unfinished = inflight  # requests still waiting when the window closed (not counted)
-    # The level ends with its window: nothing after it is counted, so nothing is waited for.
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for conn in conns:
-        conn.close()
-    return tally, window_start, window_end, unfinished
+    async def connect(self) -> _Connection | None:
+        """A new keep-alive connection, or None with the failure counted (in the window)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.load.timeout):
+                _, conn = await loop.create_connection(_Connection, self.load.host, self.load.port)
+        except (OSError, TimeoutError) as exc:
+            if time.perf_counter() >= self.tally.window_start:
+                self.tally.errors[f"connect:{type(exc).__name__}"] += 1
+            return None
+        self.conns.append(conn)
+        return conn
+
+    async def exchange(self, conn: _Connection, payload: bytes) -> str | None:
+        """One request and its answer, recorded; the error kind (None: a 200 with a label).
+        A connection that failed is closed, for the worker to open another."""
+        sent = time.perf_counter()
+        self.inflight += 1
+        try:
+            async with asyncio.timeout(self.load.timeout):
+                status, body = await conn.send(payload)
+            error = None if status == 200 and b'"label"' in body else f"http_{status}"
+        except TimeoutError:
+            error = "timeout"
+            conn.close()
+        except (OSError, ConnectionError) as exc:
+            error = f"conn:{type(exc).__name__}"
+            conn.close()
+        except Exception as exc:  # a client bug must show up as errors, not a silent stall
+            error = f"client:{type(exc).__name__}"
+            conn.close()
+        finally:
+            self.inflight -= 1
+        self.tally.record(sent, time.perf_counter(), error)
+        return error
 
 
 def run_async(coro: Any) -> Any:

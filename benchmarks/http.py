@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from benchmarks import pyspy
-from benchmarks.client import Tally, build_requests, closed_loop, run_async
+from benchmarks.client import Load, Tally, build_requests, closed_loop, run_async
 from benchmarks.machine import busy_processes
 from benchmarks.server_process import Server, ServerError
 from benchmarks.stats import latency_summary
@@ -61,56 +61,62 @@ def run_level(
     `at_window_start` is called when the measurement window opens (e.g. to start a profiler);
     `keep_latencies` adds every latency (s) as `latencies_s`, for pooling several runs.
     """
-    client = [psutil.Process()]
+    load = Load(host, port, requests, concurrency, warmup, duration, timeout, honour_retry_after)
     server = _tree(server_pid) if server_pid else []
+    tally, cpu = run_async(_measured(load, [psutil.Process()], server, at_window_start))
+    row = _level_row(load, tally, cpu, measured_server=bool(server))
+    return row | ({"latencies_s": tally.latencies} if keep_latencies else {})
 
-    async def main() -> tuple[Tally, float, float, int, dict[str, float]]:
-        cpu: dict[str, float] = {}
 
-        async def sample_cpu(at: float, key: str) -> None:
-            await asyncio.sleep(max(0.0, at - time.perf_counter()))
-            if key == "start" and at_window_start is not None:
-                at_window_start()
-            cpu[f"client_{key}"] = _cpu_seconds(client)
-            cpu[f"server_{key}"] = _cpu_seconds(server)
-            cpu[f"wall_{key}"] = time.perf_counter()
+async def _measured(
+    load: Load,
+    client: Sequence[psutil.Process],
+    server: Sequence[psutil.Process],
+    at_window_start: Callable[[], object] | None,
+) -> tuple[Tally, dict[str, float]]:
+    """The closed loop, with the CPU seconds of client and server (and the clock) read as its
+    window opens (`*_start`) and closes (`*_end`)."""
+    cpu: dict[str, float] = {}
 
-        run = asyncio.create_task(
-            closed_loop(
-                host, port, requests, concurrency, warmup, duration, timeout, honour_retry_after
-            )
-        )
-        now = time.perf_counter()
-        await asyncio.gather(
-            sample_cpu(now + warmup, "start"), sample_cpu(now + warmup + duration, "end")
-        )
-        tally, w0, w1, unfinished = await run
-        return tally, w0, w1, unfinished, cpu
+    async def sample_cpu(at: float, key: str) -> None:
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        if key == "start" and at_window_start is not None:
+            at_window_start()
+        cpu[f"client_{key}"] = _cpu_seconds(client)
+        cpu[f"server_{key}"] = _cpu_seconds(server)
+        cpu[f"wall_{key}"] = time.perf_counter()
 
-    tally, w0, w1, unfinished, cpu = run_async(main())
+    run = asyncio.create_task(closed_loop(load))
+    now = time.perf_counter()
+    await asyncio.gather(
+        sample_cpu(now + load.warmup, "start"), sample_cpu(now + load.warmup + load.duration, "end")
+    )
+    return await run, cpu
+
+
+def _level_row(
+    load: Load, tally: Tally, cpu: dict[str, float], measured_server: bool
+) -> dict[str, Any]:
+    """A level's result row: what the client counted, and the cores each side used."""
     ok = len(tally.latencies)
     errors = sum(tally.errors.values())
-    wall = cpu.get("wall_end", w1) - cpu.get("wall_start", w0)
-    cores = psutil.cpu_count() or 1
+    wall = cpu.get("wall_end", tally.window_end) - cpu.get("wall_start", tally.window_start)
+    client_cpu = cpu["client_end"] - cpu["client_start"]
+    server_cpu = cpu["server_end"] - cpu["server_start"]
     return {
-        "concurrency": concurrency,
-        "duration_s": duration,
+        "concurrency": load.concurrency,
+        "duration_s": load.duration,
         "ok": ok,
         "errors": errors,
         "error_kinds": dict(tally.errors),
         "warmup_errors": dict(tally.warmup_errors),  # not counted above, shown for honesty
-        "unfinished_at_end": unfinished,
-        "rps": round(ok / duration, 1),
+        "unfinished_at_end": tally.unfinished,
+        "rps": round(ok / load.duration, 1),
         **latency_summary(tally.latencies),
-        "server_cpu_cores": round((cpu["server_end"] - cpu["server_start"]) / wall, 2)
-        if server
-        else None,
-        "client_cpu_cores": round((cpu["client_end"] - cpu["client_start"]) / wall, 2),
-        "client_cpu_us_per_request": round(
-            (cpu["client_end"] - cpu["client_start"]) / max(ok + errors, 1) * 1e6, 1
-        ),
-        "machine_cores": cores,
-        **({"latencies_s": tally.latencies} if keep_latencies else {}),
+        "server_cpu_cores": round(server_cpu / wall, 2) if measured_server else None,
+        "client_cpu_cores": round(client_cpu / wall, 2),
+        "client_cpu_us_per_request": round(client_cpu / max(ok + errors, 1) * 1e6, 1),
+        "machine_cores": psutil.cpu_count() or 1,
     }
 
 

@@ -197,7 +197,7 @@ def test_clients_that_honour_retry_after_wait_before_retrying(honour: bool) -> N
         b"retry-after: 1\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
 
-    async def go() -> tuple[client.Tally, float, float, int]:
+    async def go() -> client.Tally:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             while await reader.readuntil(b"\r\n\r\n"):
                 await reader.readexactly(2)
@@ -207,10 +207,20 @@ def test_clients_that_honour_retry_after_wait_before_retrying(honour: bool) -> N
         port = server.sockets[0].getsockname()[1]
         request = b"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\n{}"
         async with server:
-            return await client.closed_loop(
-                "127.0.0.1", port, [request], 2, 0.0, 1.5, 5.0, honour_retry_after=honour
-            )
+            load = client.Load("127.0.0.1", port, [request], 2, 0.0, 1.5, 5.0, honour)
+            return await client.closed_loop(load)
 
-    tally, *_ = asyncio.run(go())
+    tally = asyncio.run(go())
     sent = tally.errors["http_503"]
     assert (sent <= 2 * 2) if honour else (sent > 50)
+
+
+def test_answers_count_by_when_they_came() -> None:
+    tally = client.Tally(window_start=10.0, window_end=20.0)
+    tally.record(9.0, 9.5, "timeout")  # during warm-up: shown apart, not counted
+    tally.record(9.0, 9.6, None)  # a warm-up success: not counted
+    tally.record(9.5, 10.5, None)  # answered inside the window: its whole latency
+    tally.record(11.0, 12.0, "http_503")
+    tally.record(19.0, 20.5, "timeout")  # after the window: not at all
+    assert tally.latencies == [1.0]
+    assert tally.errors == {"http_503": 1} and tally.warmup_errors == {"timeout": 1}
