@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,34 +121,48 @@ def _level_row(
     }
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How the servers of a run are measured: the texts sent (with one entity per text for an
+    entity-pair model) and the headers, the concurrency levels, each level's warm-up and
+    measured seconds, the per-request timeout, and the CPUs a server may use."""
+
+    texts: Sequence[str]
+    levels: Sequence[int]
+    warmup: float
+    duration: float
+    timeout: float
+    headers: dict[str, str] | None = None
+    entities: Sequence[str] | None = None
+    cpus: Sequence[int] | None = None
+
+    def requests(self, port: int) -> list[bytes]:
+        """The texts as encoded requests to a server on `port` (loopback)."""
+        return build_requests(
+            self.texts, "127.0.0.1", port, headers=self.headers, entities=self.entities
+        )
+
+
 def bench_server(
     name: str,
     argv: Sequence[str],
     env: dict[str, str],
     port: int,
-    texts: Sequence[str],
-    levels: Sequence[int],
-    warmup: float,
-    duration: float,
-    timeout: float,
-    headers: dict[str, str] | None = None,
-    cpus: Sequence[int] | None = None,
+    plan: Plan,
     startup_timeout: float = 180.0,
     profile: bool = False,
-    log: Any = print,
-    entities: Sequence[str] | None = None,
+    log: Callable[[str], object] = print,
 ) -> dict[str, Any]:
-    """Every concurrency level against a freshly started server (`entities`: one per text, for
-    an entity-pair model).
+    """Every concurrency level of `plan` against a freshly started server.
 
     A fresh server per level keeps one level's backlog (a slow peer still working through
     requests whose clients timed out) from leaking into the next. With `profile`, one more
     run at the top level is sampled by py-spy; it is reported apart and never counted.
     """
-    requests = build_requests(texts, "127.0.0.1", port, headers=headers, entities=entities)
+    requests = plan.requests(port)
     result: dict[str, Any] = {"name": name, "argv": list(argv), "levels": []}
-    for level in levels:
-        server = Server(name, argv, port, env, startup_timeout=startup_timeout, cpus=cpus)
+    for level in plan.levels:
+        server = Server(name, argv, port, env, startup_timeout=startup_timeout, cpus=plan.cpus)
         try:
             server.start()
         except ServerError as exc:
@@ -156,8 +171,9 @@ def bench_server(
             return result
         try:
             row = run_level(
-                "127.0.0.1", port, requests, level, warmup, duration, timeout, server.pid
-            )
+                "127.0.0.1", port, requests, level, plan.warmup, plan.duration, plan.timeout,
+                server.pid,
+            )  # fmt: skip
         finally:
             server.stop()
         row["other_heavy_jobs"] = busy_processes()  # a training run that started meanwhile
@@ -167,11 +183,8 @@ def bench_server(
             f"{row['p99_ms']} ms  errors {row['errors']}  cpu server {row['server_cpu_cores']} "
             f"client {row['client_cpu_cores']}"
         )
-    if profile and levels:
-        result["py_spy"] = profile_run(
-            name, argv, env, port, requests, max(levels), warmup, duration, timeout, cpus,
-            startup_timeout,
-        )  # fmt: skip
+    if profile and plan.levels:
+        result["py_spy"] = profile_run(name, argv, env, port, plan, startup_timeout)
         cats = result["py_spy"].get("categories", [])
         log(f"  {name} py-spy: " + ", ".join(f"{c['category']} {c['share']:.0%}" for c in cats[:5])
             + result["py_spy"].get("skipped", ""))  # fmt: skip
@@ -183,24 +196,22 @@ def profile_run(
     argv: Sequence[str],
     env: dict[str, str],
     port: int,
-    requests: Sequence[bytes],
-    level: int,
-    warmup: float,
-    duration: float,
-    timeout: float,
-    cpus: Sequence[int] | None,
-    startup_timeout: float,
+    plan: Plan,
+    startup_timeout: float = 180.0,
 ) -> dict[str, Any]:
-    """An extra, uncounted run at `level` with py-spy sampling the server during the window."""
+    """An extra, uncounted run at the plan's top level with py-spy sampling the server during
+    the window."""
     if pyspy.binary() is None:
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
+    level, duration = max(plan.levels), plan.duration
     raw = Path(tempfile.mkstemp(prefix=f"pyspy-{name}-", suffix=".txt")[1])
     sampler: list[subprocess.Popen[bytes]] = []
-    server = Server(name, argv, port, env, startup_timeout=startup_timeout, cpus=cpus)
+    server = Server(name, argv, port, env, startup_timeout=startup_timeout, cpus=plan.cpus)
     try:
         server.start()
         row = run_level(
-            "127.0.0.1", port, requests, level, warmup, duration, timeout, server.pid,
+            "127.0.0.1", port, plan.requests(port), level, plan.warmup, duration, plan.timeout,
+            server.pid,
             at_window_start=lambda: sampler.append(pyspy.start(server.pid, duration, raw)),
         )  # fmt: skip
         if sampler:

@@ -25,8 +25,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.client import build_requests
-from benchmarks.http import run_level
+from benchmarks.http import Plan, run_level
 from benchmarks.machine import busy_processes
 from benchmarks.server_process import Server
 from benchmarks.stats import latency_summary
@@ -130,29 +129,20 @@ def bench_pair(
     argv: Sequence[str],
     configs: tuple[Config, Config],
     ports: tuple[int, int],
-    texts: Sequence[str],
-    levels: Sequence[int],
-    warmup: float,
-    duration: float,
-    timeout: float,
-    headers: dict[str, str] | None = None,
-    entities: Sequence[str] | None = None,
-    cpus: Sequence[int] | None = None,
+    plan: Plan,
     rounds: int = ROUNDS,
     log: Callable[[str], object] = print,
 ) -> list[dict[str, Any]]:
-    """Both configurations at every level, `rounds` turns each of `duration / rounds` seconds,
-    in two halves with freshly started servers (a level's backlog cannot leak into the next)."""
+    """Both configurations at every level of `plan`, `rounds` turns each of `duration / rounds`
+    seconds, in two halves with freshly started servers (a level's backlog cannot leak into
+    the next)."""
     results: list[dict[str, Any]] = [
         {"name": c.name, "argv": list(argv), "env": c.env, "levels": []} for c in configs
     ]
-    requests = [
-        build_requests(texts, "127.0.0.1", port, headers=headers, entities=entities)
-        for port in ports
-    ]
+    requests = [plan.requests(port) for port in ports]
     assert rounds % 2 == 0, "rounds come in two halves"
     order = schedule(rounds)
-    for level in levels:
+    for level in plan.levels:
         per_round: list[list[dict[str, Any]]] = [[], []]
         paths: list[Counter[str]] = [Counter(), Counter()]
         for half in (order[:rounds], order[rounds:]):
@@ -162,7 +152,7 @@ def bench_pair(
             with contextlib.ExitStack() as stack:
                 servers = {
                     i: stack.enter_context(
-                        Server(configs[i].name, argv, ports[i], configs[i].env, cpus=cpus)
+                        Server(configs[i].name, argv, ports[i], configs[i].env, cpus=plan.cpus)
                     )
                     for i in (half[0], 1 - half[0])
                 }
@@ -173,9 +163,9 @@ def bench_pair(
                         ports[i],
                         requests[i],
                         level,
-                        warmup if slot < 2 else ROUND_WARMUP_S,  # a fresh server warms up fully
-                        duration / rounds,
-                        timeout,
+                        plan.warmup if slot < 2 else ROUND_WARMUP_S,  # a fresh server: in full
+                        plan.duration / rounds,
+                        plan.timeout,
                         servers[i].pid,
                         keep_latencies=True,
                     )

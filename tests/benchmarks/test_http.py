@@ -45,11 +45,7 @@ def test_bench_server_measures_every_level(tiny_bundle: Path, tiny_server_argv: 
         tiny_server_argv(tiny_bundle, port),
         {},
         port,
-        TEXTS,
-        [1, 4],
-        warmup=0.2,
-        duration=0.8,
-        timeout=5.0,
+        http.Plan(TEXTS, [1, 4], warmup=0.2, duration=0.8, timeout=5.0),
         log=lambda _: None,
     )
     assert "skipped" not in result
@@ -122,11 +118,7 @@ def test_a_server_that_cannot_start_is_skipped_with_its_log(
         tiny_server_argv(tmp_path / "no-bundle", port),
         {},
         port,
-        TEXTS,
-        [1],
-        warmup=0.1,
-        duration=0.1,
-        timeout=1.0,
+        http.Plan(TEXTS, [1], warmup=0.1, duration=0.1, timeout=1.0),
         log=lambda _: None,
     )
     assert result["levels"] == []
