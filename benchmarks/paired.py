@@ -1,7 +1,7 @@
 """Our service beside a variant of its own settings: both up at once, measured in turns.
 
-This VM's speed drifts 15-25 % within minutes (measured across sessions), more than most setting
-changes move throughput, so two rows measured one after the other mostly compare the drift.
+This VM's speed drifts within minutes by more than most setting changes move throughput
+(reports/experiments.md), so two rows measured one after the other mostly compare the drift.
 Here, at each level, both servers run and the load alternates between them in short rounds
 (A B B A B A A B, Thue-Morse: a steady drift, and any edge of going first or of following
 itself, hits both alike), each round a fresh closed loop after a short warm-up; the servers are
@@ -148,7 +148,8 @@ def bench_pair(
         for half in (order[:rounds], order[rounds:]):
             # Started one after the other (each measures its start-up layout on a quiet machine:
             # two loading at once picked wrong), the half's first round's server first: each
-            # starts first in one half (the first started measured a few % slower, unexplained).
+            # starts first in one half (the one started first measured slower in every run with
+            # one start order, unexplained: reports/experiments.md).
             with contextlib.ExitStack() as stack:
                 servers = {
                     i: stack.enter_context(
