@@ -161,8 +161,12 @@ def bench_server(
     """
     requests = plan.requests(port)
     result: dict[str, Any] = {"name": name, "argv": list(argv), "levels": []}
+
+    def fresh() -> Server:
+        return Server(name, argv, port, env, startup_timeout=startup_timeout, cpus=plan.cpus)
+
     for level in plan.levels:
-        server = Server(name, argv, port, env, startup_timeout=startup_timeout, cpus=plan.cpus)
+        server = fresh()
         try:
             server.start()
         except ServerError as exc:
@@ -184,29 +188,22 @@ def bench_server(
             f"client {row['client_cpu_cores']}"
         )
     if profile and plan.levels:
-        result["py_spy"] = profile_run(name, argv, env, port, plan, startup_timeout)
+        result["py_spy"] = profile_run(fresh, plan)
         cats = result["py_spy"].get("categories", [])
         log(f"  {name} py-spy: " + ", ".join(f"{c['category']} {c['share']:.0%}" for c in cats[:5])
             + result["py_spy"].get("skipped", ""))  # fmt: skip
     return result
 
 
-def profile_run(
-    name: str,
-    argv: Sequence[str],
-    env: dict[str, str],
-    port: int,
-    plan: Plan,
-    startup_timeout: float = 180.0,
-) -> dict[str, Any]:
-    """An extra, uncounted run at the plan's top level with py-spy sampling the server during
-    the window."""
+def profile_run(new_server: Callable[[], Server], plan: Plan) -> dict[str, Any]:
+    """An extra, uncounted run at the plan's top level against a fresh server (from
+    `new_server`, started and stopped here), with py-spy sampling it during the window."""
     if pyspy.binary() is None:
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
-    level, duration = max(plan.levels), plan.duration
-    raw = Path(tempfile.mkstemp(prefix=f"pyspy-{name}-", suffix=".txt")[1])
+    server = new_server()
+    level, duration, port = max(plan.levels), plan.duration, server.port
+    raw = Path(tempfile.mkstemp(prefix=f"pyspy-{server.name}-", suffix=".txt")[1])
     sampler: list[subprocess.Popen[bytes]] = []
-    server = Server(name, argv, port, env, startup_timeout=startup_timeout, cpus=plan.cpus)
     try:
         server.start()
         row = run_level(

@@ -5,6 +5,7 @@ http.py and paired.py; a server that cannot run is a note, not a failed run."""
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import tempfile
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ from benchmarks.peers.optimum_ort import (
     prepare_model_dir,
 )
 from benchmarks.ports import free_port
-from benchmarks.server_process import ServerError, python_module
+from benchmarks.server_process import Server, ServerError, python_module
 
 
 def run_http(
@@ -97,7 +98,8 @@ def run_pair(
         notes.append(f"our service skipped: it failed to start: {exc}")
         return []
     if args.py_spy in ("all", "ours") and plan.levels:
-        rows[0]["py_spy"] = http.profile_run("ours", argv, env, ports[0], plan)
+        ours = functools.partial(Server, "ours", argv, ports[0], env, cpus=plan.cpus)
+        rows[0]["py_spy"] = http.profile_run(ours, plan)
     return [{**row, "ours": True} for row in rows]
 
 
