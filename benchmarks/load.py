@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks import http
 from benchmarks.ports import free_port
+from benchmarks.server_process import Server, ServerError, python_module
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
@@ -110,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.api_key:
             env["SENTIMENT_API_KEY"] = args.api_key
-        server = http.Server("service", http.python_module("service"), port, env)
+        server = Server("service", python_module("service"), port, env)
         try:
             server.start()
-        except http.ServerError as exc:
+        except ServerError as exc:
             print(f"service failed to start: {exc}", file=sys.stderr)
             return 2
         host = f"http://127.0.0.1:{port}"

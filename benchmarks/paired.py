@@ -1,7 +1,7 @@
 """Our service beside a variant of its own settings: both up at once, measured in turns.
 
-This VM's speed drifts 15-25 % within minutes (measured across sessions), more than most setting
-changes move throughput, so two rows measured one after the other mostly compare the drift.
+This VM's speed drifts within minutes by more than most setting changes move throughput
+(reports/experiments.md), so two rows measured one after the other mostly compare the drift.
 Here, at each level, both servers run and the load alternates between them in short rounds
 (A B B A B A A B, Thue-Morse: a steady drift, and any edge of going first or of following
 itself, hits both alike), each round a fresh closed loop after a short warm-up; the servers are
@@ -25,8 +25,9 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.http import Server, build_requests, run_level
+from benchmarks.http import Plan, run_level
 from benchmarks.machine import busy_processes
+from benchmarks.server_process import Server
 from benchmarks.stats import latency_summary
 
 ROUNDS = 4  # per configuration and level
@@ -128,39 +129,31 @@ def bench_pair(
     argv: Sequence[str],
     configs: tuple[Config, Config],
     ports: tuple[int, int],
-    texts: Sequence[str],
-    levels: Sequence[int],
-    warmup: float,
-    duration: float,
-    timeout: float,
-    headers: dict[str, str] | None = None,
-    entities: Sequence[str] | None = None,
-    cpus: Sequence[int] | None = None,
+    plan: Plan,
     rounds: int = ROUNDS,
     log: Callable[[str], object] = print,
 ) -> list[dict[str, Any]]:
-    """Both configurations at every level, `rounds` turns each of `duration / rounds` seconds,
-    in two halves with freshly started servers (a level's backlog cannot leak into the next)."""
+    """Both configurations at every level of `plan`, `rounds` turns each of `duration / rounds`
+    seconds, in two halves with freshly started servers (a level's backlog cannot leak into
+    the next)."""
     results: list[dict[str, Any]] = [
         {"name": c.name, "argv": list(argv), "env": c.env, "levels": []} for c in configs
     ]
-    requests = [
-        build_requests(texts, "127.0.0.1", port, headers=headers, entities=entities)
-        for port in ports
-    ]
+    requests = [plan.requests(port) for port in ports]
     assert rounds % 2 == 0, "rounds come in two halves"
     order = schedule(rounds)
-    for level in levels:
+    for level in plan.levels:
         per_round: list[list[dict[str, Any]]] = [[], []]
         paths: list[Counter[str]] = [Counter(), Counter()]
         for half in (order[:rounds], order[rounds:]):
             # Started one after the other (each measures its start-up layout on a quiet machine:
             # two loading at once picked wrong), the half's first round's server first: each
-            # starts first in one half (the first started measured a few % slower, unexplained).
+            # starts first in one half (the one started first measured slower in every run with
+            # one start order, unexplained: reports/experiments.md).
             with contextlib.ExitStack() as stack:
                 servers = {
                     i: stack.enter_context(
-                        Server(configs[i].name, argv, ports[i], configs[i].env, cpus=cpus)
+                        Server(configs[i].name, argv, ports[i], configs[i].env, cpus=plan.cpus)
                     )
                     for i in (half[0], 1 - half[0])
                 }
@@ -171,9 +164,9 @@ def bench_pair(
                         ports[i],
                         requests[i],
                         level,
-                        warmup if slot < 2 else ROUND_WARMUP_S,  # a fresh server warms up fully
-                        duration / rounds,
-                        timeout,
+                        plan.warmup if slot < 2 else ROUND_WARMUP_S,  # a fresh server: in full
+                        plan.duration / rounds,
+                        plan.timeout,
                         servers[i].pid,
                         keep_latencies=True,
                     )

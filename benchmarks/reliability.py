@@ -35,7 +35,9 @@ from typing import Any
 import psutil
 
 from benchmarks import http
+from benchmarks.client import build_requests
 from benchmarks.ports import free_port
+from benchmarks.server_process import Server, python_module
 from benchmarks.texts import load_tweets
 from service.bundle import load_bundle
 
@@ -57,18 +59,18 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str]]] = [
 ]
 
 
-def serve(args: argparse.Namespace, port: int, **env: str) -> http.Server:
+def serve(args: argparse.Namespace, port: int, **env: str) -> Server:
     """A server with the service's defaults (started by `with`, or `.start()`)."""
-    return http.Server(
+    return Server(
         "reliability",
-        http.python_module("service"),
+        python_module("service"),
         port,
         {"SENTIMENT_BUNDLE": str(args.bundle), "SENTIMENT_PORT": str(port), **env},
     )
 
 
 def level(
-    server: http.Server, requests: list[bytes], conns: int, seconds: float, **kw: Any
+    server: Server, requests: list[bytes], conns: int, seconds: float, **kw: Any
 ) -> dict[str, Any]:
     row = http.run_level(
         "127.0.0.1", server.port, requests, conns, 3.0, seconds, 30.0, server.pid, **kw
@@ -285,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(args.bundle)
     tweets, _ = load_tweets(args.data, limit=500)
     port = free_port()
-    requests = http.build_requests(
+    requests = build_requests(
         [t.text for t in tweets],
         "127.0.0.1",
         port,

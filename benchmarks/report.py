@@ -1,8 +1,7 @@
-"""Turn a results dict into the Markdown report and the PNG plots (no measuring here)."""
+"""Turn a results dict into the Markdown report (no measuring here; the plots: plots.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 
@@ -25,56 +24,37 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return [*lines, ""]
 
 
+# Report header -> result key, for the tables that show records as they are.
+GRID_COLUMNS = {
+    "precision": "precision", "threads": "threads", "batch": "batch", "seq len": "seq_len",
+    "p50 ms": "p50_ms", "p95 ms": "p95_ms", "p99 ms": "p99_ms", "runs": "n", "seq/s": "seq_per_s",
+}  # fmt: skip
+REAL_TEXT_COLUMNS = {
+    "order": "order", "batch": "batch", "threads": "threads", "texts/s": "texts_per_s",
+    "batch p50 ms": "batch_p50_ms", "batch p99 ms": "batch_p99_ms",
+}  # fmt: skip
+LEVEL_COLUMNS = {
+    "concurrency": "concurrency", "RPS": "rps", "p50 ms": "p50_ms", "p95 ms": "p95_ms",
+    "p99 ms": "p99_ms", "errors": "errors", "ours ÷ this (RPS)": "speedup_of_ours",
+    "server CPU cores": "server_cpu_cores", "client CPU cores": "client_cpu_cores",
+    "client µs/req": "client_cpu_us_per_request",
+}  # fmt: skip
+
+
+def _records(records: list[dict[str, Any]], columns: dict[str, str]) -> list[str]:
+    """A table with a row per record and a column per (header, key) of `columns`."""
+    return _table(list(columns), [[r[key] for key in columns.values()] for r in records])
+
+
 def engine_section(engine: dict[str, Any]) -> list[str]:
+    """The engine alone: its notes, the grid (with int8 over fp32), the tokenizer, the real
+    texts end to end and ORT's profile, each where it ran."""
     lines = ["## Engine alone (no HTTP)", ""]
     for note in engine.get("notes", []):
         lines.append(f"- {note}")
     if engine.get("notes"):
         lines.append("")
-    grid = engine.get("grid", [])
-    if grid:
-        lines += [
-            "Full batches of real token ids (no padding): latency per `session.run` and sequences/s.",
-            "",
-        ]
-        rows = [
-            [
-                r["precision"],
-                r["threads"],
-                r["batch"],
-                r["seq_len"],
-                r["p50_ms"],
-                r["p95_ms"],
-                r["p99_ms"],
-                r["n"],
-                r["seq_per_s"],
-            ]
-            for r in grid
-        ]
-        lines += _table(
-            [
-                "precision",
-                "threads",
-                "batch",
-                "seq len",
-                "p50 ms",
-                "p95 ms",
-                "p99 ms",
-                "runs",
-                "seq/s",
-            ],
-            rows,
-        )
-        speedups = int8_speedups(grid)
-        if speedups:
-            lines += ["int8 speed-up over fp32 (ratio of seq/s, same case):", ""]
-            lines += _table(
-                ["threads", "batch", "seq len", "int8 / fp32"],
-                [
-                    [s["threads"], s["batch"], s["seq_len"], round(s["speedup"], 2)]
-                    for s in speedups
-                ],
-            )
+    lines += _grid_tables(engine.get("grid", []))
     tok = engine.get("tokenizer")
     if tok:
         lines += [
@@ -86,20 +66,7 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
     real = engine.get("real_texts", [])
     if real:
         lines += ["Real texts end to end (tokenize + pad to the batch's longest + run):", ""]
-        lines += _table(
-            ["order", "batch", "threads", "texts/s", "batch p50 ms", "batch p99 ms"],
-            [
-                [
-                    r["order"],
-                    r["batch"],
-                    r["threads"],
-                    r["texts_per_s"],
-                    r["batch_p50_ms"],
-                    r["batch_p99_ms"],
-                ]
-                for r in real
-            ],
-        )
+        lines += _records(real, REAL_TEXT_COLUMNS)
     profile = engine.get("profile")
     if profile:
         lines += [
@@ -110,6 +77,25 @@ def engine_section(engine: dict[str, Any]) -> list[str]:
         lines += _table(
             ["op type", "ms per run", "share"],
             [[op["op_type"], op["ms_per_run"], f"{op['share']:.1%}"] for op in profile["ops"][:12]],
+        )
+    return lines
+
+
+def _grid_tables(grid: list[dict[str, Any]]) -> list[str]:
+    """Full batches per `session.run`, and int8's speed-up over fp32 where both ran."""
+    if not grid:
+        return []
+    lines = [
+        "Full batches of real token ids (no padding): latency per `session.run` and sequences/s.",
+        "",
+        *_records(grid, GRID_COLUMNS),
+    ]
+    speedups = int8_speedups(grid)
+    if speedups:
+        lines += ["int8 speed-up over fp32 (ratio of seq/s, same case):", ""]
+        lines += _table(
+            ["threads", "batch", "seq len", "int8 / fp32"],
+            [[s["threads"], s["batch"], s["seq_len"], round(s["speedup"], 2)] for s in speedups],
         )
     return lines
 
@@ -133,6 +119,8 @@ def int8_speedups(grid: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def http_section(results: dict[str, Any]) -> list[str]:
+    """Every server's levels, the pair, where the time went (py-spy), and why a server was
+    skipped."""
     servers = results.get("http", {}).get("servers", [])
     if not servers:
         return []
@@ -142,61 +130,13 @@ def http_section(results: dict[str, Any]) -> list[str]:
     lines.append("")
     rows = []
     for server in servers:
-        for lvl in server.get("levels", []):
-            rows.append(
-                [
-                    server["name"],
-                    lvl["concurrency"],
-                    lvl["rps"],
-                    lvl["p50_ms"],
-                    lvl["p95_ms"],
-                    lvl["p99_ms"],
-                    lvl["errors"],
-                    lvl.get("speedup_of_ours"),
-                    lvl["server_cpu_cores"],
-                    lvl["client_cpu_cores"],
-                    lvl["client_cpu_us_per_request"],
-                ]
-            )
+        rows += [[server["name"], *_level_cells(lvl)] for lvl in server.get("levels", [])]
         if server.get("skipped"):
             rows.append([server["name"], "skipped", *[None] * 9])
-    lines += _table(
-        [
-            "server",
-            "concurrency",
-            "RPS",
-            "p50 ms",
-            "p95 ms",
-            "p99 ms",
-            "errors",
-            "ours ÷ this (RPS)",
-            "server CPU cores",
-            "client CPU cores",
-            "client µs/req",
-        ],
-        rows,
-    )
+    lines += _table(["server", *LEVEL_COLUMNS], rows)
     lines += pair_section(servers)
     for server in servers:
-        spy = server.get("py_spy")
-        if not spy:
-            continue
-        if spy.get("skipped"):
-            lines += [f"- py-spy for {server['name']}: skipped ({spy['skipped']})", ""]
-            continue
-        lines += [
-            f"Where {server['name']}'s time goes at concurrency {spy['level']} (py-spy, "
-            f"{spy['samples']} samples in an extra run at {spy['rps_while_sampled']} rps, not counted above):",
-            "",
-        ]
-        lines += _table(
-            ["category", "share of samples"],
-            [[c["category"], f"{c['share']:.1%}"] for c in spy["categories"]],
-        )
-        lines += _table(
-            ["function (self time)", "share"],
-            [[f"`{f['function']}`", f"{f['share']:.1%}"] for f in spy["top_self"][:8]],
-        )
+        lines += py_spy_section(server)
     skipped = [s for s in servers if s.get("skipped")]
     for server in skipped:
         reason = " / ".join(line.strip() for line in server["skipped"].splitlines()[-3:])
@@ -204,6 +144,35 @@ def http_section(results: dict[str, Any]) -> list[str]:
         lines.append(f"- {server['name']} skipped{done}: {reason[-600:]}")
     if skipped:
         lines.append("")
+    return lines
+
+
+def _level_cells(lvl: dict[str, Any]) -> list[Any]:
+    """One level's cells in LEVEL_COLUMNS' order (the ratio is absent where the reference
+    server did not run that level)."""
+    return [lvl.get(k) if k == "speedup_of_ours" else lvl[k] for k in LEVEL_COLUMNS.values()]
+
+
+def py_spy_section(server: dict[str, Any]) -> list[str]:
+    """Where a server's time went in its extra py-spy run: by category and by function."""
+    spy = server.get("py_spy")
+    if not spy:
+        return []
+    if spy.get("skipped"):
+        return [f"- py-spy for {server['name']}: skipped ({spy['skipped']})", ""]
+    lines = [
+        f"Where {server['name']}'s time goes at concurrency {spy['level']} (py-spy, "
+        f"{spy['samples']} samples in an extra run at {spy['rps_while_sampled']} rps, not counted above):",
+        "",
+    ]
+    lines += _table(
+        ["category", "share of samples"],
+        [[c["category"], f"{c['share']:.1%}"] for c in spy["categories"]],
+    )
+    lines += _table(
+        ["function (self time)", "share"],
+        [[f"`{f['function']}`", f"{f['share']:.1%}"] for f in spy["top_self"][:8]],
+    )
     return lines
 
 
@@ -342,116 +311,3 @@ def limit_section(results: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
-
-
-def _plain_log_y(ax: Any) -> None:
-    """Log y axis labelled 1, 10, 100 instead of 10^0, 6x10^1, ..."""
-    import matplotlib.ticker
-
-    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-
-
-def plots(results: dict[str, Any], prefix: Path) -> list[Path]:
-    """latency-vs-concurrency and throughput-vs-batch PNGs next to the JSON; [] without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError:
-        return []
-    written: list[Path] = []
-    servers = [s for s in results.get("http", {}).get("servers", []) if s.get("levels")]
-    if servers:
-        fig, (ax_lat, ax_rps) = plt.subplots(1, 2, figsize=(11, 4.2))
-        ticks = sorted({lvl["concurrency"] for s in servers for lvl in s["levels"]})
-        for server in servers:
-            levels = [lvl for lvl in server["levels"] if lvl["p50_ms"] is not None]
-            if not levels:
-                continue
-            x = [lvl["concurrency"] for lvl in levels]
-            (line,) = ax_lat.plot(
-                x, [lvl["p50_ms"] for lvl in levels], marker="o", label=f"{server['name']} p50"
-            )
-            ax_lat.plot(
-                x,
-                [lvl["p99_ms"] for lvl in levels],
-                marker="x",
-                linestyle="--",
-                color=line.get_color(),
-                label=f"{server['name']} p99",
-            )
-            ax_rps.plot(x, [lvl["rps"] for lvl in levels], marker="o", label=server["name"])
-        for ax, title, ylabel in (
-            (ax_lat, "Latency vs concurrency", "latency (ms, log)"),
-            (ax_rps, "Throughput vs concurrency", "successful requests/s (log)"),
-        ):
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xticks(ticks, [str(t) for t in ticks])
-            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-            _plain_log_y(ax)
-            ax.set_xlabel("concurrent clients (closed loop)")
-            ax.set_ylabel(ylabel)
-            ax.set_title(title)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = prefix.with_name(prefix.name + "-latency.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    engine = results.get("engine", {})
-    if engine.get("grid") or engine.get("real_texts"):
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        grid = engine.get("grid", [])
-        best_threads = max((r["threads"] for r in grid), default=None)
-        for precision in sorted({r["precision"] for r in grid}):
-            for index, seq_len in enumerate(sorted({r["seq_len"] for r in grid})):
-                rows = [
-                    r
-                    for r in grid
-                    if r["precision"] == precision
-                    and r["seq_len"] == seq_len
-                    and r["threads"] == best_threads
-                ]
-                if rows:
-                    ax.plot(
-                        [r["batch"] for r in rows],
-                        [r["seq_per_s"] for r in rows],
-                        marker="o",
-                        linestyle="-" if precision == "int8" else ":",
-                        color=f"C{index}",
-                        label=f"{precision} L={seq_len}",
-                    )
-        for order in ("arrival", "length_sorted"):
-            rows = [r for r in engine.get("real_texts", []) if r["order"] == order]
-            if rows:
-                ax.plot(
-                    [r["batch"] for r in rows],
-                    [r["texts_per_s"] for r in rows],
-                    marker="s",
-                    linewidth=2.5,
-                    color="black" if order == "arrival" else "dimgray",
-                    label=f"real texts ({order}), incl. tokenizer",
-                )
-        ax.set_xscale("log", base=2)
-        batches = sorted({r["batch"] for r in [*grid, *engine.get("real_texts", [])]})
-        ax.set_xticks(batches, [str(b) for b in batches])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_yscale("log")
-        _plain_log_y(ax)
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("sequences/s (log)")
-        ax.set_title(f"Engine throughput vs batch size ({best_threads} threads)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        path = prefix.with_name(prefix.name + "-throughput.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
+from benchmarks import plots, report
 from benchmarks.targets import targets
 from service.bundle import Bundle
 
@@ -65,7 +65,7 @@ def write_reports(results: dict[str, Any], prefix: Path) -> int:
     prefix.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     text = report.markdown(results)
     prefix.with_suffix(".md").write_text(text)
-    pngs = report.plots(results, prefix)
+    pngs = plots.write_plots(results, prefix)
     print()
     print(text)
     print(

@@ -5,8 +5,10 @@ http.py and paired.py; a server that cannot run is a note, not a failed run."""
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +19,21 @@ from benchmarks.peers.optimum_ort import (
     prepare_model_dir,
 )
 from benchmarks.ports import free_port
+from benchmarks.server_process import Server, ServerError, python_module
 
 
 def run_http(
     args: argparse.Namespace, bundle: Any, texts: list[str], entities: list[str] | None
 ) -> dict[str, Any]:
+    """Ours (alone, or beside its `--pair` variant), then the peers (unless `--skip-peers`):
+    their rows, and a note for each server that could not run."""
     notes: list[str] = []
     servers: list[dict[str, Any]] = []
-    headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else None
-    common = dict(
-        levels=args.levels,
-        warmup=args.warmup,
-        duration=args.duration,
-        timeout=args.timeout,
-        cpus=args.server_cpus,
-    )
-    peer_common = {**common, "profile": args.py_spy == "all"}
+    plan = http.Plan(
+        texts, args.levels, args.warmup, args.duration, args.timeout,
+        headers={"Authorization": f"Bearer {args.api_key}"} if args.api_key else None,
+        entities=entities, cpus=args.server_cpus,
+    )  # fmt: skip
     port = free_port()
     extra_env = dict(item.split("=", 1) for item in args.service_env)
     if importlib.util.find_spec("service.__main__") is None:
@@ -54,22 +55,21 @@ def run_http(
                 {
                     **http.bench_server(
                         "ours",
-                        http.python_module("service"),
+                        python_module("service"),
                         env,
                         port,
-                        texts,
-                        headers=headers,
-                        entities=entities,
+                        plan,
                         profile=args.py_spy in ("all", "ours"),
-                        **common,
                     ),
                     "ours": True,
                 }
             )
         else:
-            servers += run_pair(args, env, texts, entities, headers, notes)
+            servers += run_pair(args, env, plan, notes)
     if not args.skip_peers:
-        servers += run_peers(args, bundle, texts, port, peer_common, notes)
+        # The peers are text-only by design and take no API key.
+        peer_plan = replace(plan, headers=None, entities=None)
+        servers += Peers(bundle, peer_plan, port, args.py_spy == "all", notes).run(args)
     for note in notes:
         print(f"  note: {note}")
     return {"servers": servers, "notes": notes}
@@ -78,9 +78,7 @@ def run_http(
 def run_pair(
     args: argparse.Namespace,
     env: dict[str, str],
-    texts: list[str],
-    entities: list[str] | None,
-    headers: dict[str, str] | None,
+    plan: http.Plan,
     notes: list[str],
 ) -> list[dict[str, Any]]:
     """Ours and ours with `--pair` set, measured in turns (benchmarks/paired.py)."""
@@ -91,114 +89,103 @@ def run_pair(
         paired.Config(f"ours, {args.pair}", {**env, key: value, "SENTIMENT_PORT": str(ports[1])}),
     )
     print(f"http: ours and ours with {args.pair}, in turns")
-    argv = http.python_module("service")
+    argv = python_module("service")
     try:
         rows = paired.bench_pair(
-            argv, configs, ports, texts, args.levels, args.warmup, args.duration, args.timeout,
-            headers=headers, entities=entities, cpus=args.server_cpus,
-            rounds=2 if args.quick else paired.ROUNDS,
-        )  # fmt: skip
-    except http.ServerError as exc:
+            argv, configs, ports, plan, rounds=2 if args.quick else paired.ROUNDS
+        )
+    except ServerError as exc:
         notes.append(f"our service skipped: it failed to start: {exc}")
         return []
-    if args.py_spy in ("all", "ours") and args.levels:
-        requests = http.build_requests(
-            texts, "127.0.0.1", ports[0], headers=headers, entities=entities
-        )
-        rows[0]["py_spy"] = http.profile_run(
-            "ours", argv, env, ports[0], requests, max(args.levels), args.warmup, args.duration,
-            args.timeout, args.server_cpus, 180.0,
-        )  # fmt: skip
+    if args.py_spy in ("all", "ours") and plan.levels:
+        ours = functools.partial(Server, "ours", argv, ports[0], env, cpus=plan.cpus)
+        rows[0]["py_spy"] = http.profile_run(ours, plan)
     return [{**row, "ours": True} for row in rows]
 
 
-def run_peers(
-    args: argparse.Namespace,
-    bundle: Any,
-    texts: list[str],
-    port: int,
-    common: dict[str, Any],
-    notes: list[str],
-) -> list[dict[str, Any]]:
-    servers: list[dict[str, Any]] = []
-    if not (args.checkpoint / "tf_model.h5").is_file():
-        notes.append(f"seed-TF peer skipped: no TF checkpoint at {args.checkpoint}")
-    elif importlib.util.find_spec("tensorflow") is None:
-        notes.append("seed-TF peer skipped: tensorflow is not installed (the `train` extra)")
-    else:
+@dataclass
+class Peers:
+    """The peers that can be built here, each measured on `port` with `plan` (text only, no
+    API key); one that cannot be built or started is a note, not a row."""
+
+    bundle: Any
+    plan: http.Plan
+    port: int
+    profile: bool  # an extra py-spy run per peer (`--py-spy all`)
+    notes: list[str]
+
+    def run(self, args: argparse.Namespace) -> list[dict[str, Any]]:
+        """seed-tf on `--checkpoint`, then the optimum peers on `--optimum-model` (default:
+        `optimum_default`)."""
+        servers = self.seed_tf(args.checkpoint)
+        onnx_model = args.optimum_model or optimum_default(args.fp32_model, self.bundle.model_path)
+        return servers + self.optimum(onnx_model, args.checkpoint)
+
+    def seed_tf(self, checkpoint: Path) -> list[dict[str, Any]]:
+        """The seed's architecture on the project's TF checkpoint (benchmarks.peers.seed_tf)."""
+        if not (checkpoint / "tf_model.h5").is_file():
+            self.notes.append(f"seed-TF peer skipped: no TF checkpoint at {checkpoint}")
+            return []
+        if importlib.util.find_spec("tensorflow") is None:
+            self.notes.append(
+                "seed-TF peer skipped: tensorflow is not installed (the `train` extra)"
+            )
+            return []
         print("http: peer seed-tf")
-        argv = http.python_module(
-            "benchmarks.peers.seed_tf", "--checkpoint", str(args.checkpoint), "--port", str(port)
+        argv = python_module(
+            "benchmarks.peers.seed_tf", "--checkpoint", str(checkpoint), "--port", str(self.port)
         )
-        servers.append(
-            {
-                **http.bench_server("seed-tf", argv, {}, port, texts, **common),
-                "what": "TF DistilBERT checkpoint, eager call per request in an async handler",
-            }
-        )
-    missing = peer_deps_missing()
-    onnx_model = args.optimum_model or optimum_default(args.fp32_model, bundle.model_path)
-    if missing:
-        notes.append(f"optimum peer skipped: {missing}")
-    elif not onnx_model.is_file():
-        notes.append(f"optimum peer skipped: {onnx_model} not found")
-    else:
+        what = "TF DistilBERT checkpoint, eager call per request in an async handler"
+        return [self.measure("seed-tf", argv, what)]
+
+    def optimum(self, onnx_model: Path, checkpoint: Path) -> list[dict[str, Any]]:
+        """optimum's ORTModel + pipeline on `onnx_model` (with the checkpoint's config when
+        there is one), then the same graph optimized and quantized (`optimized`)."""
+        missing = peer_deps_missing()
+        if missing:
+            self.notes.append(f"optimum peer skipped: {missing}")
+            return []
+        if not onnx_model.is_file():
+            self.notes.append(f"optimum peer skipped: {onnx_model} not found")
+            return []
         folder = Path(tempfile.mkdtemp(prefix="bench-optimum-"))
-        checkpoint = args.checkpoint if args.checkpoint.is_dir() else None
-        prepare_model_dir(
-            onnx_model, bundle.tokenizer_path, list(bundle.labels), checkpoint, folder
-        )
+        config = checkpoint if checkpoint.is_dir() else None
+        labels = list(self.bundle.labels)
+        prepare_model_dir(onnx_model, self.bundle.tokenizer_path, labels, config, folder)
         print(f"http: peer optimum-ort ({onnx_model})")
         what = f"optimum ORTModelForSequenceClassification + pipeline on {onnx_model}"
-        servers.append(optimum_server("optimum-ort", folder, what, bundle, texts, port, common))
-        servers += run_optimized_peer(folder, bundle, texts, port, common, notes)
-    return servers
+        return [self.optimum_server("optimum-ort", folder, what), *self.optimized(folder)]
 
+    def optimized(self, folder: Path) -> list[dict[str, Any]]:
+        """The strongest peer: the same graph through optimum's ORTOptimizer (O3) and
+        ORTQuantizer (AVX-512 VNNI dynamic int8), behind the same handler as the plain one."""
+        out = folder.with_name(folder.name + "-o3-int8")
+        try:
+            recipe = optimize_and_quantize(folder, out, level="O3")
+        except Exception as exc:  # a peer that cannot be built is a skipped row, not a dead run
+            self.notes.append(f"optimum O3 + int8 peer skipped: building it failed: {exc}")
+            return []
+        print(f"http: peer optimum-o3-int8 ({recipe['ops']})")
+        what = (
+            "optimum ORTOptimizer O3 + ORTQuantizer avx512_vnni dynamic int8 "
+            f"(per-channel) of the same graph, ORTModel + pipeline; ops {recipe['ops']}"
+        )
+        return [self.optimum_server("optimum-o3-int8", out, what)]
 
-def optimum_server(
-    name: str,
-    model_dir: Path,
-    what: str,
-    bundle: Any,
-    texts: list[str],
-    port: int,
-    common: dict[str, Any],
-) -> dict[str, Any]:
-    """One optimum peer (benchmarks.peers.optimum_ort) on `model_dir`, measured."""
-    argv = http.python_module(
-        "benchmarks.peers.optimum_ort",
-        "--model-dir",
-        str(model_dir),
-        "--max-length",
-        str(bundle.max_length),
-        "--port",
-        str(port),
-    )
-    return {**http.bench_server(name, argv, {}, port, texts, **common), "what": what}
+    def optimum_server(self, name: str, model_dir: Path, what: str) -> dict[str, Any]:
+        """One optimum peer (benchmarks.peers.optimum_ort) on `model_dir`, measured."""
+        argv = python_module(
+            "benchmarks.peers.optimum_ort",
+            "--model-dir", str(model_dir),
+            "--max-length", str(self.bundle.max_length),
+            "--port", str(self.port),
+        )  # fmt: skip
+        return self.measure(name, argv, what)
 
-
-def run_optimized_peer(
-    folder: Path,
-    bundle: Any,
-    texts: list[str],
-    port: int,
-    common: dict[str, Any],
-    notes: list[str],
-) -> list[dict[str, Any]]:
-    """The strongest peer: the same graph through optimum's ORTOptimizer (O3) and ORTQuantizer
-    (AVX-512 VNNI dynamic int8), behind the same handler as the plain optimum peer."""
-    out = folder.with_name(folder.name + "-o3-int8")
-    try:
-        recipe = optimize_and_quantize(folder, out, level="O3")
-    except Exception as exc:  # a peer that cannot be built is a skipped row, not a dead run
-        notes.append(f"optimum O3 + int8 peer skipped: building it failed: {exc}")
-        return []
-    print(f"http: peer optimum-o3-int8 ({recipe['ops']})")
-    what = (
-        "optimum ORTOptimizer O3 + ORTQuantizer avx512_vnni dynamic int8 "
-        f"(per-channel) of the same graph, ORTModel + pipeline; ops {recipe['ops']}"
-    )
-    return [optimum_server("optimum-o3-int8", out, what, bundle, texts, port, common)]
+    def measure(self, name: str, argv: list[str], what: str) -> dict[str, Any]:
+        """A peer's levels, with what it is."""
+        levels = http.bench_server(name, argv, {}, self.port, self.plan, profile=self.profile)
+        return {**levels, "what": what}
 
 
 def optimum_default(fp32_model: Path, int8_model: Path) -> Path:

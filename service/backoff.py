@@ -1,11 +1,11 @@
 """How long a refused client is told to wait (`Retry-After`), sized to the overload.
 
-A fixed `Retry-After: 1` is right for a few extra clients and wrong for thousands: with 2,000
-clients that honour it, the refused ones came back ~1,400 times a second and answering those
-503s took a third of the CPU the model needed (goodput 61 % of capacity, reports/reliability).
-Here the service remembers when it told each refused client to come back, so it knows how many
-are away; the wait it hands out spreads them over what it answers per second (with jitter, so
-they do not return in one wave). Per worker process; only its event loop calls it: no lock.
+A fixed `Retry-After: 1` is right for a few extra clients and wrong for thousands: the refused ones
+come back many times a second, and answering those 503s takes the CPU the model needs (figures:
+reports/experiments.md, reports/reliability). Here the service remembers when it told each refused
+client to come back, so it knows how many are away; the wait it hands out spreads them over what it
+answers per second (with jitter, so they do not return in one wave). Per worker process; only its
+event loop calls it: no lock.
 """
 
 from __future__ import annotations

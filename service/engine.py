@@ -118,7 +118,8 @@ class Engine:
         self._inputs, self._output = self._check_contract(self.session, len(self.labels))
         # A second session for a run that has the machine to itself: more intra-op threads,
         # spinning (a waking thread costs more than the work on a lone tweet). Same weights
-        # from the same file; ~25-30 MB more per bundle (measured), dropped if it does not pay.
+        # from the same file; it costs memory per bundle (service/README.md, *Memory*), so it
+        # is dropped if it does not pay.
         self.idle_threads = idle_threads if idle_threads > threads else threads
         self.idle_session = (
             self._load_session(bundle, idle_threads, spin=True) if idle_threads > threads else None

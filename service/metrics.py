@@ -13,6 +13,8 @@ live workers (gauges: live sum; latency histograms: merged).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from typing import Literal
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -33,100 +35,116 @@ disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+GaugeMode = Literal["livesum", "livemax"]
 
 
 class Metrics:
-    """The service's metric families (per model: `for_model`)."""
+    """The service's metric families (per model: `for_model`), defined by what they watch:
+    HTTP traffic, the queue, inference runs, what became of the texts and requests, and what
+    was loaded (in this order: the order /metrics lists them)."""
 
     def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
-        registry = self.registry = CollectorRegistry()
+        self.registry = CollectorRegistry()
         if not self.multiprocess:
-            ProcessCollector(registry=registry)  # memory and CPU of this (only) process
-        self.requests = Counter(
+            ProcessCollector(registry=self.registry)  # memory and CPU of this (only) process
+        self._define_http()
+        self._define_queue()
+        self._define_inference()
+        self._define_outcomes()
+        self._define_loaded()
+
+    def _define_http(self) -> None:
+        self.requests = self._counter(
             "sentiment_requests",
             "HTTP requests by route, method, status code and model (empty: none chosen).",
             ["route", "method", "status", "model"],
-            registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = self._histogram(
             "sentiment_request_duration_seconds",
             "Time from request start to response end, by route.",
             ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
         )
-        self.in_progress = Gauge(
+        self.in_progress = self._gauge(
             "sentiment_requests_in_progress",
             "HTTP requests being handled right now.",
-            registry=registry,
-            multiprocess_mode="livesum",
+            [],
+            "livesum",
         )
-        self.depth = Gauge(
+
+    def _define_queue(self) -> None:
+        self.depth = self._gauge(
             "sentiment_queue_depth",
             "Texts admitted and not yet answered, per model.",
             ["model"],
-            registry=registry,
-            multiprocess_mode="livesum",
+            "livesum",
         )
-        self.wait = Histogram(
+        self.wait = self._histogram(
             "sentiment_queue_wait_seconds",
             "Time a request waited before its inference started.",
             ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
         )
-        self.inference = Histogram(
+
+    def _define_inference(self) -> None:
+        self.inference = self._histogram(
             "sentiment_inference_seconds",
             "Duration of one session.run (one batch).",
             ["model"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
+            LATENCY_BUCKETS,
         )
-        self.batch_rows = Histogram(
-            "sentiment_batch_size",
-            "Texts per session.run.",
-            ["model"],
-            buckets=BATCH_BUCKETS,
-            registry=registry,
+        self.batch_rows = self._histogram(
+            "sentiment_batch_size", "Texts per session.run.", ["model"], BATCH_BUCKETS
         )
-        self.batch_tokens = Histogram(
+        self.batch_tokens = self._histogram(
             "sentiment_batch_tokens",
             "Padded tokens (rows x longest row) per session.run.",
             ["model"],
-            buckets=TOKEN_BUCKETS,
-            registry=registry,
+            TOKEN_BUCKETS,
         )
-        self.runs = Counter(
+        self.runs = self._counter(
             "sentiment_inference_runs",
             "session.run calls by path: 'alone' (nothing else running or queued: the idle "
             "session's threads) or 'loaded' (one thread per run).",
             ["model", "path"],
-            registry=registry,
         )
-        self.texts = Counter(
-            "sentiment_texts", "Texts classified.", ["model", "truncated"], registry=registry
-        )
-        self.rejected = Counter(
+
+    def _define_outcomes(self) -> None:
+        self.texts = self._counter("sentiment_texts", "Texts classified.", ["model", "truncated"])
+        self.rejected = self._counter(
             "sentiment_rejected",
             "Predict requests refused because of load, by model and reason.",
             ["model", "reason"],
-            registry=registry,
         )
-        self.drift = Gauge(
+
+    def _define_loaded(self) -> None:
+        self.drift = self._gauge(
             "sentiment_batch_drift",
             "Max |Δprob| between probe texts run alone and batched (measured at start).",
             ["model"],
-            registry=registry,
-            multiprocess_mode="livemax",
+            "livemax",
         )
-        self.model = Gauge(
+        self.model = self._gauge(
             "sentiment_model_info",
             "A served model name (value 1; model_name is its bundle's: a view's differs).",
             ["model", "model_name", "bundle_sha256", "labels", "max_length"],
-            registry=registry,
-            multiprocess_mode="livemax",
+            "livemax",
         )
+
+    def _counter(self, name: str, documentation: str, labels: Sequence[str]) -> Counter:
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def _histogram(
+        self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> Histogram:
+        return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
+
+    def _gauge(
+        self, name: str, documentation: str, labels: Sequence[str], mode: GaugeMode
+    ) -> Gauge:
+        """`mode`: how the workers' values merge in multiprocess mode (live: dead ones drop)."""
+        return Gauge(name, documentation, labels, registry=self.registry, multiprocess_mode=mode)
 
     def for_model(self, name: str) -> ModelMetrics:
         return ModelMetrics(self, name)

@@ -3,8 +3,8 @@
 uvicorn writes a response's status line and headers when the app sends `http.response.start`
 and the body in a second write: two sends, and a client that wakes twice. Here a write is held
 until the next one (the body: both leave as one send) or the end of the loop iteration (a
-streamed response's headers are not held longer). Measured side by side (`--pair`): one user
-p50 3.42 vs 3.57 ms, 500 users 382.4 vs 375.3 RPS.
+streamed response's headers are not held longer). Side by side (`--pair`), one send was faster
+at one user and at 500 users (reports/experiments.md).
 
 uvicorn times out idle keep-alive connections, and the app times out slow bodies
 (`SENTIMENT_BODY_TIMEOUT_S`), but a client that opens a connection and sends nothing, or half a

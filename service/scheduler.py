@@ -5,14 +5,14 @@
 its timeout). Each request is one executor job, its texts cut into length-sorted batches
 (`plan`). One exception: a one-text request that finds nothing else admitted or running, even
 after the requests read in the same loop iteration had their turn, runs on the event loop
-itself (`inline_tokens`): the two thread hand-offs and the loop's wake-up it saves were 0.3 ms
-of a lone request's 3.3 (measured side by side). The loop is blocked meanwhile, for one
-tweet's run (~2-3 ms); whatever arrives then goes the executor way.
+itself (`inline_tokens`): it saves the two thread hand-offs and the loop's wake-up, which a lone
+request's latency shows (measured side by side: reports/experiments.md). The loop is blocked
+meanwhile, for one tweet's run (a few ms); whatever arrives then goes the executor way.
 
 There is no cross-request micro-batcher: it was built (issue #11), measured against this in
-every `make bench` since, and removed. Batching other requests' texts saved 3 % of engine time in
-the service's plan on this CPU, less than its extra hops through the event loop cost (README,
-*Measured results*).
+every `make bench` since, and removed. Batching other requests' texts saved less engine time in
+the service's plan on this CPU than its extra hops through the event loop cost (figures:
+reports/experiments.md; README, *Measured results*).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import numpy as np
 from service.engine import Probs
 
 Infer = Callable[[Sequence[Sequence[int]]], Probs]
-# Inference cost is close to linear in padded tokens on CPU (measured: batching saves at most
-# ~10-15% per token), so a batch is only worth it while padding wastes less than this.
+# Inference cost is close to linear in padded tokens on CPU (batching saves little per token:
+# reports/experiments.md), so a batch is only worth it while padding wastes less than this.
 MAX_PAD_WASTE = 0.10
 # A lone request with one text of at most this many tokens may run on the event loop (one
 # tweet of the shipped models, max_length 128: a run of a few ms).

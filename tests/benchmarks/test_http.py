@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import http
+from benchmarks import client, http
 from benchmarks.ports import free_port
+from benchmarks.server_process import Server
 
 Argv = Callable[..., list[str]]
 
@@ -44,11 +45,7 @@ def test_bench_server_measures_every_level(tiny_bundle: Path, tiny_server_argv: 
         tiny_server_argv(tiny_bundle, port),
         {},
         port,
-        TEXTS,
-        [1, 4],
-        warmup=0.2,
-        duration=0.8,
-        timeout=5.0,
+        http.Plan(TEXTS, [1, 4], warmup=0.2, duration=0.8, timeout=5.0),
         log=lambda _: None,
     )
     assert "skipped" not in result
@@ -63,11 +60,11 @@ def test_bench_server_measures_every_level(tiny_bundle: Path, tiny_server_argv: 
 @pytest.mark.slow  # a server process
 def test_non_2xx_answers_are_counted_as_errors(tiny_bundle: Path, tiny_server_argv: Argv) -> None:
     port = free_port()
-    with http.Server("tiny", tiny_server_argv(tiny_bundle, port, "--fail-every", "5"), port) as s:
+    with Server("tiny", tiny_server_argv(tiny_bundle, port, "--fail-every", "5"), port) as s:
         row = http.run_level(
             "127.0.0.1",
             port,
-            http.build_requests(TEXTS, "127.0.0.1", port),
+            client.build_requests(TEXTS, "127.0.0.1", port),
             2,
             0.1,
             0.6,
@@ -84,12 +81,12 @@ def test_slow_server_times_out_and_the_run_stays_bounded(
     tiny_bundle: Path, tiny_server_argv: Argv
 ) -> None:
     port = free_port()
-    with http.Server("slow", tiny_server_argv(tiny_bundle, port, "--sleep-ms", "3000"), port) as s:
+    with Server("slow", tiny_server_argv(tiny_bundle, port, "--sleep-ms", "3000"), port) as s:
         start = time.monotonic()
         row = http.run_level(
             "127.0.0.1",
             port,
-            http.build_requests(TEXTS, "127.0.0.1", port),
+            client.build_requests(TEXTS, "127.0.0.1", port),
             8,
             0.0,
             1.0,
@@ -105,7 +102,7 @@ def test_slow_server_times_out_and_the_run_stays_bounded(
 def test_a_refused_connection_is_an_error_not_a_hang() -> None:
     port = free_port()  # nothing listens there
     row = http.run_level(
-        "127.0.0.1", port, http.build_requests(TEXTS, "127.0.0.1", port), 2, 0.0, 0.3, 0.5
+        "127.0.0.1", port, client.build_requests(TEXTS, "127.0.0.1", port), 2, 0.0, 0.3, 0.5
     )
     assert row["ok"] == 0 and row["errors"] > 0
     assert all(kind.startswith("connect:") for kind in row["error_kinds"])
@@ -121,11 +118,7 @@ def test_a_server_that_cannot_start_is_skipped_with_its_log(
         tiny_server_argv(tmp_path / "no-bundle", port),
         {},
         port,
-        TEXTS,
-        [1],
-        warmup=0.1,
-        duration=0.1,
-        timeout=1.0,
+        http.Plan(TEXTS, [1], warmup=0.1, duration=0.1, timeout=1.0),
         log=lambda _: None,
     )
     assert result["levels"] == []
@@ -133,13 +126,13 @@ def test_a_server_that_cannot_start_is_skipped_with_its_log(
 
 
 def test_requests_are_valid_http_with_json_bodies() -> None:
-    (raw,) = http.build_requests(['say "hi" 🤣'], "127.0.0.1", 8000, headers={"X-API-Key": "k"})
+    (raw,) = client.build_requests(['say "hi" 🤣'], "127.0.0.1", 8000, headers={"X-API-Key": "k"})
     head, body = raw.split(b"\r\n\r\n")
     assert head.startswith(b"POST /predict HTTP/1.1\r\n")
     assert b"X-API-Key: k" in head
     assert f"Content-Length: {len(body)}".encode() in head
     assert body == b'{"text": "say \\"hi\\" \\ud83e\\udd23"}'
-    (raw,) = http.build_requests(["good"], "127.0.0.1", 8000, entities=["Xbox"])
+    (raw,) = client.build_requests(["good"], "127.0.0.1", 8000, entities=["Xbox"])
     assert raw.split(b"\r\n\r\n")[1] == b'{"text": "good", "entity": "Xbox"}'
 
 
@@ -157,7 +150,7 @@ class _FakeTransport:
 
 def _exchange(chunks: list[bytes]) -> tuple[asyncio.Future[tuple[int, bytes]], _FakeTransport]:
     async def go() -> tuple[asyncio.Future[tuple[int, bytes]], _FakeTransport]:
-        conn = http._Connection()
+        conn = client._Connection()
         transport = _FakeTransport()
         conn.connection_made(transport)  # type: ignore[arg-type]
         future = conn.send(b"request")
@@ -178,7 +171,7 @@ def test_client_frames_responses_split_across_reads() -> None:
 
 def test_client_rejects_unframed_responses_and_honours_connection_close() -> None:
     future, transport = _exchange([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"])
-    with pytest.raises(http.ProtocolError):
+    with pytest.raises(client.ProtocolError):
         future.result()
     assert transport.closed
     closing = b"HTTP/1.1 503 X\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
@@ -196,7 +189,7 @@ def test_clients_that_honour_retry_after_wait_before_retrying(honour: bool) -> N
         b"retry-after: 1\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
 
-    async def go() -> tuple[http._Tally, float, float, int]:
+    async def go() -> client.Tally:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             while await reader.readuntil(b"\r\n\r\n"):
                 await reader.readexactly(2)
@@ -206,10 +199,20 @@ def test_clients_that_honour_retry_after_wait_before_retrying(honour: bool) -> N
         port = server.sockets[0].getsockname()[1]
         request = b"POST /predict HTTP/1.1\r\nhost: t\r\ncontent-length: 2\r\n\r\n{}"
         async with server:
-            return await http._closed_loop(
-                "127.0.0.1", port, [request], 2, 0.0, 1.5, 5.0, honour_retry_after=honour
-            )
+            load = client.Load("127.0.0.1", port, [request], 2, 0.0, 1.5, 5.0, honour)
+            return await client.closed_loop(load)
 
-    tally, *_ = asyncio.run(go())
+    tally = asyncio.run(go())
     sent = tally.errors["http_503"]
     assert (sent <= 2 * 2) if honour else (sent > 50)
+
+
+def test_answers_count_by_when_they_came() -> None:
+    tally = client.Tally(window_start=10.0, window_end=20.0)
+    tally.record(9.0, 9.5, "timeout")  # during warm-up: shown apart, not counted
+    tally.record(9.0, 9.6, None)  # a warm-up success: not counted
+    tally.record(9.5, 10.5, None)  # answered inside the window: its whole latency
+    tally.record(11.0, 12.0, "http_503")
+    tally.record(19.0, 20.5, "timeout")  # after the window: not at all
+    assert tally.latencies == [1.0]
+    assert tally.errors == {"http_503": 1} and tally.warmup_errors == {"timeout": 1}

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import http
 from benchmarks.load import main
 from benchmarks.ports import free_port
+from benchmarks.server_process import Server
 
 pytestmark = pytest.mark.slow  # a real server process under Locust
 
@@ -18,7 +18,7 @@ def test_locust_runs_headless_with_no_failures(
     tiny_bundle: Path, tiny_data: Path, tmp_path: Path, tiny_server_argv: Callable[..., list[str]]
 ) -> None:
     port = free_port()
-    with http.Server("tiny", tiny_server_argv(tiny_bundle, port), port):
+    with Server("tiny", tiny_server_argv(tiny_bundle, port), port):
         code = main(
             [
                 "--host",
@@ -49,7 +49,7 @@ def test_locust_reports_failed_requests(
     tiny_bundle: Path, tmp_path: Path, tiny_server_argv: Callable[..., list[str]]
 ) -> None:
     port = free_port()
-    with http.Server("tiny", tiny_server_argv(tiny_bundle, port, "--fail-every", "3"), port):
+    with Server("tiny", tiny_server_argv(tiny_bundle, port, "--fail-every", "3"), port):
         code = main(
             [
                 "--host",

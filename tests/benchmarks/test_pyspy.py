@@ -36,9 +36,10 @@ def test_profile_run_samples_a_live_server(
     tiny_bundle: Path, tiny_server_argv: Callable[..., list[str]]
 ) -> None:
     port = free_port()
+    plan = http.Plan(["I love this game"], [2], warmup=0.2, duration=1.0, timeout=5.0)
     result = http.bench_server(
-        "tiny", tiny_server_argv(tiny_bundle, port), {}, port, ["I love this game"], [2],
-        warmup=0.2, duration=1.0, timeout=5.0, profile=True, log=lambda _: None,
+        "tiny", tiny_server_argv(tiny_bundle, port), {}, port, plan, profile=True,
+        log=lambda _: None,
     )  # fmt: skip
     spy = result["py_spy"]
     assert "skipped" not in spy, spy.get("skipped")

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
+from benchmarks import plots, report
 from benchmarks.results import compare
 from benchmarks.targets import targets
 
@@ -101,7 +101,7 @@ def test_markdown_and_plots(tmp_path: Path) -> None:
     assert "| seed-tf | 500 | 15.0 |" in text
     assert "optimum-ort skipped: optimum is not installed" in text
     assert text.count("| met |") == 3
-    pngs = report.plots(r, tmp_path / "run")
+    pngs = plots.write_plots(r, tmp_path / "run")
     assert [p.name for p in pngs] == ["run-latency.png", "run-throughput.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
 
