@@ -59,6 +59,10 @@ class Checkpoint:
     def head_dim(self) -> int:
         return self.dim // self.n_heads
 
+    @property
+    def pad_id(self) -> int:
+        return int(self.model.config.pad_token_id or 0)
+
 
 def load_checkpoint(folder: str | Path) -> Checkpoint:
     """Load a checkpoint written by `training.checkpoint.save_checkpoint`, refusing what the

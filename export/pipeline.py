@@ -2,11 +2,13 @@
 
 Every step that changes the graph is followed by a check: fusion counts after the optimizer,
 logits against TF after each fp32 stage, labels and accuracy after quantization. Only when all
-pass is the bundle published.
+pass is the bundle published. Which int8 graph is tried, and in what order, is
+`export.int8_choice`'s part.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -20,16 +22,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from export import bundle, convert, fuse, parity, quantize, rewrite, static, texts
+from export import bundle, convert, fuse, int8_choice, parity, quantize, rewrite, texts
 from export.errors import ExportError, GateError
 from service.bundle import MODEL, BundleError, check_views, write_manifest
-
-# Gate batches: length-sorted, right-padded, this many texts. int8 also runs one text at a time:
-# both are held to the criteria, and to each other (batch invariance); batch1 is reported.
-GATE_BATCH = 32
-RANKING_TEXTS = 128  # training tweets that rank row-wise's nodes by sensitivity
-# Static int8 is calibrated on half of this many training tweets and checked on the other half.
-STATIC_TEXTS = 1024
 
 
 @dataclass(frozen=True)
@@ -86,13 +81,7 @@ def export_bundle(
     labels = list(ckpt.info.labels)
     views = _check_views(views or {}, labels, model_name or out.name)
     gate_texts = _load_texts(data_dir, texts_file, labels, max_texts, sources)
-
-    def calibration(n: int) -> texts.Texts | None:
-        """`n` training tweets, which calibrate and rank quantization settings (the gate's
-        test texts only judge the result); None without the data folder."""
-        if data_dir and sources:
-            return texts.calibration_from_sources(data_dir, sources, labels, n)
-        return texts.calibration_from_data(data_dir, labels, n) if data_dir else None
+    calibration = functools.partial(_calibration, data_dir, sources, labels)
 
     log(f"checkpoint {ckpt.path}: {ckpt.n_layers} layers, dim {ckpt.dim}, labels {labels}")
     log(
@@ -119,7 +108,7 @@ def export_bundle(
 def _export(
     ckpt: convert.Checkpoint,
     gate_texts: texts.Texts,
-    calibration: Callable[[int], texts.Texts | None],
+    calibration: int8_choice.Calibration,
     out: Path,
     work: Path,
     *,
@@ -131,14 +120,67 @@ def _export(
     log: Callable[[str], None],
     started: float,
 ) -> ExportResult:
+    """The export's steps in order; each raises, and nothing is shipped, when its check fails."""
+    graphs = _fp32_graphs(ckpt, work, opset, log)
+    tokenizer_path = bundle.write_tokenizer(ckpt.path / "tokenizer.json", work)
+    encode = functools.partial(_encode, ckpt, tokenizer_path)
+    judge = int8_choice.make_judge(
+        ckpt, graphs.paths, gate_texts, encode(gate_texts), thresholds,
+        int8_path=work / "model.int8.onnx", log=log,
+    )  # fmt: skip
+    shipped, report, ranking = int8_choice.choose(
+        graphs.fused, graphs.paths["fused"], graphs.prepared, judge,
+        calibration=calibration, encode=encode, quantization=quantization,
+    )  # fmt: skip
+    _record_verdict(report, judge.attempts, ranking, work)
+    sizes = {"fp32_bytes": graphs.paths["fused"].stat().st_size, "int8_bytes": judge.int8_size}
+    log(
+        f"shipping {shipped['scheme']} ({shipped['rung']}): "
+        f"{sizes['fp32_bytes'] / 1e6:.2f} MB -> {sizes['int8_bytes'] / 1e6:.2f} MB"
+    )
+    config = _bundle_config(ckpt, tokenizer_path, model_name, views)
+    fields = _manifest_fields(
+        ckpt, graphs, judge, model_name=model_name, metrics=report.metrics,
+        quantization=shipped, sizes=sizes, opset=opset, config=config,
+    )  # fmt: skip
+    manifest = _publish(out, judge.int8_path, tokenizer_path, config, fields)
+    log(f"bundle written to {out} in {time.perf_counter() - started:.1f} s")
+    return ExportResult(out=out, manifest=manifest)
+
+
+def _calibration(
+    data_dir: str | Path | None, sources: Sequence[str], labels: list[str], n: int
+) -> texts.Texts | None:
+    """`n` training tweets, which calibrate and rank quantization settings (the gate's test
+    texts only judge the result); None without the data folder."""
+    if data_dir and sources:
+        return texts.calibration_from_sources(data_dir, sources, labels, n)
+    return texts.calibration_from_data(data_dir, labels, n) if data_dir else None
+
+
+@dataclass(frozen=True)
+class _Fp32:
+    """The fp32 graphs, saved in pipeline order under `paths` (the gate holds every stage to
+    TF), and what building them counted, for the manifest."""
+
+    paths: dict[str, Path]
+    fused: onnx.ModelProto
+    prepared: onnx.ModelProto  # the unfused copy row-wise int8 rewrites
+    rewrites: dict[str, int]
+    fusion: dict[str, int]
+
+
+def _fp32_graphs(
+    ckpt: convert.Checkpoint, work: Path, opset: int, log: Callable[[str], None]
+) -> _Fp32:
+    """tf2onnx, the rewrites, fusion (refused unless complete) and the unfused copy, each saved:
+    a fusion failure stops the export before any int8 work."""
     paths = {
         "tf2onnx": work / "model.fp32.tf2onnx.onnx",
         "rewritten": work / "model.fp32.rewritten.onnx",
         "fused": work / "model.fp32.fused.onnx",
         "unfused": work / "model.fp32.unfused.onnx",  # what int8 rewrites (export.quantize)
     }
-    int8_path = work / "model.int8.onnx"
-
     graph = convert.to_onnx(ckpt.model, opset)
     onnx.save(graph, paths["tf2onnx"])
     rewrites = rewrite.prepare_for_fusion(graph, ckpt.head_dim)
@@ -152,160 +194,111 @@ def _export(
     fuse.check_fusion(counts, ckpt.n_layers)
     prepared = quantize.prepare(fused)
     onnx.save(prepared, paths["unfused"])
+    return _Fp32(paths, fused, prepared, rewrites, counts)
 
-    tokenizer_path = bundle.write_tokenizer(ckpt.path / "tokenizer.json", work)
 
-    def encode(sample: texts.Texts) -> list[np.ndarray]:
-        """As training fed the model: its truncation, its text normalisation."""
-        return texts.encode(
-            tokenizer_path, sample, max_length=ckpt.info.max_length,
-            text_pair=ckpt.info.text_pair, preprocess=ckpt.info.preprocess,
-        )  # fmt: skip
+def _encode(
+    ckpt: convert.Checkpoint, tokenizer_path: Path, sample: texts.Texts
+) -> list[np.ndarray]:
+    """Token ids as training fed the model: its truncation, its text normalisation."""
+    return texts.encode(
+        tokenizer_path, sample, max_length=ckpt.info.max_length,
+        text_pair=ckpt.info.text_pair, preprocess=ckpt.info.preprocess,
+    )  # fmt: skip
 
-    ids = encode(gate_texts)
-    pad_id = int(ckpt.model.config.pad_token_id or 0)
-    batches = texts.batches(ids, pad_id=pad_id, batch_size=GATE_BATCH)
-    int8_batches = {
-        "batch1": texts.batches(ids, pad_id=pad_id, batch_size=1),
-        f"batch{GATE_BATCH}": batches,
-    }
-    n = len(gate_texts)
-    tf_logits = parity.run_batches(
-        lambda i, m: convert.reference_logits(ckpt.model, i, m), batches, n
-    )
-    stages = {
-        name: parity.run_batches(parity.onnx_predictor(path), batches, n)
-        for name, path in paths.items()
-    }
 
-    # Static int8 first (the fastest) if it holds on held-out training tweets; then row-wise,
-    # all-int8 first: only if the gate refuses it are nodes ranked (on training tweets) and the
-    # ladder's fp32 rungs tried, cheapest first. The gate's criteria never change, and every
-    # attempt is recorded in the manifest.
-    attempts: list[dict[str, Any]] = []
-
-    def attempt(settings: dict[str, Any]) -> parity.GateReport:
-        rung = settings["rung"]
-        log(f"int8 ({settings['scheme']}, {rung}): {int8_path.stat().st_size / 1e6:.2f} MB")
-        int8 = parity.onnx_predictor(int8_path)
-        result = parity.gate(
-            tf_logits=tf_logits,
-            fp32_stages=stages,
-            int8_runs={k: parity.run_batches(int8, b, n) for k, b in int8_batches.items()},
-            labels=gate_texts.labels,
-            thresholds=thresholds,
-        )
-        _log_gate(result, log)
-        attempts.append({"rung": rung, "passed": result.passed, "failures": result.failures})
-        return result
-
-    report: parity.GateReport | None = None
-    sample = calibration(STATIC_TEXTS) if quantization != "rowwise" else None
-    if sample is None and quantization == "static":
-        raise ExportError("static int8 is calibrated on training tweets: give --data")
-    if sample is None and quantization == "auto":
-        log("static int8 skipped: no training tweets to calibrate on (a texts file only)")
-    static_ids, rungs = (encode(sample), _static_rungs(fused)) if sample else ([], [])
-    for rung, fp32_nodes in rungs:
-        shipped = _static_int8(fused, int8_path, paths["fused"], static_ids, fp32_nodes, log)
-        shipped |= {"rung": rung, "calibration": sample.source if sample else None}
-        agreement = shipped["held_out"]["agreement"]
-        if agreement >= thresholds.min_agreement - parity.EPS:
-            report = attempt(shipped)
-            if report.passed or report.fp32_failed:
-                break
-        else:
-            failure = f"held-out agreement {agreement:.2%} < {thresholds.min_agreement:.2%}"
-            attempts.append({"rung": rung, "passed": False, "failures": [failure]})
-            report = None
-    if quantization == "static" and not (report and report.passed):
-        raise GateError(f"static int8 refused: {'; '.join(attempts[-1]['failures'])}")
-    ranking: dict[str, Any] | None = None
-    if report is None or not (report.passed or report.fp32_failed):
-        shipped = quantize.quantize(prepared, int8_path) | {"rung": "int8"}
-        report = attempt(shipped)
-        if not (report.passed or report.fp32_failed):
-            sample = calibration(RANKING_TEXTS) or gate_texts
-            scores = quantize.sensitivity(prepared, encode(sample))
-            ranking = {
-                "calibration": sample.source,
-                "relative_error_by_node": {
-                    k: round(v, 5) for k, v in sorted(scores.items(), key=lambda kv: -kv[1])
-                },
-            }
-            for rung, fp32_nodes in quantize.ladder(prepared, scores)[1:]:  # [0]: all-int8, tried
-                shipped = quantize.quantize(prepared, int8_path, fp32_nodes=fp32_nodes)
-                shipped["rung"] = rung
-                report = attempt(shipped)
-                if report.passed:
-                    break
+def _record_verdict(
+    report: parity.GateReport,
+    attempts: list[dict[str, Any]],
+    ranking: dict[str, Any] | None,
+    work: Path,
+) -> None:
+    """gate.json beside the intermediate graphs (kept even when the gate fails, to read why);
+    a failed gate stops the export here, before anything is staged."""
     report.metrics["quantization_attempts"] = attempts
     if ranking is not None:
         report.metrics["quantization_sensitivity"] = ranking
     (work / "gate.json").write_text(json.dumps(report.metrics, indent=2) + "\n")
     if not report.passed:
         raise GateError("parity gate failed: " + "; ".join(report.failures))
-    sizes = {
-        "fp32_bytes": paths["fused"].stat().st_size,
-        "int8_bytes": int8_path.stat().st_size,
-    }
-    log(
-        f"shipping {shipped['scheme']} ({shipped['rung']}): "
-        f"{sizes['fp32_bytes'] / 1e6:.2f} MB -> {sizes['int8_bytes'] / 1e6:.2f} MB"
-    )
 
-    config = {
+
+def _bundle_config(
+    ckpt: convert.Checkpoint, tokenizer_path: Path, model_name: str, views: dict[str, list[str]]
+) -> dict[str, Any]:
+    """config.json: what the service needs to feed the graph as training fed the model."""
+    return {
         "model_name": model_name,
         "labels": list(ckpt.info.labels),
         "max_length": ckpt.info.max_length,
         "base_model": ckpt.info.base_model,
         "text_pair": ckpt.info.text_pair,
         "lowercase": bundle.lowercases(tokenizer_path),
-        "pad_token_id": pad_id,
+        "pad_token_id": ckpt.pad_id,
         "padding_side": "right",  # the attention reads the mask as lengths
         "inputs": {name: "int32" for name in convert.INPUT_NAMES},
         "output": convert.OUTPUT_NAME,
         **({"preprocess": ckpt.info.preprocess} if ckpt.info.preprocess else {}),
         **({"views": views} if views else {}),
     }
+
+
+def _manifest_fields(
+    ckpt: convert.Checkpoint,
+    graphs: _Fp32,
+    judge: int8_choice.Judge,
+    *,
+    model_name: str,
+    metrics: dict[str, Any],
+    quantization: dict[str, Any],
+    sizes: dict[str, int],
+    opset: int,
+    config: dict[str, Any],
+) -> dict[str, Any]:
+    """What the manifest records beside the file hashes: every figure and setting the bundle
+    was judged and built with, and where its checkpoint and texts came from."""
+    return {
+        "model_name": model_name,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "metrics": metrics,
+        "fusion": graphs.fusion,
+        "rewrites": graphs.rewrites,
+        "quantization": quantization,
+        "sizes": sizes,
+        "onnx": {"opset": opset, **{k: config[k] for k in ("inputs", "output")}},
+        "gate_batching": {
+            "batch_size": int8_choice.GATE_BATCH,
+            "order": "length-sorted",
+            "padding": "right",
+            "int8_runs": list(judge.int8_batches),
+        },
+        "versions": bundle.tool_versions(),
+        "source": {
+            "checkpoint": {
+                "path": str(ckpt.path),
+                "files_sha256": bundle.hash_tree(ckpt.path),
+            },
+            "data": judge.gate_texts.source,
+        },
+    }
+
+
+def _publish(
+    out: Path, model: Path, tokenizer: Path, config: dict[str, Any], fields: dict[str, Any]
+) -> dict[str, Any]:
+    """Stage the bundle beside `out` and swap it in whole: a failure removes the staging
+    folder and leaves any earlier bundle as it was."""
     staging = bundle.staging_folder(out)
     try:
-        shutil.copy2(int8_path, staging / MODEL)
-        shutil.copy2(tokenizer_path, staging / tokenizer_path.name)
+        shutil.copy2(model, staging / MODEL)
+        shutil.copy2(tokenizer, staging / tokenizer.name)
         bundle.write_config(staging, config)
-        manifest = write_manifest(
-            staging,
-            {
-                "model_name": model_name,
-                "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-                "metrics": report.metrics,
-                "fusion": counts,
-                "rewrites": rewrites,
-                "quantization": shipped,
-                "sizes": sizes,
-                "onnx": {"opset": opset, **{k: config[k] for k in ("inputs", "output")}},
-                "gate_batching": {
-                    "batch_size": GATE_BATCH,
-                    "order": "length-sorted",
-                    "padding": "right",
-                    "int8_runs": list(int8_batches),
-                },
-                "versions": bundle.tool_versions(),
-                "source": {
-                    "checkpoint": {
-                        "path": str(ckpt.path),
-                        "files_sha256": bundle.hash_tree(ckpt.path),
-                    },
-                    "data": gate_texts.source,
-                },
-            },
-        )
+        manifest = write_manifest(staging, fields)
         bundle.publish(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log(f"bundle written to {out} in {time.perf_counter() - started:.1f} s")
-    return ExportResult(out=out, manifest=manifest)
+    return manifest
 
 
 def _check_views(
@@ -317,50 +310,3 @@ def _check_views(
     except BundleError as exc:
         raise ExportError(str(exc)) from None
     return {name: list(subset) for name, subset in checked.items()}
-
-
-def _static_rungs(fused: onnx.ModelProto) -> list[tuple[str, list[str]]]:
-    """Static int8 candidates, cheapest first: every MatMul int8, then the head in fp32."""
-    return [("static int8", []), ("static int8, fp32 head", static.head_nodes(fused))]
-
-
-def _static_int8(
-    fused: onnx.ModelProto,
-    int8_path: Path,
-    fp32_path: Path,
-    ids: list[np.ndarray],
-    fp32_nodes: list[str],
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    """Write the static int8 graph calibrated on half of `ids` (training tweets) and measure
-    its label agreement with fp32 on the other half, one text per run: the check it must pass
-    before the gate, so the scheme is never chosen on the gate's test texts."""
-    settings = quantize.quantize_static(fused, int8_path, ids[0::2], fp32_nodes=fp32_nodes)
-    held = texts.batches(ids[1::2], pad_id=0, batch_size=1)
-    fp32 = parity.run_batches(parity.onnx_predictor(fp32_path), held, len(held))
-    int8 = parity.run_batches(parity.onnx_predictor(int8_path), held, len(held))
-    agreement = float((fp32.argmax(axis=1) == int8.argmax(axis=1)).mean())
-    log(f"static int8 on {len(held)} held-out training tweets: label agreement {agreement:.2%}")
-    return settings | {
-        "held_out": {"texts": len(held), "agreement": round(agreement, 5)},
-    }
-
-
-def _log_gate(report: parity.GateReport, log: Callable[[str], None]) -> None:
-    m, p = report.metrics, report.metrics["parity"]
-    rows = {
-        "tf": m["tf"],
-        "fp32": m["fp32"],
-        **{f"int8 {k}": v for k, v in m["int8_by_run"].items()},
-    }
-    for name, row in rows.items():
-        log(f"{name:>12}: accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}")
-    stages = ", ".join(f"{k} {v:.2e}" for k, v in p["max_abs_logit_diff_tf_by_stage"].items())
-    log(f"max |Δlogit| vs TF: {stages}")
-    for run, agreement in p["label_agreement_int8_fp32_by_run"].items():
-        delta = p["accuracy_delta_int8_fp32_by_run"][run]
-        log(
-            f"int8 ({run}) vs fp32: label agreement {agreement:.2%}, accuracy {delta * 100:+.2f} pt"
-        )
-    log(f"int8 batch drift (max |Δprob|, batch1 vs batch{GATE_BATCH}): {p['int8_batch_drift']:.2e}")
-    log("parity gate: " + ("PASS" if report.passed else "FAIL"))
