@@ -113,23 +113,62 @@ def _fine_tune_one(
     dev_rows: Sequence[Row],
     progress: bool,
 ) -> tuple[Any, Any, History]:
-    import tensorflow as tf
-    from tqdm.auto import tqdm
-    from transformers import create_optimizer
+    """One run, `seed` its data order and dropout; the best epoch by dev macro-F1 is kept, and
+    `config.patience` epochs without a better one end the run."""
+    model, tokenizer = _seeded_model(config, seed)
+    pad_id = tokenizer.pad_token_id or 0
+    train = _encode(tokenizer, train_rows, config)
+    dev = _encode(tokenizer, dev_rows, config)
+    lengths = [len(x) for x in train.ids]
+    train_step = _train_step(model, config, math.ceil(len(train) / config.batch_size))
+    rng = np.random.default_rng(seed)
+    history = History()
+    best_f1, best_weights, stale = -1.0, None, 0
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        batches = batch_indices(lengths, config.batch_size, rng)
+        desc = f"epoch {epoch}/{config.epochs}"
+        losses = _train_epoch(train_step, train, batches, pad_id, desc, progress)
+        history.step_loss.extend(losses)
+        report = evaluate_split(model, dev, config.labels, pad_id)
+        history.epochs.append(_epoch_record(epoch, losses, report, started))
+        if report["macro_f1"] > best_f1:
+            best_f1, best_weights, stale = report["macro_f1"], model.get_weights(), 0
+            history.best_epoch = epoch
+        else:
+            stale += 1
+            if stale >= config.patience:
+                log.info("dev macro-F1 stopped improving: early stop after epoch %d", epoch)
+                break
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    history.seconds = time.perf_counter() - started
+    return model, tokenizer, history
 
-    set_seed(config.seed)  # the head's init: shared by every soup member
+
+def _seeded_model(config: TrainConfig, seed: int) -> tuple[Any, Any]:
+    """The model with its head drawn from `config.seed`, shared by every soup member (so their
+    weights stay in one basin), then the RNGs reseeded with `seed` for data order and dropout."""
+    set_seed(config.seed)
     model, tokenizer = load_model(config.base_model, config.labels)
     if seed != config.seed:
-        set_seed(seed)  # data order and dropout
-    pad_id = tokenizer.pad_token_id or 0
-    train = encode(
-        tokenizer, train_rows, config.labels, config.max_length, config.text_pair, config.preprocess
+        set_seed(seed)
+    return model, tokenizer
+
+
+def _encode(tokenizer: Any, rows: Sequence[Row], config: TrainConfig) -> Encoded:
+    """Token ids as the config feeds the model: its length, entity pairing and normalisation."""
+    return encode(
+        tokenizer, rows, config.labels, config.max_length, config.text_pair, config.preprocess
     )
-    dev = encode(
-        tokenizer, dev_rows, config.labels, config.max_length, config.text_pair, config.preprocess
-    )
-    lengths = [len(x) for x in train.ids]
-    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+
+
+def _train_step(model: Any, config: TrainConfig, steps_per_epoch: int) -> Any:
+    """One traced AdamW step for every batch shape, on a warmup-then-linear-decay schedule that
+    reaches 0 at the end of `config.epochs`."""
+    import tensorflow as tf
+    from transformers import create_optimizer
+
     total = steps_per_epoch * config.epochs
     optimizer, _ = create_optimizer(
         init_lr=config.learning_rate,
@@ -149,58 +188,47 @@ def _fine_tune_one(
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    rng = np.random.default_rng(seed)
-    history = History()
-    best_f1, best_weights, stale = -1.0, None, 0
-    started = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
-        batches = batch_indices(lengths, config.batch_size, rng)
-        bar = tqdm(
-            batches, desc=f"epoch {epoch}/{config.epochs}", disable=not progress, mininterval=5
-        )
-        losses = []
-        for idx in bar:
-            input_ids, mask = pad([train.ids[i] for i in idx], pad_id)
-            loss = float(train_step(input_ids, mask, train.labels[idx]))
-            losses.append(loss)
-            history.step_loss.append(loss)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        report = evaluate_split(model, dev, config.labels, pad_id)
-        record = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)),
-            "dev_loss": report["loss"],
-            "dev_accuracy": report["accuracy"],
-            "dev_macro_f1": report["macro_f1"],
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        history.epochs.append(record)
-        log.info(
-            "epoch %d: train_loss %.4f dev_loss %.4f dev_acc %.4f dev_f1 %.4f (%.0fs)",
-            *(
-                record[k]
-                for k in (
-                    "epoch",
-                    "train_loss",
-                    "dev_loss",
-                    "dev_accuracy",
-                    "dev_macro_f1",
-                    "seconds",
-                )
-            ),
-        )
-        if report["macro_f1"] > best_f1:
-            best_f1, best_weights, stale = report["macro_f1"], model.get_weights(), 0
-            history.best_epoch = epoch
-        else:
-            stale += 1
-            if stale >= config.patience:
-                log.info("dev macro-F1 stopped improving: early stop after epoch %d", epoch)
-                break
-    if best_weights is not None:
-        model.set_weights(best_weights)
-    history.seconds = time.perf_counter() - started
-    return model, tokenizer, history
+    return train_step
+
+
+def _train_epoch(
+    train_step: Any,
+    train: Encoded,
+    batches: list[np.ndarray],
+    pad_id: int,
+    desc: str,
+    progress: bool,
+) -> list[float]:
+    """Each batch padded to its own longest row and stepped; the losses, with a running mean
+    on the progress bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(batches, desc=desc, disable=not progress, mininterval=5)
+    losses: list[float] = []
+    for idx in bar:
+        input_ids, mask = pad([train.ids[i] for i in idx], pad_id)
+        losses.append(float(train_step(input_ids, mask, train.labels[idx])))
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+    return losses
+
+
+def _epoch_record(
+    epoch: int, losses: list[float], dev: dict[str, Any], started: float
+) -> dict[str, Any]:
+    """The epoch's line in metrics.json and the log."""
+    record = {
+        "epoch": epoch,
+        "train_loss": float(np.mean(losses)),
+        "dev_loss": dev["loss"],
+        "dev_accuracy": dev["accuracy"],
+        "dev_macro_f1": dev["macro_f1"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    log.info(
+        "epoch %d: train_loss %.4f dev_loss %.4f dev_acc %.4f dev_f1 %.4f (%.0fs)",
+        *record.values(),
+    )
+    return record
 
 
 def evaluate_split(
@@ -220,7 +248,5 @@ def logits_report(logits: np.ndarray, y: np.ndarray, labels: Sequence[str]) -> d
 def evaluate_rows(
     model: Any, tokenizer: Any, rows: Sequence[Row], config: TrainConfig
 ) -> dict[str, Any]:
-    data = encode(
-        tokenizer, rows, config.labels, config.max_length, config.text_pair, config.preprocess
-    )
+    data = _encode(tokenizer, rows, config)
     return evaluate_split(model, data, config.labels, tokenizer.pad_token_id or 0)
