@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from training.baseline import tfidf_svm
-from training.checkpoint import CheckpointInfo, save_checkpoint
+from training.checkpoint import save_checkpoint
 from training.general import add_source_args, is_general, run_general
 from training.protocol import build_splits
 from training.reader import DataError
@@ -159,15 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         baseline = tfidf_svm(train_rows, dev_rows, test_rows, config.labels)
         log.info("baseline %s: test accuracy %.4f", baseline["model"], baseline["test"]["accuracy"])
-    save_checkpoint(
-        model,
-        tokenizer,
-        CheckpointInfo(
-            list(config.labels), config.max_length, config.base_model, config.text_pair,
-            config.preprocess,
-        ),
-        args.out / "model",
-    )  # fmt: skip
+    save_checkpoint(model, tokenizer, config.checkpoint_info(), args.out / "model")
 
     leaky = None
     if not (args.no_leaky or args.dev_only):

@@ -27,7 +27,7 @@ from training.calibration import (
     fold_temperature,
     softmax,
 )
-from training.checkpoint import CheckpointInfo, save_checkpoint
+from training.checkpoint import save_checkpoint
 from training.corpus import Corpus, build_corpus
 from training.data import Row
 from training.evaluate import predict_logits
@@ -168,15 +168,7 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
             log.info("TEST %s: accuracy %.4f macro-F1 %.4f macro-recall %.4f (n=%d)",
                      name, report["accuracy"], report["macro_f1"], report["macro_recall"], report["n"])  # fmt: skip
         baseline = tfidf_svm_per_source(train, dev, tests, config.labels)
-    save_checkpoint(
-        model,
-        tokenizer,
-        CheckpointInfo(
-            list(config.labels), config.max_length, config.base_model, config.text_pair,
-            config.preprocess,
-        ),
-        args.out / "model",
-    )  # fmt: skip
+    save_checkpoint(model, tokenizer, config.checkpoint_info(), args.out / "model")
     metrics = build_metrics(
         config, history, test, dev_report, summary, None, time.perf_counter() - started
     )

@@ -21,6 +21,7 @@ import numpy as np
 
 from training.batching import Encoded, batch_indices, encode, pad
 from training.calibration import expected_calibration_error, softmax
+from training.checkpoint import CheckpointInfo
 from training.data import Row
 from training.evaluate import classification_metrics, cross_entropy, predict_logits
 
@@ -45,6 +46,12 @@ class TrainConfig:
     text_pair: bool = True  # "[CLS] entity [SEP] text [SEP]": the labels are toward the entity
     soup: int = 3  # average this many runs (data-order seeds seed, seed+1, ...); 1 = one run
     preprocess: str | None = None  # a service.preprocess name (e.g. "tweet-1"); None: raw text
+
+    def checkpoint_info(self) -> CheckpointInfo:
+        """How this config fed the model: the facts export and the service must not guess."""
+        return CheckpointInfo(
+            list(self.labels), self.max_length, self.base_model, self.text_pair, self.preprocess
+        )
 
 
 @dataclass
