@@ -14,6 +14,16 @@ from export.errors import ExportError, FusionError, GateError
 from export.parity import Thresholds
 from export.quantize import SCHEMES
 
+# The gate's criteria a run may change: flag -> (Thresholds field, flag units per field unit, help).
+# One table both ways, so a flag's default and its value in the gate cannot drift apart.
+GATE_FLAGS: dict[str, tuple[str, int, str]] = {
+    "--max-logit-diff": ("max_logit_diff", 1, "allowed max |fp32 ONNX - TF| logit"),
+    "--min-agreement": ("min_agreement", 1, "required int8 vs fp32 label agreement, 0-1"),
+    "--max-accuracy-delta-pt": (
+        "max_accuracy_delta", 100, "allowed |int8 - fp32| accuracy, in percentage points",
+    ),
+}  # fmt: skip
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     defaults = Thresholds()
@@ -64,25 +74,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "rowwise (per-token scales), or auto: static when it keeps the label agreement on "
         "held-out training tweets, else rowwise (default %(default)s)",
     )
-    p.add_argument(
-        "--max-logit-diff",
-        type=float,
-        default=defaults.max_logit_diff,
-        help="allowed max |fp32 ONNX - TF| logit (default %(default)g)",
-    )
-    p.add_argument(
-        "--min-agreement",
-        type=float,
-        default=defaults.min_agreement,
-        help="required int8 vs fp32 label agreement, 0-1 (default %(default)g)",
-    )
-    p.add_argument(
-        "--max-accuracy-delta-pt",
-        type=float,
-        default=defaults.max_accuracy_delta * 100,
-        help="allowed |int8 - fp32| accuracy, in percentage points (default %(default)g)",
-    )
+    for flag, (field, scale, text) in GATE_FLAGS.items():
+        default = getattr(defaults, field) * scale
+        p.add_argument(flag, type=float, default=default, help=f"{text} (default %(default)g)")
     return p.parse_args(argv)
+
+
+def _thresholds(args: argparse.Namespace) -> Thresholds:
+    """The gate's criteria from their flags, back in Thresholds' units."""
+    return Thresholds(
+        **{
+            field: getattr(args, flag.removeprefix("--").replace("-", "_")) / scale
+            for flag, (field, scale, _) in GATE_FLAGS.items()
+        }
+    )
 
 
 def _sources(value: str | None) -> list[str]:
@@ -107,11 +112,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from export.pipeline import export_bundle  # after parsing: --help needs no TensorFlow
 
-    thresholds = Thresholds(
-        max_logit_diff=args.max_logit_diff,
-        min_agreement=args.min_agreement,
-        max_accuracy_delta=args.max_accuracy_delta_pt / 100,
-    )
     try:
         export_bundle(
             args.checkpoint,
@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             texts_file=args.texts_file,
             opset=args.opset,
             max_texts=args.max_texts,
-            thresholds=thresholds,
+            thresholds=_thresholds(args),
             keep_intermediate=args.keep_intermediate,
             model_name=args.model_name,
             sources=_sources(args.sources),
