@@ -2,23 +2,23 @@
 batch-mates.
 
 ONNX Runtime's dynamic int8 takes one activation scale per tensor, i.e. per *batch*: a text
-run with others gets other scales than run alone (0.047-0.10 max |Δprob| measured), so the
-service could never batch. Here every constant-weight MatMul `x @ W` becomes
+run with others gets other scales than run alone, so the service could never batch. Here every
+constant-weight MatMul `x @ W` becomes
 
     s = max|x| over the hidden axis / 127          one scale per token, [batch, seq, 1]
     q = QuantizeLinear(x, s, 128)                   uint8, blocked over the whole hidden axis
     y = MatMulIntegerToFloat(q, Wq, 1, sw, 128) * s (int8 per-column weights, VNNI u8s8 GEMM)
 
-Every op is per token, so padding and batch-mates change nothing (0 drift measured). GELU
+Every op is per token, so padding and batch-mates change nothing (the gate checks it). GELU
 outputs (>= -0.17) are shifted by +0.17 and use the full uint8 range with zero point 0 — twice
 the resolution of the symmetric code — and the shift's constant term is folded into the
 following SkipLayerNormalization's bias. Weights: per-column symmetric int8.
 
 The fused `Attention` op takes its input pre-quantized with one scalar scale (QAttention), so
 it is first split back into its QKV MatMul, a Split and `MultiHeadAttention` (same math).
-Measured alternatives on the 3-class model (2,048 held-out training tweets, one thread):
-static per-tensor int8 98.3 % agreement (fails the gate), `MatMulNBits` 8-bit 2-3x slower
-than fp32 on this stack, s8s8 `MatMulIntegerToFloat` 7x slower than u8s8.
+Not the alternatives: one static scale per tensor loses agreement where three classes have
+near-ties, `MatMulNBits` runs at about fp32's speed here and s8s8 `MatMulIntegerToFloat` has no
+fast kernel (reports/experiments.md).
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def quantizable(model: onnx.ModelProto) -> list[onnx.NodeProto]:
 # Weight codes stay within +-63 (7 bits). On x86 CPUs without VNNI (AVX2 only: e.g. AMD Zen 1-3,
 # Intel before Cascade Lake), ONNX Runtime's u8 x s8 kernels add pairs of products in int16
 # with saturation: 255 x 127 x 2 overflows it, 255 x 63 x 2 = 32,130 does not. A full-range
-# weight gives wrong answers there (0.12 max |dprob| on the tests' tiny model vs 0.008 at 7
-# bits); a bundle must answer the same on every CPU it may be scheduled on.
+# weight gives wrong answers there; a bundle must answer the same on every CPU it may be
+# scheduled on.
 WEIGHT_LIMIT = 63
 
 

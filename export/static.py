@@ -3,9 +3,7 @@
 Like row-wise int8 (`export.rowwise`), a text's answer cannot depend on its batch-mates: the
 scales are constants of the graph, not statistics of the batch. It is cheaper, because it drops
 row-wise's per-token Abs/ReduceMax/scale passes and keeps the fused Attention fused (as
-`QAttention`, whose input scale is a scalar). Measured on the binary model, 2,048 held-out
-training tweets, one thread (reports/experiments.md, seventh session): 3.14 ms per lone text vs
-4.01 for row-wise, 2.52 vs 3.76 on two threads; agreement with fp32 99.61 % vs 99.80 %.
+`QAttention`, whose input scale is a scalar); the timings are in reports/experiments.md.
 
 The price: an activation beyond the calibrated range clips, and one scale per tensor is
 coarser than one per token. So the export checks the static graph on held-out training tweets
@@ -94,9 +92,8 @@ def activation_ranges(model: onnx.ModelProto, rows: Sequence[np.ndarray]) -> Ran
 
 def approximate_gelu(model: onnx.ModelProto) -> int:
     """BiasGelu (exact, erf) -> FastGelu (tanh approximation, same inputs), in place; returns
-    how many. |Δ| <= ~1e-3 per activation, far inside int8's error, and 8 % less time per
-    lone text on one thread (reports/experiments.md, seventh session). Static graphs only: the
-    fp32 graph stays exact for the gate's comparison with TF."""
+    how many. |Δ| <= ~1e-3 per activation, far inside int8's error, for less time per text.
+    Static graphs only: the fp32 graph stays exact for the gate's comparison with TF."""
     count = 0
     for node in model.graph.node:
         if node.op_type == "BiasGelu" and node.domain == MS_DOMAIN:
