@@ -23,6 +23,7 @@ from export import rowwise, static
 
 SCHEMES = ("auto", "static", "rowwise")  # auto: static if it holds on held-out tweets, else rowwise
 MOST_SENSITIVE = (2, 4)  # ladder rungs: this many of the most sensitive nodes in fp32
+WEIGHTS = "int8 per output column, symmetric; two neighbouring rows' codes within 128 together (rowwise.PAIR_BUDGET)"
 
 
 def prepare(fused: onnx.ModelProto) -> onnx.ModelProto:
@@ -114,7 +115,7 @@ def quantize(
     return {
         "scheme": rowwise.SCHEME,
         "activations": "uint8 per token (symmetric around 128; GELU outputs shifted, zero 0)",
-        "weights": "int8 per output column, symmetric, 7-bit (+-63: no int16 saturation without VNNI)",
+        "weights": WEIGHTS,
         "embeddings": "int8 (QEmbedLayerNormalization)",
         "matmuls_int8": rewritten,
         "fp32_nodes": list(fp32_nodes),
@@ -140,7 +141,7 @@ def quantize_static(
     return {
         "scheme": static.SCHEME,
         "activations": "uint8 per tensor, scale and zero point fixed from calibration",
-        "weights": "int8 per output column, symmetric, 7-bit (+-63: no int16 saturation without VNNI)",
+        "weights": WEIGHTS,
         "embeddings": "int8 (QEmbedLayerNormalization)",
         "matmuls_int8": rewritten,
         "gelu": f"tanh approximation (FastGelu) in {approximated} nodes",

@@ -78,20 +78,42 @@ def quantizable(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
 
 
-# Weight codes stay within +-63 (7 bits). On x86 CPUs without VNNI (AVX2 only: e.g. AMD Zen 1-3,
-# Intel before Cascade Lake), ONNX Runtime's u8 x s8 kernels add pairs of products in int16
-# with saturation: 255 x 127 x 2 overflows it, 255 x 63 x 2 = 32,130 does not. A full-range
-# weight gives wrong answers there; a bundle must answer the same on every CPU it may be
-# scheduled on.
-WEIGHT_LIMIT = 63
+# u8 x s8 GEMMs on x86 CPUs without VNNI (AVX2 only: e.g. AMD Zen 1-3, Intel before Cascade
+# Lake) multiply activation codes (0..255) by weight codes and add the products of two
+# neighbouring input rows (2i, 2i+1) in int16 with saturation: 255 x (|w_2i| + |w_2i+1|) must
+# stay within 32,767, so each such pair of codes may add up to 128 in magnitude. A full-range
+# pair (127 + 127) saturates and gives wrong answers there, and a bundle must answer the same
+# on every CPU it may be scheduled on. Budgeting pairs, not single codes, keeps a column's
+# large weights at (nearly) 8-bit resolution: a large weight is rarely next to another one.
+PAIR_BUDGET = 128
+WEIGHT_LIMIT = 127
 
 
-def int8_columns(w: np.ndarray, limit: int = WEIGHT_LIMIT) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column symmetric int8 codes (within +-`limit`) and scales of a [in, out] weight."""
-    scale = np.abs(w).max(axis=0) / float(limit)
+def int8_columns(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column symmetric int8 codes and scales of a [in, out] weight, every pair of
+    neighbouring rows' codes within `PAIR_BUDGET` together."""
+    rows = w.shape[0]
+    padded = np.vstack([w, np.zeros((rows % 2, w.shape[1]), w.dtype)]).astype(np.float64)
+    pairs = np.abs(padded[0::2]) + np.abs(padded[1::2])
+    scale = np.maximum(pairs.max(axis=0) / PAIR_BUDGET, np.abs(w).max(axis=0) / WEIGHT_LIMIT)
     scale[scale == 0] = 1.0
-    codes = np.clip(np.round(w / scale), -limit, limit).astype(np.int8)
-    return codes, scale.astype(np.float32)
+    exact = padded / scale
+    codes = np.clip(np.round(exact), -WEIGHT_LIMIT, WEIGHT_LIMIT)
+    _fit_pairs(codes, exact)
+    return codes[:rows].astype(np.int8), scale.astype(np.float32)
+
+
+def _fit_pairs(codes: np.ndarray, exact: np.ndarray) -> None:
+    """Rounding can lift a pair to 129: pull in the code rounded furthest away from zero (its
+    error stays under one step), in place."""
+    even, odd = codes[0::2], codes[1::2]  # views
+    over = np.abs(even) + np.abs(odd) > PAIR_BUDGET
+    lift_even = np.abs(even) - np.abs(exact[0::2])
+    lift_odd = np.abs(odd) - np.abs(exact[1::2])
+    shrink_even = over & (lift_even >= lift_odd)
+    even[shrink_even] -= np.sign(even[shrink_even])
+    shrink_odd = over & ~shrink_even
+    odd[shrink_odd] -= np.sign(odd[shrink_odd])
 
 
 class _Builder:
