@@ -614,11 +614,33 @@ def test_a_stuck_inference_fails_health_and_shutdown_does_not_wait_for_it(
     release.set()
 
 
-def test_a_healthy_service_never_calls_its_supervisor(client: TestClient) -> None:
-    state = client.app.state.service  # type: ignore[attr-defined]
-    assert client.post("/predict", json={"text": "good"}).status_code == 200
-    time.sleep(2 * WATCHDOG_S)
-    assert state.failed is None and client.get("/health").status_code == 200
+def test_a_healthy_service_never_calls_its_supervisor(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Waited for by the watchdog's own checks, not a sleep: a watchdog that never ran would
+    leave the service just as untouched."""
+    supervisor = RecordingSupervisor()
+    app = create_app(make_settings(), supervisor=supervisor)
+    second_check = threading.Event()
+    with TestClient(app) as client:
+        state = app.state.service
+        scheduler: Any = state.registry.default.scheduler
+        problem = scheduler.problem
+        answers: list[str | None] = []
+
+        def watched() -> str | None:
+            answers.append(problem())
+            if len(answers) == 2:  # by now the watchdog has acted on the first answer
+                second_check.set()
+            return answers[-1]
+
+        scheduler.problem = watched
+        assert client.post("/predict", json={"text": "good"}).status_code == 200
+        assert second_check.wait(20 * WATCHDOG_S), "no second watchdog check"
+        assert answers[:2] == [None, None]
+        assert state.failed is None and client.get("/health").status_code == 200
+        assert not supervisor.stopped.is_set()
+    assert supervisor.exits == []  # and the shutdown reports no failure
 
 
 # ------------------------------------------------------------------- slow and broken clients
