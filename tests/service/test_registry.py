@@ -275,9 +275,37 @@ def test_the_start_up_layout_choice_is_bounded_and_reported(tiny_bundle: Path) -
     assert layout["chosen_by"] == "measurement" and layout["loaded_threads"] == 1
     timings = layout["alone_p50_ms_by_threads"]
     assert set(timings) == {"1", "2"} and all(v > 0 for v in timings.values())
-    kept = timings["2"] <= timings["1"] * 0.95
-    assert (engine.idle_session is not None) is kept
-    assert layout["alone_threads"] == (2 if kept else 1)
+    # which way it went depends on this machine: the rule itself is tested on fixed timings below
+    assert layout["alone_threads"] == engine.idle_threads in (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("one_thread_ms", "two_threads_ms", "alone"),
+    [
+        (10.0, 5.0, 2),  # twice as fast alone: kept
+        (10.0, 9.4, 2),  # 6 % faster: kept
+        (10.0, 9.6, 1),  # 4 % faster: not worth an idle session
+        (10.0, 10.0, 1),
+        (10.0, 14.0, 1),  # slower (no spinning on a busy machine)
+    ],
+)
+def test_the_idle_session_is_kept_only_when_it_is_at_least_5_percent_faster(
+    tiny_bundle: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    one_thread_ms: float,
+    two_threads_ms: float,
+    alone: int,
+) -> None:
+    from service.bundle import load_bundle
+    from service.registry import choose_layout
+
+    engine = Engine(load_bundle(tiny_bundle), threads=1, idle_threads=2)
+    measured = {1: one_thread_ms, 2: two_threads_ms}
+    monkeypatch.setattr(engine, "time_alone", lambda budget_s: measured)
+    layout = choose_layout(Settings(bundle=tiny_bundle, threads=1, idle_threads=0), engine)
+    assert layout["alone_threads"] == alone and layout["chosen_by"] == "measurement"
+    assert (engine.idle_session is not None) is (alone == 2)
+    assert layout["alone_p50_ms_by_threads"] == {"1": one_thread_ms, "2": two_threads_ms}
 
 
 @pytest.mark.parametrize(
