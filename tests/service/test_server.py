@@ -282,9 +282,7 @@ def test_sigterm_during_load_loses_no_accepted_request(
     # The /ready probe below opens a new connection after SIGTERM: it must land inside the
     # drain delay, with margin for a loaded CI machine (uvicorn closes a connection that has
     # not sent its request yet once the listener closes).
-    server = start(
-        tmp_path, sluggish_bundle, SENTIMENT_DRAIN_DELAY_S="3", SENTIMENT_MAX_BATCH="2"
-    )
+    server = start(tmp_path, sluggish_bundle, SENTIMENT_DRAIN_DELAY_S="3", SENTIMENT_MAX_BATCH="2")
     servers.append(server)
     truth = expected(sluggish_bundle, TEXTS)
     bodies: list[dict[str, object]] = [{"text": TEXTS[i % len(TEXTS)]} for i in range(120)]
