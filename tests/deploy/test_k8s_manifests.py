@@ -162,13 +162,12 @@ def test_environment_is_valid_settings(manifests: dict[str, dict[str, Any]]) -> 
 def test_grace_period_covers_prestop_and_the_drain(manifests: dict[str, dict[str, Any]]) -> None:
     """kubelet kills at terminationGracePeriodSeconds, counted from the start of preStop."""
     pod = manifests["Deployment"]["spec"]["template"]["spec"]
+    # Settings refuses a shutdown timeout shorter than the longest accepted request (two
+    # request timeouts), so reading the manifest's values is the check that the drain covers it.
     settings = Settings.from_env(literal_env(manifests))
     pre_stop = container(manifests)["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pre_stop >= 3, "endpoint removal needs a few seconds to reach every node"
     assert settings.drain_delay_s == Settings().drain_delay_s, "the default drain delay"
-    assert settings.shutdown_timeout_s >= settings.longest_request_s == 20, (
-        "an accepted request may wait one request timeout and run another: drain that long"
-    )
     needed = (
         pre_stop
         + settings.drain_delay_s

@@ -29,13 +29,24 @@ def test_sensitivity_scores_every_quantized_node(prepared: onnx.ModelProto) -> N
 
 
 def test_ladder_starts_all_int8_then_orders_fp32_sets_by_size(prepared: onnx.ModelProto) -> None:
+    """The tiny checkpoint: dim 32, FFN 64, 2 layers, a 32x32 pre-classifier and a 32x2 head."""
     names = [n.name for n in prepared.graph.node if n.op_type == "MatMul"]
     scores = {name: float(i) for i, name in enumerate(names)}  # the last nodes are "worst"
     rungs = quantize.ladder(prepared, scores)
     assert rungs[0] == ("int8", [])
-    assert [r for r, _ in rungs[1:]].count("int8, FFN output projections fp32") == 1
+    assert [name for name, _ in rungs] == [
+        "int8",
+        "int8, 2 most sensitive nodes fp32",  # the head: 32x2 + 32x32 = 1,088 weights
+        "int8, FFN output projections fp32",  # 2 x 64x32 = 4,096
+        "int8, 4 most sensitive nodes fp32",  # the head and layer 2's FFN: 1,088 + 4,096
+    ]
     most = dict(rungs)["int8, 2 most sensitive nodes fp32"]
     assert most == names[::-1][:2]
-    sizes = [sum(quantize._weights(prepared)[n].size for n in nodes) for _, nodes in rungs[1:]]
-    assert sizes == sorted(sizes)
-    assert len({frozenset(nodes) for _, nodes in rungs}) == len(rungs)  # no rung twice
+    weight = {n.name: n.input[1] for n in prepared.graph.node if n.op_type == "MatMul"}
+    dims = {i.name: list(i.dims) for i in prepared.graph.initializer}
+    shapes = [sorted(dims[weight[n]] for n in nodes) for _, nodes in rungs[1:]]
+    assert shapes == [
+        [[32, 2], [32, 32]],
+        [[64, 32], [64, 32]],
+        [[32, 2], [32, 32], [32, 64], [64, 32]],
+    ]

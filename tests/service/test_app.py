@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import shutil
@@ -21,7 +22,7 @@ from starlette.testclient import TestClient
 from service import Settings, create_app
 from service.app import Handlers, ServiceState
 from service.backoff import RetryAfter
-from service.bundle import BundleError, sha256_file
+from service.bundle import BundleError
 from service.engine import Probs
 from service.errors import ApiError
 from service.lifecycle import EXECUTOR_GRACE_S, EXIT_FAILED, WATCHDOG_S, Supervisor
@@ -129,7 +130,8 @@ def test_probes_and_info(client: TestClient, tiny_bundle: Path) -> None:
     info = client.get("/info").json()
     assert info["model_name"] == "tiny-test" and info["labels"] == ["Negative", "Positive"]
     assert info["max_length"] == 16 and "mode" not in info
-    assert info["bundle_sha256"] == sha256_file(tiny_bundle / "manifest.json")
+    manifest = (tiny_bundle / "manifest.json").read_bytes()
+    assert info["bundle_sha256"] == hashlib.sha256(manifest).hexdigest()  # as sha256sum prints
     assert info["manifest"]["note"] == "tiny test model" and "files" not in info["manifest"]
     assert {"service", "onnxruntime", "tokenizers", "python"} <= set(info["versions"])
 
@@ -614,11 +616,33 @@ def test_a_stuck_inference_fails_health_and_shutdown_does_not_wait_for_it(
     release.set()
 
 
-def test_a_healthy_service_never_calls_its_supervisor(client: TestClient) -> None:
-    state = client.app.state.service  # type: ignore[attr-defined]
-    assert client.post("/predict", json={"text": "good"}).status_code == 200
-    time.sleep(2 * WATCHDOG_S)
-    assert state.failed is None and client.get("/health").status_code == 200
+def test_a_healthy_service_never_calls_its_supervisor(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Waited for by the watchdog's own checks, not a sleep: a watchdog that never ran would
+    leave the service just as untouched."""
+    supervisor = RecordingSupervisor()
+    app = create_app(make_settings(), supervisor=supervisor)
+    second_check = threading.Event()
+    with TestClient(app) as client:
+        state = app.state.service
+        scheduler: Any = state.registry.default.scheduler
+        problem = scheduler.problem
+        answers: list[str | None] = []
+
+        def watched() -> str | None:
+            answers.append(problem())
+            if len(answers) == 2:  # by now the watchdog has acted on the first answer
+                second_check.set()
+            return answers[-1]
+
+        scheduler.problem = watched
+        assert client.post("/predict", json={"text": "good"}).status_code == 200
+        assert second_check.wait(20 * WATCHDOG_S), "no second watchdog check"
+        assert answers[:2] == [None, None]
+        assert state.failed is None and client.get("/health").status_code == 200
+        assert not supervisor.stopped.is_set()
+    assert supervisor.exits == []  # and the shutdown reports no failure
 
 
 # ------------------------------------------------------------------- slow and broken clients

@@ -67,17 +67,20 @@ def test_records_become_json_lines_with_their_extra_fields(handler) -> None:  # 
 
 def test_a_burst_is_written_at_once_and_close_writes_what_is_queued(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     writes: list[str] = []
+    burst_written = threading.Event()
 
     class Recorder(io.StringIO):
         def write(self, text: str) -> int:
             writes.append(text)
+            if sum(part.count("\n") for part in writes) >= 50:
+                burst_written.set()
             return len(text)
 
     monkeypatch.setattr(logs.sys, "stderr", Recorder())
     made = logs.QueueStderrHandler()
     for i in range(50):
         made.handle(record(f"line {i}"))
-    time.sleep(3 * logs.FLUSH_S)
+    assert burst_written.wait(5), f"{len(writes)} writes, the burst not all written"
     assert len(writes) <= 2  # one wake-up per burst, not per line (the first may go alone)
     made.handle(record("last"))
     made.close()  # before the writer's pause ends: the record is still written

@@ -228,23 +228,36 @@ def test_a_wedged_inference_still_answers_within_two_timeouts() -> None:
 
 def test_close_finishes_admitted_work_then_refuses() -> None:
     infer = GatedInfer()
-    infer.gate.clear()
+    permits = threading.Semaphore(0)
 
-    async def go() -> None:
-        scheduler, executor = make(infer, max_batch=2)
+    def one_at_a_time(rows: Sequence[Sequence[int]]) -> Probs:
+        assert permits.acquire(timeout=10)
+        return infer(rows)
+
+    async def go() -> list[str]:
+        scheduler, executor = make(one_at_a_time, max_batch=2)
+        events: list[str] = []
         admitted = [asyncio.ensure_future(scheduler.predict([[i]])) for i in range(5)]
-        await asyncio.sleep(0.01)
+        for i, request in enumerate(admitted):
+            request.add_done_callback(lambda _, i=i: events.append(f"answered {i}"))
+        await asyncio.sleep(0)  # one loop turn: the five are admitted
+        assert scheduler.depth == 5
         closing = asyncio.ensure_future(scheduler.aclose())
-        await asyncio.sleep(0.01)
-        assert not closing.done()
+        closing.add_done_callback(lambda _: events.append("closed"))
+        await asyncio.sleep(0)  # one loop turn: aclose has marked the scheduler closed
         with pytest.raises(Closed):
             await scheduler.predict([[7]])
-        infer.gate.set()
+        for request in admitted:  # one run at a time
+            permits.release()
+            await request
+            await asyncio.sleep(0)  # a turn in which an aclose woken by this answer would end
         await closing
         assert [p.tolist() for p in await asyncio.gather(*admitted)] == [[[i, 1]] for i in range(5)]
         executor.shutdown()
+        return events
 
-    run(go)
+    # aclose returned after the last admitted answer, not at the first
+    assert run(go) == [f"answered {i}" for i in range(5)] + ["closed"]
 
 
 def test_inference_errors_reach_the_caller() -> None:

@@ -15,8 +15,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from service import Settings, create_app
+from service import score as score_module
 from service.score import Progress, ScoreConfig, ScoreError, main, resolve_bundle, score
-from service.settings import available_cpus
 from service.tables import Reader
 from tests.service.tiny_bundle import build_bundle
 
@@ -246,9 +246,12 @@ def test_the_command_line_end_to_end(tmp_path: Path, tiny_bundle: Path) -> None:
     assert done.stderr.strip().splitlines()[-1].startswith("scored 4 rows, skipped 0 in ")
 
 
-def test_every_core_gets_a_run_by_default() -> None:
-    assert ScoreConfig(Path("x.csv")).pool == available_cpus()
-    assert ScoreConfig(Path("x.csv"), threads=2).pool == max(1, available_cpus() // 2)
+def test_every_core_gets_a_run_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(score_module, "available_cpus", lambda: 8)  # known, on any machine
+    assert ScoreConfig(Path("x.csv")).pool == 8
+    assert ScoreConfig(Path("x.csv"), threads=2).pool == 4
+    assert ScoreConfig(Path("x.csv"), threads=3).pool == 2  # rounded down
+    assert ScoreConfig(Path("x.csv"), threads=16).pool == 1  # never zero
     assert ScoreConfig(Path("x.csv"), pool_size=3).pool == 3
 
 

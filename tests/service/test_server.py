@@ -27,7 +27,6 @@ from benchmarks.ports import free_port
 from service.backoff import CEILING_S
 from service.bundle import load_bundle
 from service.engine import Engine
-from service.settings import available_cpus
 from tests.service.tiny_bundle import build_bundle
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # real server processes
@@ -336,7 +335,6 @@ def test_two_workers_serve_and_share_metrics(
         assert server.metric(ok) == 100
     info = httpx.get(server.url + "/info").json()
     assert info["runtime"]["workers"] == 2
-    assert info["runtime"]["pool_size"] == max(1, available_cpus() // 2)
     # each worker logs its own start; the supervising parent is not one of them
     workers = set(re.findall(r"Started server process \[(\d+)\]", server.logs()))
     assert len(workers) == 2 and str(server.process.pid) not in workers, server.logs()

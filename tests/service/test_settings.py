@@ -4,19 +4,29 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Settings, SettingsError, available_cpus
+from service import settings as settings_module
+from service.settings import Settings, SettingsError
+
+CORES = 8  # what `available_cpus` reports in the tests that split cores (any machine)
 
 
-def test_defaults_without_environment() -> None:
+@pytest.fixture
+def eight_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool size follows the cores this process may use: pin them, so the expected sizes
+    are known numbers rather than the same division the code does."""
+    monkeypatch.setattr(settings_module, "available_cpus", lambda: CORES)
+
+
+def test_defaults_without_environment(eight_cores: None) -> None:
     settings = Settings.from_env({})
     assert settings.bundles == (Path("models/sentiment-binary"),) and settings.bundle is None
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
     assert settings.max_body_bytes == 65536 and settings.max_texts == 64
     assert settings.api_key is None
-    assert settings.threads == 1 and settings.pool_size == available_cpus()
+    assert settings.threads == 1 and settings.pool_size == 8  # one single-threaded run per core
 
 
-def test_reads_every_prefixed_variable() -> None:
+def test_reads_every_prefixed_variable(eight_cores: None) -> None:
     env = {
         "SENTIMENT_BUNDLE": "/b",
         "SENTIMENT_PORT": "9001",
@@ -32,7 +42,7 @@ def test_reads_every_prefixed_variable() -> None:
     assert settings.max_tokens == 1024
     assert settings.api_key == "s3cret" and settings.access_log is False
     assert settings.log_level == "warning"
-    assert settings.threads == 1 and settings.pool_size == max(1, available_cpus() // 2)
+    assert settings.threads == 1 and settings.pool_size == 4  # 8 cores over 2 workers
 
 
 def test_bundles_are_a_comma_separated_list_the_first_being_the_default() -> None:
@@ -75,11 +85,15 @@ def test_overrides_replace_the_bundles_instead_of_conflicting() -> None:
     assert alias.with_overrides(port=1).bundles == (Path("a"),)
 
 
-def test_cores_are_split_across_workers_runs_and_threads() -> None:
-    cores = available_cpus()
-    assert Settings(workers=1).pool_size == cores  # one single-threaded run per core
-    assert Settings(workers=2).pool_size == max(1, cores // 2)
-    assert Settings(threads=2).pool_size == max(1, cores // 2)
+def test_cores_are_split_across_workers_runs_and_threads(eight_cores: None) -> None:
+    assert Settings(workers=1).pool_size == 8  # one single-threaded run per core
+    assert Settings(workers=2).pool_size == 4
+    assert Settings(threads=2).pool_size == 4
+    assert Settings(workers=3).pool_size == 2  # 8 // 3 cores each, rounded down
+    assert Settings(threads=3).pool_size == 2
+    assert Settings(workers=2, threads=3).pool_size == 1  # 4 cores a worker, 3 threads a run
+    assert Settings(workers=16).pool_size == 1  # never zero
+    assert Settings(threads=16).pool_size == 1
     assert Settings(threads=2, pool_size=3).pool_size == 3  # explicit wins
 
 
@@ -114,11 +128,13 @@ def test_every_problem_is_reported_at_once() -> None:
     assert "SENTIMENT_MAX_BATCH" in str(info.value) and "SENTIMENT_MAX_TEXTS" in str(info.value)
 
 
-def test_overrides_win_and_public_view_masks_the_key() -> None:
+def test_overrides_win_and_public_view_masks_the_key(eight_cores: None) -> None:
     settings = Settings.from_env({"SENTIMENT_PORT": "1"}, port=2, api_key="k")
     assert settings.port == 2
     assert settings.public()["api_key"] == "***"
-    assert settings.with_overrides(workers=2).pool_size == max(1, available_cpus() // 2)
+    assert settings.pool_size == 8
+    assert settings.with_overrides(workers=2).pool_size == 4  # recomputed, not kept at 8
+    assert settings.with_overrides(threads=4).pool_size == 2
 
 
 def test_settings_are_frozen() -> None:
@@ -136,5 +152,5 @@ def test_the_shutdown_timeout_covers_the_longest_request() -> None:
     assert Settings(request_timeout_s=10, shutdown_timeout_s=20).longest_request_s == 20
     with pytest.raises(SettingsError, match=r"SHUTDOWN_TIMEOUT_S \(15\) must be >= 2 x"):
         Settings(request_timeout_s=10, shutdown_timeout_s=15)
-    defaults = Settings()
-    assert defaults.shutdown_timeout_s >= defaults.longest_request_s
+    with pytest.raises(SettingsError, match=r"SHUTDOWN_TIMEOUT_S \(30\) must be >= 2 x"):
+        Settings(request_timeout_s=16)  # the default shutdown timeout, a longer request timeout

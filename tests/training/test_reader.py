@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.reader import DataError, normalise, read_source_file
+from training.reader import DataError, read_source_file
 from training.sources import SOURCES, SpecError, spec_from_toml, user_source
 
 DATA_ROOT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -18,17 +18,18 @@ def csv_source(path: Path, **extra: object) -> object:
 
 def test_user_csv_maps_labels_any_case_and_counts_skips(tmp_path: Path) -> None:
     path = tmp_path / "mine.csv"
-    path.write_text('label,text\npositive,"great, ""really"""\nNEGATIVE,bad\nneutral,   \n')
+    path.write_text('label,text\npositive,"Great,  ""REALLY"""\nNEGATIVE,bad\nneutral,   \n')
     spec = user_source(path, text_col="text", label_col="label", label_map={
         "positive": "Positive", "NEGATIVE": "Negative", "neutral": "Neutral"})  # fmt: skip
     rows, report = read_source_file(spec, path)
     assert [(r.label, r.text) for r in rows] == [
-        ("Positive", 'great, "really"'),
+        ("Positive", 'Great,  "REALLY"'),
         ("Negative", "bad"),
     ]
     assert report.rows_read == 3 and report.rows_kept == 2
     assert report.dropped == {"empty text": 1}
-    assert rows[0].tweet_id == normalise(rows[0].text)  # no id column: the normalised text
+    # no id column: the key is the text lower-cased, whitespace collapsed
+    assert [r.tweet_id for r in rows] == ['great, "really"', "bad"]
 
 
 def test_tsv_and_jsonl_read_the_same_rows(tmp_path: Path) -> None:
