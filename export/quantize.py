@@ -125,27 +125,31 @@ def quantize(
 def quantize_static(
     fused: onnx.ModelProto,
     int8_path: Path,
-    calibration: Sequence[np.ndarray],
+    channels: static.Channels,
     *,
+    texts: int,
     fp32_nodes: Sequence[str] = (),
+    alpha: float | None = None,
 ) -> dict[str, Any]:
     """Write the static int8 model of the fused graph to `int8_path` (`fp32_nodes` stay fp32),
-    its activation ranges taken from `calibration` (token ids of training tweets); returns the
-    manifest settings."""
+    its activation ranges from `channels` (calibrated on `texts` training tweets), smoothed
+    with `alpha` when given; returns the manifest settings."""
     graph = onnx.ModelProto()
     graph.CopyFrom(fused)
-    ranges = static.activation_ranges(fused, calibration)
-    rewritten = static.quantize_static(graph, ranges, fp32_nodes)
+    divisors = None if alpha is None else static.smoothing(fused, channels, alpha)
+    ranges = static.tensor_ranges(channels, divisors)
+    rewritten = static.quantize_static(graph, ranges, fp32_nodes, divisors)
     approximated = static.approximate_gelu(graph)
     _save_with_int8_embeddings(graph, int8_path)
     return {
         "scheme": static.SCHEME,
         "activations": "uint8 per tensor, scale and zero point fixed from calibration",
+        "smoothing": "none" if alpha is None else f"per channel, alpha {alpha} (SmoothQuant)",
         "weights": WEIGHTS,
         "embeddings": "int8 (QEmbedLayerNormalization)",
         "matmuls_int8": rewritten,
         "gelu": f"tanh approximation (FastGelu) in {approximated} nodes",
-        "calibration_texts": len(calibration),
+        "calibration_texts": texts,
         "fp32_nodes": list(fp32_nodes),
     }
 

@@ -26,7 +26,9 @@ from onnx import TensorProto, helper, numpy_helper
 from export.rowwise import MS_DOMAIN, int8_columns
 
 SCHEME = "static-int8"
-Ranges = dict[str, tuple[float, float]]
+Ranges = dict[str, tuple[float, float]]  # per tensor
+Channels = dict[str, tuple[np.ndarray, np.ndarray]]  # per channel of the last axis: min, max
+Divisors = dict[str, np.ndarray]  # per channel: what smoothing divides an activation by
 
 
 def targets(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -77,17 +79,49 @@ def activations(
         yield dict(zip(names, session.run(list(names), feed), strict=True))
 
 
-def activation_ranges(model: onnx.ModelProto, rows: Sequence[np.ndarray]) -> Ranges:
-    """[min, max] of every quantized node's input over `rows` (token ids, one text per run),
-    widened to include 0 so that the zero point is exact."""
+def channel_ranges(model: onnx.ModelProto, rows: Sequence[np.ndarray]) -> Channels:
+    """Per-channel (last axis) [min, max] of every quantized node's input over `rows` (token
+    ids, one text per run): read once, whatever smoothing each rung then tries."""
     names = sorted({n.input[0] for n in targets(model)})
-    low = dict.fromkeys(names, 0.0)
-    high = dict.fromkeys(names, 0.0)
+    low: dict[str, np.ndarray] = {}
+    high: dict[str, np.ndarray] = {}
     for values in activations(model, names, rows):
         for name, value in values.items():
-            low[name] = min(low[name], float(value.min()))
-            high[name] = max(high[name], float(value.max()))
+            flat = value.reshape(-1, value.shape[-1])
+            low[name] = np.minimum(low.get(name, 0.0), flat.min(axis=0))
+            high[name] = np.maximum(high.get(name, 0.0), flat.max(axis=0))
     return {name: (low[name], high[name]) for name in names}
+
+
+def smoothing(model: onnx.ModelProto, channels: Channels, alpha: float) -> Divisors:
+    """Per-channel divisors moving activation outliers into the weights (SmoothQuant, Xiao et
+    al. 2023): x_j / s_j times s_j W_j is the same product, and s_j = peak|x_j|^alpha /
+    peak|W_j|^(1 - alpha) evens out the channels one per-tensor scale must cover. A tensor
+    feeding several quantized nodes gets one divisor from all of their weights."""
+    weights = {i.name: i for i in model.graph.initializer}
+    peak_w: dict[str, np.ndarray] = {}
+    for node in targets(model):
+        w = np.abs(numpy_helper.to_array(weights[node.input[1]])).max(axis=1)
+        x = node.input[0]
+        peak_w[x] = np.maximum(peak_w.get(x, 0.0), w)
+    out = {}
+    for x, w_peak in peak_w.items():
+        low, high = channels[x]
+        x_peak = np.maximum(np.abs(low), np.abs(high))
+        s = np.maximum(x_peak, 1e-5) ** alpha / np.maximum(w_peak, 1e-5) ** (1 - alpha)
+        out[x] = s.astype(np.float32)
+    return out
+
+
+def tensor_ranges(channels: Channels, divisors: Divisors | None = None) -> Ranges:
+    """One [min, max] per tensor (of x / s when smoothed), widened to include 0 so that the zero
+    point is exact."""
+    divisors = divisors or {}
+    ranges = {}
+    for name, (low, high) in channels.items():
+        s = divisors.get(name, np.float32(1.0))
+        ranges[name] = (min(0.0, float((low / s).min())), max(0.0, float((high / s).max())))
+    return ranges
 
 
 def approximate_gelu(model: onnx.ModelProto) -> int:
@@ -109,9 +143,17 @@ def uint8_params(low: float, high: float) -> tuple[np.float32, np.uint8]:
     return np.float32(scale), np.uint8(zero)
 
 
-def quantize_static(model: onnx.ModelProto, ranges: Ranges, fp32_nodes: Sequence[str] = ()) -> int:
+def quantize_static(
+    model: onnx.ModelProto,
+    ranges: Ranges,
+    fp32_nodes: Sequence[str] = (),
+    divisors: Divisors | None = None,
+) -> int:
     """Rewrite every `targets` node of the fused graph but `fp32_nodes` to static int8, in
-    place, with the activation `ranges`; returns how many nodes were rewritten."""
+    place, with the activation `ranges` (of x / s for a tensor with smoothing `divisors`: its
+    QuantizeLinear then scales per channel, and the weight rows are multiplied by s); returns
+    how many nodes were rewritten."""
+    divisors = divisors or {}
     weights = {i.name: i for i in model.graph.initializer}
     inits = set(weights)
     new_inits: list[onnx.TensorProto] = []
@@ -127,8 +169,14 @@ def quantize_static(model: onnx.ModelProto, ranges: Ranges, fp32_nodes: Sequence
         if x not in quantized:
             scale, zero = uint8_params(*ranges[x])
             s, z = const(f"staticq/{x}/scale", scale), const(f"staticq/{x}/zp", zero)
-            nodes.append(helper.make_node("QuantizeLinear", [x, s, z], [f"staticq/{x}/codes"]))
-            quantized[x] = (f"staticq/{x}/codes", s, z)
+            codes = f"staticq/{x}/codes"
+            if x in divisors:  # per channel: scale * s_j, one zero point
+                sv = const(f"staticq/{x}/scales", scale * divisors[x])
+                zv = const(f"staticq/{x}/zps", np.full(divisors[x].shape, zero, np.uint8))
+                nodes.append(helper.make_node("QuantizeLinear", [x, sv, zv], [codes], axis=-1))
+            else:
+                nodes.append(helper.make_node("QuantizeLinear", [x, s, z], [codes]))
+            quantized[x] = (codes, s, z)
         return quantized[x]
 
     count = 0
@@ -139,7 +187,10 @@ def quantize_static(model: onnx.ModelProto, ranges: Ranges, fp32_nodes: Sequence
             continue
         x_q, s, z = codes_of(node.input[0])
         w_name = node.input[1]
-        w_codes, w_scale = int8_columns(numpy_helper.to_array(weights[w_name]))
+        w = numpy_helper.to_array(weights[w_name])
+        if node.input[0] in divisors:
+            w = w * divisors[node.input[0]][:, None]
+        w_codes, w_scale = int8_columns(w)
         wq, ws = const(f"{w_name}/int8", w_codes), const(f"{w_name}/scale", w_scale)
         dead.add(w_name)
         if node.op_type == "Attention":

@@ -173,9 +173,12 @@ def test_a_refused_int8_graph_falls_back_to_the_next_rung(
     assert set(kept) <= set(ranked["relative_error_by_node"])
 
 
-def clipping_everything(model: onnx.ModelProto, rows: object) -> dict[str, tuple[float, float]]:
-    """Calibrated ranges so narrow that every activation clips: a static graph that is wrong."""
-    return {n.input[0]: (0.0, 1e-6) for n in static.targets(model)}
+def clipping_everything(model: onnx.ModelProto, rows: object) -> static.Channels:
+    """Calibrated ranges so narrow that every activation clips: a static graph that is wrong,
+    smoothed or not."""
+    inits = {i.name: i for i in model.graph.initializer}
+    rows_of = {n.input[0]: inits[n.input[1]].dims[0] for n in static.targets(model)}
+    return {x: (np.zeros(k, np.float32), np.full(k, 1e-6, np.float32)) for x, k in rows_of.items()}
 
 
 def test_static_int8_that_fails_on_held_out_tweets_falls_back_to_rowwise(
@@ -184,15 +187,19 @@ def test_static_int8_that_fails_on_held_out_tweets_falls_back_to_rowwise(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(static, "activation_ranges", clipping_everything)
+    monkeypatch.setattr(static, "channel_ranges", clipping_everything)
     out = tmp_path / "bundle"
     assert export_cli(tiny_checkpoint, out) == 0
     manifest = load_bundle(out).manifest
-    first, head, second = manifest["metrics"]["quantization_attempts"]
-    assert first["rung"] == "static int8" and not first["passed"]
-    assert head["rung"] == "static int8, fp32 head" and not head["passed"]
-    assert first["failures"][0].startswith("held-out agreement")
-    assert head["failures"][0].startswith("held-out agreement")
+    *statics, second = manifest["metrics"]["quantization_attempts"]
+    assert [a["rung"] for a in statics] == [
+        "static int8",
+        "static int8, smoothed (alpha 0.85)",
+        "static int8, smoothed (alpha 0.85), fp32 head",
+        "static int8, fp32 head",
+    ]
+    for attempt in statics:
+        assert not attempt["passed"] and attempt["failures"][0].startswith("held-out agreement")
     assert second == {"rung": "int8", "passed": True, "failures": []}
     assert manifest["quantization"]["scheme"] == "rowwise-int8"
 
@@ -204,13 +211,13 @@ def test_static_only_refused_exits_1_and_needs_training_tweets(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    real = static.activation_ranges
-    monkeypatch.setattr(static, "activation_ranges", clipping_everything)
+    real = static.channel_ranges
+    monkeypatch.setattr(static, "channel_ranges", clipping_everything)
     out = tmp_path / "bundle"
     assert export_cli(tiny_checkpoint, out, "--quantization", "static") == 1
     assert "static int8 refused: held-out agreement" in capsys.readouterr().err
     assert not out.exists()
-    monkeypatch.setattr(static, "activation_ranges", real)
+    monkeypatch.setattr(static, "channel_ranges", real)
     (tmp_path / "texts.tsv").write_text("Positive\tlove this game\n")
     args = ["--checkpoint", str(tiny_checkpoint), "--texts-file", str(tmp_path / "texts.tsv")]
     assert main([*args, "--out", str(out), "--quantization", "static"]) == 2

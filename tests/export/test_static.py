@@ -25,7 +25,8 @@ CALIBRATION = [np.array(row, np.int64) for row in [*ROWS, [2, 40, 41, 42, 3], [2
 def static_int8(intermediate: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     fused = onnx.load(intermediate / "model.fp32.fused.onnx")
     path = tmp_path_factory.mktemp("static") / "model.int8.onnx"
-    settings = quantize.quantize_static(fused, path, CALIBRATION)
+    channels = static.channel_ranges(fused, CALIBRATION)
+    settings = quantize.quantize_static(fused, path, channels, texts=len(CALIBRATION))
     assert settings["scheme"] == static.SCHEME and settings["calibration_texts"] == len(CALIBRATION)
     assert settings["matmuls_int8"] == 2 + 2 * 3 + 2  # QKV per layer, out + FFN in/out, head
     assert settings["gelu"] == "tanh approximation (FastGelu) in 2 nodes"
@@ -110,3 +111,39 @@ def test_inputs_beyond_the_calibrated_range_clip() -> None:
     np.testing.assert_allclose(session.run(None, {"x": inside})[0], inside, atol=2 / 255)
     beyond = np.array([[3.0, -5.0, 0.0, 1.0]], np.float32)
     np.testing.assert_allclose(session.run(None, {"x": beyond})[0], [[1, -1, 0, 1]], atol=2 / 255)
+
+
+def test_smoothing_divisors_and_the_ranges_they_give() -> None:
+    """s_j = peak|x_j|^alpha / peak|W_j|^(1 - alpha), worked out by hand; the tensor's range is
+    that of x / s, with 0 inside it."""
+    w = np.array([[1.0, -0.5], [4.0, 2.0]], np.float32)  # row peaks 1 and 4
+    channels = {"x": (np.array([-1.0, -10.0]), np.array([2.0, 40.0]))}  # peaks 2 and 40
+    divisors = static.smoothing(one_matmul(w), channels, 0.5)
+    np.testing.assert_allclose(divisors["x"], [np.sqrt(2.0), np.sqrt(10.0)], rtol=1e-6)
+    low, high = static.tensor_ranges(channels, {"x": np.array([1.0, 10.0], np.float32)})["x"]
+    assert (low, high) == (-1.0, 4.0)
+    assert static.tensor_ranges({"x": (np.array([1.0]), np.array([3.0]))})["x"] == (0.0, 3.0)
+
+
+def test_smoothing_keeps_the_product_and_rescues_small_channels() -> None:
+    """One outlier channel (x50) sets the per-tensor scale and crushes the others to a few
+    codes; smoothing moves it into the weight, so the small channels keep their resolution."""
+    rng = np.random.default_rng(7)
+    w = rng.normal(size=(8, 4)).astype(np.float32)
+    x = rng.normal(size=(64, 8)).astype(np.float32)
+    x[:, 0] *= 50.0
+    calibration = (x.min(axis=0), x.max(axis=0))
+    exact = x @ w
+    errors = {}
+    for alpha in (None, 0.85):
+        model = one_matmul(w)
+        divisors = None if alpha is None else static.smoothing(model, {"x": calibration}, alpha)
+        ranges = static.tensor_ranges({"x": calibration}, divisors)
+        assert static.quantize_static(model, ranges, divisors=divisors) == 1
+        quantize = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+        scale = next(i for i in model.graph.initializer if i.name == quantize.input[1])
+        assert list(scale.dims) == ([] if alpha is None else [8])  # per tensor / per channel
+        got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+        errors[alpha] = float(np.abs(got - exact).mean())
+    assert errors[0.85] < 0.5 * errors[None]
+    assert errors[0.85] < 0.02 * float(np.abs(exact).mean())
