@@ -29,7 +29,7 @@ $(VENV)/.base:
 	touch $@
 
 $(VENV)/.all: $(VENV)/.base setup.cfg constraints.txt
-	$(PIP) -e '.[train,export,bench,test]'
+	$(PIP) -e '.[train,export,bench,test,ray]'
 	# tf-keras declares the 570 MB `tensorflow` wheel; tensorflow-cpu already provides it.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps tf-keras==2.21.0
 	touch $@
