@@ -63,9 +63,9 @@ def import_ray() -> Any:
         import ray.data
     except ImportError:
         raise ScoreError(NEEDS_RAY) from None
-    for handler in logging.getLogger("ray.data").handlers:  # its log file keeps every line
-        if handler.name == "console":
-            handler.setLevel(logging.ERROR)
+    for handler in logging.getLogger("ray.data").handlers:  # its log file keeps every line;
+        if handler.name == "console":  # a failure is reported by the scorer, in one line
+            handler.setLevel(logging.CRITICAL)
     return ray
 
 
@@ -262,8 +262,8 @@ def _cause(exc: BaseException) -> BaseException:
         if found is None or id(found) in seen:
             continue
         seen.add(id(found))
-        if type(found) in (TableError, ScoreError, BundleError):
-            return found
+        if type(found) in (TableError, ScoreError, BundleError):  # Ray Data appends to its text
+            return type(found)(str(found).splitlines()[0])
         todo += [found.__cause__, found.__context__, getattr(found, "cause", None)]
     return exc
 
