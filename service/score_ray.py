@@ -51,13 +51,19 @@ from service.settings import Settings, available_cpus
 from service.tables import Inputs, TableError, open_writer
 
 NEEDS_RAY = "--engine ray needs Ray: pip install .[ray]"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 READ_CPUS = 1  # held on the driver's node for the read tasks
 READY_TIMEOUT_S = 120.0  # for the read's CPU on the driver's node
 NODE_ID = 8  # hex digits of a node's id shown in the summary
 
 
-def import_ray() -> Any:
-    """`ray` with Ray Data, or the one-line error naming the extra."""
+def import_ray(address: str | None = None) -> Any:
+    """`ray` with Ray Data, or the one-line error naming the extra. A Ray of this machine
+    alone (none named, or a loopback address) stays on 127.0.0.1: by default Ray swaps a
+    loopback address for the machine's outward one, expecting other machines to join."""
+    host = (address or "").split("://")[-1].rsplit(":", 1)[0].strip("[]")
+    if not address or host in LOOPBACK:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read at `import ray`
     try:
         import ray
         import ray.data
@@ -198,7 +204,8 @@ class Cluster:
 
 def score_ray(config: ScoreConfig, inputs: Inputs) -> Summary:
     """Score `inputs` on a Ray Data actor pool into `config.output` (see the module doc)."""
-    ray = import_ray()
+    address = config.ray_address or os.environ.get("RAY_ADDRESS")
+    ray = import_ray(address)
     from ray.util.placement_group import placement_group, remove_placement_group
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -210,7 +217,7 @@ def score_ray(config: ScoreConfig, inputs: Inputs) -> Summary:
     labels = bundle.views[view] if view is not None else bundle.labels
     inputs.head()  # a bad column stops the run before Ray starts
     files = {name: (folder / name).read_bytes() for name in [MANIFEST, *bundle.manifest["files"]]}  # fmt: skip
-    cluster = Cluster(ray, config.ray_address or os.environ.get("RAY_ADDRESS"))
+    cluster = Cluster(ray, address)
     reading = None
     try:
         context = ray.data.DataContext.get_current()

@@ -16,6 +16,10 @@ from typing import Any
 
 import pytest
 
+# Ray on this machine alone stays on 127.0.0.1 (as the scorer keeps it: service/score_ray.py);
+# read when Ray is first imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 from service.score import ScoreConfig, ScoreError, Summary, main, score
 from service.score_ray import READ_CPUS, plan_actors
 from service.tables import TableError
