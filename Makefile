@@ -94,7 +94,8 @@ reliability: $(VENV)/.all
 load: $(VENV)/.all
 	$(PY) -m benchmarks.load --bundle $(BUNDLE) --data $(DATA) $(LOAD_ARGS)
 
-# Offline scoring of a CSV/TSV/JSONL file (service/score.py), rows out with their predictions:
+# Offline scoring of a CSV/TSV/JSONL/Parquet input (service/score.py), rows out with their predictions
+# (SCORE_ARGS="--engine ray" needs the ray extra: make install, or pip install .[ray]):
 #   make score IN=tweets.csv OUT=scored.csv SCORE_ARGS="--text-col text --entity-col entity"
 .PHONY: score
 score: $(VENV)/.base
