@@ -350,20 +350,36 @@ def test_csv_to_parquet_and_the_outputs_a_run_cannot_write(
         assert err.startswith(f"score: error: {message}") and err.count("\n") == 1, err
 
 
-def test_parquet_without_pyarrow_is_one_line(
+@pytest.mark.parametrize(
+    ("missing", "suffix", "args", "message"),
+    [
+        (
+            ("pyarrow", "pyarrow.parquet"),
+            ".parquet",
+            ["-o", "out.parquet"],
+            "Parquet needs pyarrow: pip install .[parquet] (or .[ray])",
+        ),
+        (("ray",), ".csv", ["--engine", "ray"], "--engine ray needs Ray: pip install .[ray]"),
+    ],
+)
+def test_a_missing_extra_is_one_line(
     tmp_path: Path,
     tiny_bundle: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    missing: tuple[str, ...],
+    suffix: str,
+    args: list[str],
+    message: str,
 ) -> None:
-    source = tmp_path / "in.parquet"
-    write_parquet(source, [{"id": 1, "text": "good", "tags": []}])
-    for module in ("pyarrow", "pyarrow.parquet"):
-        monkeypatch.setitem(sys.modules, module, None)  # `import pyarrow` now fails
-    assert (
-        main([str(source), "-o", str(tmp_path / "out.parquet"), "--model", str(tiny_bundle)]) == 2
-    )
-    assert (
-        capsys.readouterr().err
-        == "score: error: Parquet needs pyarrow: pip install .[parquet] (or .[ray])\n"
-    )
+    """Parquet without pyarrow, `--engine ray` without Ray: one line naming the extra."""
+    source = tmp_path / f"in{suffix}"
+    if suffix == ".parquet":
+        write_parquet(source, [{"id": 1, "text": "good", "tags": []}])
+    else:
+        source.write_text("text\ngood\n", encoding="utf-8")
+    for module in missing:
+        monkeypatch.setitem(sys.modules, module, None)  # importing it now fails
+    monkeypatch.chdir(tmp_path)
+    assert main([str(source), "--model", str(tiny_bundle), *args]) == 2
+    assert capsys.readouterr().err == f"score: error: {message}\n"

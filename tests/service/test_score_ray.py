@@ -1,5 +1,5 @@
 """python -m service.score --engine ray: the local engine's rows, order and bad-row reports,
-errors found inside Ray tasks, a Ray the command starts itself, the extra missing."""
+errors found inside Ray tasks, a Ray the command starts itself (the extra missing: test_score)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 # read when Ray is first imported.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
-from service.score import ScoreConfig, ScoreError, Summary, main, score
+from service.score import ScoreConfig, ScoreError, Summary, score
 from service.score_ray import READ_CPUS, plan_actors
 from service.tables import TableError
 from tests.service.tiny_bundle import build_bundle
@@ -128,20 +128,6 @@ def test_the_command_starts_its_own_ray(tmp_path: Path, tiny_bundle: Path) -> No
     summary = done.stderr.strip().splitlines()[-1]
     assert summary.startswith("scored 600 rows, skipped 0 in ") and "start-up" in summary, summary
     assert "rows per node: " in summary and "Traceback" not in done.stderr
-
-
-def test_a_missing_ray_is_one_line(
-    tmp_path: Path,
-    tiny_bundle: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    source = tmp_path / "in.csv"
-    source.write_text("text\ngood\n", encoding="utf-8")
-    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails
-    status = main([str(source), "--model", str(tiny_bundle), "--engine", "ray"])
-    assert status == 2
-    assert capsys.readouterr().err == "score: error: --engine ray needs Ray: pip install .[ray]\n"
 
 
 def test_actors_follow_the_cpus_and_leave_one_to_the_read() -> None:
