@@ -35,7 +35,7 @@ from service.api import (
     text_problem,
 )
 from service.api import resolve_bundle as _resolve
-from service.bundle import BundleError, load_bundle
+from service.bundle import Bundle, BundleError, load_bundle
 from service.settings import DEFAULT_BUNDLE, Settings, available_cpus
 from service.tables import (
     SUFFIXES,
@@ -105,8 +105,9 @@ class Summary:
             f"scored {self.rows} rows, skipped {skipped}{f' ({reasons})' if reasons else ''} "
             f"in {seconds:.1f} s ({rate:.0f} rows/s); labels: {labels or 'none'}"
         )
-        if self.startup_s is not None:
-            line += f"; start-up {self.startup_s:.1f} s"
+        if self.startup_s is not None:  # the rate once running: what a longer input approaches
+            running = seconds - self.startup_s
+            line += f"; start-up {self.startup_s:.1f} s, then {self.rows / running if running > 0 else 0:.0f} rows/s"  # fmt: skip
         if self.nodes:
             line += "; rows per node: " + ", ".join(f"{n} {r}" for n, r in sorted(self.nodes.items()))  # fmt: skip
         return line
@@ -123,12 +124,18 @@ def resolve_bundle(value: str, models: Path = MODELS) -> tuple[Path, str | None]
         raise ScoreError(f"--model: {exc}") from None
 
 
-def load_model(config: ScoreConfig) -> Model:
-    """The model the run names, verified, its engine with `config.threads` per run."""
+def find_bundle(config: ScoreConfig) -> tuple[Bundle, str | None]:
+    """The bundle the run names, verified against its manifest, and the view it names."""
     folder, view = resolve_bundle(config.model)
     bundle = load_bundle(folder, verify=True)
     if config.entity_col is not None and not bundle.text_pair:
         raise ScoreError(f"--entity-col: model {bundle.model_name!r} reads no entity")
+    return bundle, view
+
+
+def load_model(config: ScoreConfig) -> Model:
+    """The model the run names, its engine with `config.threads` per run."""
+    bundle, view = find_bundle(config)
     return Model.from_bundle(bundle, view, threads=config.threads, settings=config.service)
 
 

@@ -45,7 +45,7 @@ from service.score import (
     Sink,
     Summary,
     chunks,
-    resolve_bundle,
+    find_bundle,
 )
 from service.settings import Settings, available_cpus
 from service.tables import Inputs, TableError, open_writer
@@ -210,13 +210,10 @@ def score_ray(config: ScoreConfig, inputs: Inputs) -> Summary:
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     summary = Summary()
-    folder, view = resolve_bundle(config.model)
-    bundle = load_bundle(folder, verify=True)
-    if config.entity_col is not None and not bundle.text_pair:
-        raise ScoreError(f"--entity-col: model {bundle.model_name!r} reads no entity")
+    bundle, view = find_bundle(config)
     labels = bundle.views[view] if view is not None else bundle.labels
     inputs.head()  # a bad column stops the run before Ray starts
-    files = {name: (folder / name).read_bytes() for name in [MANIFEST, *bundle.manifest["files"]]}  # fmt: skip
+    files = {name: (bundle.path / name).read_bytes() for name in [MANIFEST, *bundle.manifest["files"]]}  # fmt: skip
     cluster = Cluster(ray, address)
     reading = None
     try:
@@ -250,7 +247,7 @@ def score_ray(config: ScoreConfig, inputs: Inputs) -> Summary:
         )
         return _write(config, inputs, labels, dataset, summary)
     except ray.exceptions.GetTimeoutError:
-        raise ScoreError(f"Ray gave no free CPU on this node for reading within {READY_TIMEOUT_S:g} s") from None  # fmt: skip
+        raise ScoreError(f"no CPU of this node free for the read within {READY_TIMEOUT_S:g} s: run the command on a node whose Ray has a CPU to spare") from None  # fmt: skip
     except ray.exceptions.RayError as exc:  # a bad record or file found by a task: its line
         raise _cause(exc) from None
     finally:
