@@ -29,7 +29,7 @@ $(VENV)/.base:
 	touch $@
 
 $(VENV)/.all: $(VENV)/.base setup.cfg constraints.txt
-	$(PIP) -e '.[train,export,bench,test]'
+	$(PIP) -e '.[train,export,bench,test,ray]'
 	# tf-keras declares the 570 MB `tensorflow` wheel; tensorflow-cpu already provides it.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps tf-keras==2.21.0
 	touch $@
@@ -94,7 +94,8 @@ reliability: $(VENV)/.all
 load: $(VENV)/.all
 	$(PY) -m benchmarks.load --bundle $(BUNDLE) --data $(DATA) $(LOAD_ARGS)
 
-# Offline scoring of a CSV/TSV/JSONL file (service/score.py), rows out with their predictions:
+# Offline scoring of a CSV/TSV/JSONL/Parquet input (service/score.py), rows out with their predictions
+# (SCORE_ARGS="--engine ray" needs the ray extra: make install, or pip install .[ray]):
 #   make score IN=tweets.csv OUT=scored.csv SCORE_ARGS="--text-col text --entity-col entity"
 .PHONY: score
 score: $(VENV)/.base

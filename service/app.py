@@ -35,7 +35,7 @@ from service.errors import EXCEPTION_HANDLERS, ApiError
 from service.lifecycle import Supervisor, lifespan
 from service.metrics import Metrics
 from service.openapi import ModelDoc, build_openapi
-from service.payload import check_content_type, check_entities, read_body, render
+from service.payload import check_content_type, check_entities, read_body
 from service.registry import Model, Registry
 from service.scheduler import Closed, Overloaded, QueueTimeout
 from service.schema import Parsed, Schema
@@ -206,7 +206,7 @@ class Handlers:
         probs = await _infer(state, model, encoded)
         state.retry_after.answered()
         model.metrics.texts(len(encoded), sum(enc.truncated for enc in encoded))
-        predictions = render(model.labels, model.scores(probs), encoded)
+        predictions = model.render(probs, encoded)
         if parsed.single:
             predictions[0]["model"] = model.name
             return _json(predictions[0])

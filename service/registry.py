@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from service import api
 from service.bundle import Bundle, BundleError, load_bundle
-from service.engine import Engine, Probs, project, view_columns
+from service.engine import Encoded, Engine, Probs
 from service.metrics import Metrics, ModelMetrics
 from service.scheduler import Scheduler
 from service.schema import unknown_model
@@ -30,37 +31,53 @@ LAYOUT_GAIN = 0.05  # the idle session is kept only if it is at least this much 
 
 @dataclass(frozen=True, slots=True)
 class Model:
-    """One loaded bundle and everything a request routed to it needs."""
+    """One loaded model name (`api.Model`: engine, labels, batching decision, rendering) and
+    what the service adds to it: its scheduler, metrics and thread layout."""
 
-    name: str
-    bundle: Bundle
-    engine: Engine
+    model: api.Model
     scheduler: Scheduler
     metrics: ModelMetrics
     sha256: str
-    max_batch: int  # 1 when batching would change this model's answers
-    batch_drift: float
     layout: dict[str, Any]  # threads per run alone and under load, and why
-    labels: tuple[str, ...] = ()  # what this name answers with: the bundle's, or a view's
-    columns: tuple[int, ...] | None = None  # a view: the bundle's label columns it keeps
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def bundle(self) -> Bundle:
+        return self.model.bundle
+
+    @property
+    def engine(self) -> Engine:
+        return self.model.engine
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """What this name answers with: the bundle's labels, or a view's."""
+        return self.model.labels
+
+    @property
+    def max_batch(self) -> int:
+        """1 when batching would change this model's answers."""
+        return self.model.max_batch
+
+    @property
+    def batch_drift(self) -> float:
+        return self.model.batch_drift
 
     @property
     def view_of(self) -> str | None:
         """The bundle's own name when this name is one of its views."""
-        return None if self.columns is None else self.bundle.model_name
+        return self.model.view_of
 
-    def scores(self, probs: Probs) -> Probs:
-        """The model's probabilities as this name answers them."""
-        return probs if self.columns is None else project(probs, self.columns)
+    def render(self, probs: Probs, encoded: list[Encoded]) -> list[dict[str, Any]]:
+        """The predictions as this name answers them (a view's labels, renormalised)."""
+        return self.model.render(probs, encoded)
 
     def views(self) -> list[Model]:
         """This bundle's views: the same engine, scheduler and metrics, other labels."""
-        return [
-            replace(
-                self, name=name, labels=labels, columns=view_columns(self.bundle.labels, labels)
-            )
-            for name, labels in self.bundle.views.items()
-        ]
+        return [replace(self, model=view) for view in self.model.views()]
 
     def facts(self) -> dict[str, Any]:
         """What /info says about this model."""
@@ -153,30 +170,19 @@ async def _load_model(
     settings: Settings, bundle: Bundle, executor: Executor, metrics: Metrics
 ) -> Model:
     idle = settings.idle_threads or settings.cores_per_worker
-    engine = await asyncio.to_thread(
-        Engine, bundle, threads=settings.threads, spin=settings.spin, idle_threads=idle
-    )
-    drift = await asyncio.to_thread(engine.batch_drift)
-    max_batch = effective_max_batch(settings, bundle.model_name, drift)
+    model = await asyncio.to_thread(
+        api.Model.from_bundle, bundle, threads=settings.threads, settings=settings,
+        spin=settings.spin, idle_threads=idle,
+    )  # fmt: skip
+    engine, max_batch = model.engine, model.max_batch
     if settings.warmup:  # the shapes this model will run: a model that runs texts alone
         await asyncio.to_thread(engine.warmup, max_batch, settings.max_tokens)  # needs no batch
     layout = await asyncio.to_thread(choose_layout, settings, engine)
     sha256 = await asyncio.to_thread(lambda: bundle.sha256)
     observer = metrics.for_model(bundle.model_name)
-    observer.loaded(bundle, sha256, drift)
+    observer.loaded(bundle, sha256, model.batch_drift)
     scheduler = make_scheduler(settings, engine, executor, observer, max_batch)
-    return Model(
-        bundle.model_name,
-        bundle,
-        engine,
-        scheduler,
-        observer,
-        sha256,
-        max_batch,
-        drift,
-        layout,
-        labels=bundle.labels,
-    )
+    return Model(model, scheduler, observer, sha256, layout)
 
 
 def choose_layout(settings: Settings, engine: Engine) -> dict[str, Any]:
@@ -200,22 +206,6 @@ def choose_layout(settings: Settings, engine: Engine) -> dict[str, Any]:
         "chosen_by": "measurement",
         "alone_p50_ms_by_threads": {str(k): v for k, v in timings.items()},
     }
-
-
-def effective_max_batch(settings: Settings, name: str, drift: float) -> int:
-    """1 when batching would change this model's answers by more than the tolerance (the
-    service and the offline scorer decide alike)."""
-    if drift <= settings.batch_tolerance or settings.max_batch == 1:
-        return settings.max_batch
-    log.warning(
-        "batching changes model %s's answers (max |dprob| %.3g > %.3g, e.g. dynamic int8 "
-        "scales per batch): every text runs alone. Set SENTIMENT_BATCH_TOLERANCE to accept "
-        "the drift, or export a batch-invariant model.",
-        name,
-        drift,
-        settings.batch_tolerance,
-    )
-    return 1
 
 
 def make_scheduler(

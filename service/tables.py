@@ -1,30 +1,38 @@
-"""Row-by-row readers and writers for the offline scorer: CSV, TSV and JSONL.
+"""Row-by-row readers and writers for the offline scorer: CSV, TSV, JSONL and Parquet.
 
 Streams: one record at a time in, one out, so memory does not grow with the file. Every record
-keeps its line number (the first physical line of a CSV record) so a bad row can be named.
-Bytes that are not UTF-8 are kept (surrogateescape) and written back unchanged; the scorer
-refuses them only in the column it must read.
+keeps its file and line number (the first physical line of a CSV record; a Parquet row's index)
+so a bad row can be named. Bytes that are not UTF-8 are kept (surrogateescape) and written back
+unchanged; the scorer refuses them only in the column it must read. An input is a file, a
+folder or a glob (`expand_inputs`); its files are read one after the other, as one table.
+Parquet needs pyarrow (an optional extra, imported only when a Parquet file is read or written).
 """
 
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
-Format = Literal["csv", "tsv", "jsonl"]
+Format = Literal["csv", "tsv", "jsonl", "parquet"]
 SUFFIXES: dict[str, Format] = {
     ".csv": "csv",
     ".tsv": "tsv",
     ".tab": "tsv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
 }
+PARQUET_ROWS = 1024  # rows per Parquet batch read or written (memory stays a few batches)
+NEEDS_PYARROW = "Parquet needs pyarrow: pip install .[parquet] (or .[ray])"
 DELIMITERS = {"csv": ",", "tsv": "\t"}
 ADDED = ("label", "score", "scores", "truncated")
 
@@ -38,10 +46,16 @@ class Record:
     """One input row: its line, its fields as read, and the cells the scorer needs (None:
     absent; a non-string JSON value is kept as is so the scorer can name it)."""
 
-    line: int
+    line: int  # CSV/TSV/JSONL: the line, from 1; Parquet: the row's index in its file, from 0
     fields: list[str] | dict[str, Any]
     text: Any
     entity: Any
+    path: str = ""  # the file it came from
+    row: bool = False  # `line` is a row index (Parquet)
+
+    def where(self) -> str:
+        """The record's place, as a bad row is named: FILE:LINE, or FILE: row N."""
+        return f"{self.path}: row {self.line}" if self.row else f"{self.path}:{self.line}"
 
 
 def detect_format(path: Path, given: str | None) -> Format:
@@ -51,6 +65,45 @@ def detect_format(path: Path, given: str | None) -> Format:
     if suffix not in SUFFIXES:
         raise TableError(f"{path}: unknown format {suffix or '(no suffix)'!r}; use --format")
     return SUFFIXES[suffix]
+
+
+def expand_inputs(spec: str | Path) -> list[Path]:
+    """The files an input names: a file; a folder's files of a known format (recursively, in
+    path order: a partitioned Parquet data set); or a glob's matches, in path order."""
+    path = Path(spec)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = [p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in SUFFIXES]
+        if not found:
+            raise TableError(f"{path}: no {'/'.join(sorted(set(SUFFIXES.values())))} file in this folder")  # fmt: skip
+        return found
+    if glob.has_magic(str(spec)):
+        matches = [Path(p) for p in sorted(glob.glob(str(spec), recursive=True))]
+        found = [p for p in matches if p.is_file()]
+        if not found:
+            raise TableError(f"{spec}: matches no file")
+        return found
+    raise TableError(f"{spec}: no such file")
+
+
+def input_format(paths: Sequence[Path], given: str | None) -> Format:
+    """The one format of every input file (by suffix, or `given`)."""
+    formats = {path: detect_format(path, given) for path in paths}
+    first = formats[paths[0]]
+    for path, fmt in formats.items():
+        if fmt != first:
+            raise TableError(f"{path}: {fmt}, but {paths[0]} is {first}: one format per run")
+    return first
+
+
+def pyarrow_parquet() -> Any:
+    """`pyarrow.parquet`, or a one-line error naming the extra that brings it."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise TableError(NEEDS_PYARROW) from None
+    return pq
 
 
 class _Counted(io.RawIOBase):
@@ -69,13 +122,40 @@ class _Counted(io.RawIOBase):
         return int(n or 0)
 
 
+class Source(Protocol):
+    """What the scorer reads: records, their columns, and how far it got (progress)."""
+
+    path: Path
+    columns: list[str] | None
+    schema: Any  # a Parquet file's pyarrow schema (None for text formats)
+    size: int
+
+    @property
+    def bytes_read(self) -> int: ...
+    def __iter__(self) -> Iterator[Record]: ...
+    def close(self) -> None: ...
+
+
+def open_reader(
+    path: Path, fmt: Format, text_col: str, entity_col: str | None, header: bool
+) -> Source:
+    """The reader of one file of format `fmt`."""
+    if fmt == "parquet":
+        return ParquetReader(path, text_col, entity_col)
+    return Reader(path, fmt, text_col, entity_col, header)
+
+
 class Reader:
-    """Records of one file; `columns` (CSV/TSV with a header) and `bytes_read` for progress."""
+    """Records of one text file; `columns` (CSV/TSV with a header) and `bytes_read` for
+    progress."""
+
+    schema = None
 
     def __init__(
         self, path: Path, fmt: Format, text_col: str, entity_col: str | None, header: bool
     ) -> None:
         self.path, self.fmt = path, fmt
+        self.name = str(path)
         self.text_col, self.entity_col = text_col, entity_col
         self.header = header
         self.size = path.stat().st_size
@@ -115,7 +195,7 @@ class Reader:
                     continue  # a blank line is no record
                 text = row[text_at] if text_at < len(row) else None
                 entity = None if entity_at is None or entity_at >= len(row) else row[entity_at]
-                yield Record(line, row, text, entity)
+                yield Record(line, row, text, entity, self.name)
         except csv.Error as exc:
             raise TableError(f"{self.path}:{reader.line_num}: not valid {self.fmt.upper()}: {exc}") from None  # fmt: skip
 
@@ -138,35 +218,195 @@ class Reader:
             except ValueError as exc:
                 value = exc
             if not isinstance(value, dict):
-                yield Record(line, {}, value, None)  # the scorer reports it
+                yield Record(line, {}, value, None, self.name)  # the scorer reports it
                 continue
-            yield Record(line, value, value.get(self.text_col), self._entity(value))
+            yield Record(line, value, value.get(self.text_col), self._entity(value), self.name)
 
     def _entity(self, value: dict[str, Any]) -> Any:
         return None if self.entity_col is None else value.get(self.entity_col)
 
 
-class Writer:
-    """The input's records with the prediction added, in the input's format."""
+class ParquetReader:
+    """Records of one Parquet file, a batch of rows at a time: `fields` is the row as a dict
+    (the writer turns it back into the file's types), `line` its index in the file."""
 
-    def __init__(self, out: IO[str], fmt: Format, labels: Sequence[str]) -> None:
+    def __init__(self, path: Path, text_col: str, entity_col: str | None) -> None:
+        pq = pyarrow_parquet()
+        self.path, self.name = path, str(path)
+        self.text_col, self.entity_col = text_col, entity_col
+        self.size = path.stat().st_size
+        try:
+            self._file = pq.ParquetFile(path)
+        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
+            raise TableError(f"{path}: not a readable Parquet file: {exc}") from None
+        self.schema = self._file.schema_arrow
+        self.columns: list[str] | None = list(self.schema.names)
+        for column, flag in ((text_col, "--text-col"), (entity_col, "--entity-col")):
+            if column is not None and column not in self.columns:
+                shown = ", ".join(self.columns)
+                raise TableError(f"{path}: no column {column!r} ({flag}); the file has: {shown}")  # fmt: skip
+        self._rows: int = max(1, self._file.metadata.num_rows)
+        self._done = 0
+
+    @property
+    def bytes_read(self) -> int:
+        return self.size * self._done // self._rows
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __iter__(self) -> Iterator[Record]:
+        line = 0
+        try:
+            for batch in self._file.iter_batches(PARQUET_ROWS):
+                for row in batch.to_pylist():
+                    entity = None if self.entity_col is None else row[self.entity_col]
+                    yield Record(line, row, row[self.text_col], entity, self.name, row=True)
+                    line += 1
+                self._done = line
+        except OSError as exc:  # a corrupt page: the file, and where the reading stopped
+            raise TableError(f"{self.path}: row {line}: unreadable Parquet data: {exc}") from None  # fmt: skip
+
+
+class Inputs:
+    """Every file of one input read as one table: the first file's columns (or schema) are
+    the output's, and every other file must have the same ones."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        fmt: Format,
+        text_col: str,
+        entity_col: str | None,
+        header: bool,
+    ) -> None:
+        self.paths, self.fmt = list(paths), fmt
+        self.path = self.paths[0]
+        self.text_col, self.entity_col, self.header = text_col, entity_col, header
+        sizes = [path.stat().st_size for path in self.paths]
+        self.size = sum(sizes)
+        self.before = dict(zip(self.paths, accumulate([0, *sizes[:-1]]), strict=True))
+        self.current: Source | None = None
+        self.done = 0  # bytes of the files read to their end
+        self.columns: list[str] | None = None
+        self.schema: Any = None
+
+    @property
+    def bytes_read(self) -> int:
+        """How far the reading got, counting the files before the current one."""
+        current = self.current
+        return self.done if current is None else self.before[current.path] + current.bytes_read
+
+    def open(self, path: Path) -> Source:
+        """The reader of one of the files."""
+        return open_reader(path, self.fmt, self.text_col, self.entity_col, self.header)
+
+    def head(self) -> None:
+        """Learn the first file's columns (a text file's header, a Parquet file's schema)."""
+        first = self.open(self.paths[0])
+        try:
+            next(iter(first), None)
+            self.columns, self.schema = first.columns, first.schema
+        finally:
+            first.close()
+
+    def start(self) -> Iterator[Record]:
+        """Every file's records in turn; the first file's columns are known once this
+        returns."""
+        self.head()
+        return (record for path in self.paths for record in self.read(path))
+
+    def read(self, path: Path) -> Iterator[Record]:
+        """One file's records, its columns checked against the first file's (after `head`)."""
+        reader = self.current = self.open(path)
+        try:
+            records = iter(reader)
+            first = next(records, None)  # a text file's header comes with its first record
+            self.check(reader)
+            if first is not None:
+                yield first
+            yield from records
+            self.done = self.before[path] + reader.size
+        finally:
+            reader.close()
+            self.current = None
+
+    def check(self, reader: Source) -> None:
+        """Every file has the first one's columns (the output has one header)."""
+        same = reader.columns == self.columns
+        if same and self.schema is not None:
+            same = reader.schema.equals(self.schema)
+        if not same:
+            raise TableError(f"{reader.path}: its columns differ from {self.path}'s ({_columns(reader)} vs {', '.join(self.columns or [])}): score them apart")  # fmt: skip
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+
+
+def _columns(reader: Source) -> str:
+    if reader.schema is not None:
+        return ", ".join(f"{f.name}: {f.type}" for f in reader.schema)
+    return ", ".join(reader.columns or [])
+
+
+def output_format(fmt: Format, output: Path | None) -> Format:
+    """What a run writes: Parquet for Parquet input or an output named *.parquet, else the
+    input's text format."""
+    if fmt == "parquet" or (output is not None and SUFFIXES.get(output.suffix.lower()) == "parquet"):  # fmt: skip
+        if output is None:
+            raise TableError("Parquet output needs a file: --output FILE.parquet")
+        if fmt == "jsonl":
+            raise TableError(f"{output}: Parquet output reads CSV/TSV (with a header) or Parquet; JSONL rows have no fixed columns")  # fmt: skip
+        return "parquet"
+    return fmt
+
+
+def open_writer(
+    output: Path | None, fmt: Format, labels: Sequence[str], header: bool = True
+) -> Writer:
+    """The writer of a run whose input is `fmt` (see `output_format`), into `output` (None:
+    stdout)."""
+    out_fmt = output_format(fmt, output)
+    if out_fmt == "parquet":
+        assert output is not None
+        if not header and fmt != "parquet":
+            raise TableError("Parquet output from CSV/TSV needs a header (its column names)")
+        return ParquetWriter(output, labels)
+    return Writer(open_output(output), out_fmt, labels, stdout=output is None)
+
+
+def prediction_names(columns: Sequence[str] | None, labels: Sequence[str]) -> dict[str, str]:
+    """The added fields' names: prefixed `predicted_` if the input has a field so named."""
+    taken = set(columns or ())
+    flat = {"label", "score", "truncated"} | {f"score_{label}" for label in labels}
+    if taken & (set(ADDED) | flat):
+        return {name: f"predicted_{name}" for name in ADDED}
+    return dict(zip(ADDED, ADDED, strict=True))
+
+
+def flat_names(names: dict[str, str], labels: Sequence[str]) -> list[str]:
+    """The added columns of a CSV, TSV or Parquet output: a score column per label."""
+    score = names["score"]
+    return [names["label"], score, *[f"{score}_{label}" for label in labels], names["truncated"]]
+
+
+class Writer:
+    """The input's records with the prediction added, in the input's text format."""
+
+    def __init__(
+        self, out: io.TextIOWrapper, fmt: Format, labels: Sequence[str], stdout: bool = False
+    ) -> None:
         self.out, self.fmt, self.labels = out, fmt, tuple(labels)
+        self.stdout = stdout
         self._csv = None if fmt == "jsonl" else csv.writer(out, delimiter=DELIMITERS[fmt], lineterminator="\n")  # fmt: skip
         self.names = dict(zip(ADDED, ADDED, strict=True))
 
-    def start(self, columns: Sequence[str] | None) -> None:
+    def start(self, columns: Sequence[str] | None, schema: Any = None) -> None:
         """The header (CSV/TSV with one); added names get a prefix if the input has them."""
-        taken = set(columns or ())
-        csv_added = {"label", "score", "truncated"} | {f"score_{label}" for label in self.labels}
-        if taken & (set(ADDED) | csv_added):
-            self.names = {name: f"predicted_{name}" for name in ADDED}
+        self.names = prediction_names(columns, self.labels)
         if self._csv is not None and columns is not None:
-            self._csv.writerow([*columns, *self._csv_names()])
-
-    def _csv_names(self) -> list[str]:
-        score = self.names["score"]
-        per_label = [f"{score}_{label}" for label in self.labels]
-        return [self.names["label"], score, *per_label, self.names["truncated"]]
+            self._csv.writerow([*columns, *flat_names(self.names, self.labels)])
 
     def write(self, record: Record, prediction: dict[str, Any]) -> None:
         names = self.names
@@ -186,6 +426,70 @@ class Writer:
         except UnicodeEncodeError:  # a "\ud800" escape in another field: keep it escaped
             line = json.dumps(row)
         self.out.write(line + "\n")
+
+    def close(self) -> None:
+        """Flush; stdout stays open for whoever else writes to it."""
+        try:
+            self.out.flush()
+        finally:
+            if self.stdout:
+                self.out.detach()
+            else:
+                self.out.close()
+
+
+class ParquetWriter(Writer):
+    """Parquet out: the input's columns with their types (a CSV's as strings), then the added
+    ones (label: string, score and score_<label>: double, truncated: bool), written a batch of
+    rows at a time."""
+
+    def __init__(self, path: Path, labels: Sequence[str]) -> None:
+        self.path, self.labels = path, tuple(labels)
+        self.pa = pyarrow_parquet()
+        self.names = dict(zip(ADDED, ADDED, strict=True))
+        self._rows: list[dict[str, Any]] = []
+        self._file: Any = None
+        self.columns: list[str] = []
+
+    def start(self, columns: Sequence[str] | None, schema: Any = None) -> None:
+        import pyarrow as pa
+
+        self.names = prediction_names(columns, self.labels)
+        self.columns = list(columns or ())
+        if schema is None:  # CSV/TSV: every cell a string
+            schema = pa.schema([(name, pa.string()) for name in self.columns])
+        types = [pa.string(), pa.float64(), *[pa.float64()] * len(self.labels), pa.bool_()]
+        added = list(zip(flat_names(self.names, self.labels), types, strict=True))
+        self.schema = pa.schema([*schema, *[pa.field(n, t) for n, t in added]])
+        self._file = self.pa.ParquetWriter(self.path, self.schema)
+
+    def write(self, record: Record, prediction: dict[str, Any]) -> None:
+        fields = record.fields
+        if isinstance(fields, list):
+            if len(fields) > len(self.columns):
+                raise TableError(f"{record.where()}: {len(fields)} cells, the header has {len(self.columns)}: a Parquet row has one value per column")  # fmt: skip
+            fields = dict(zip(self.columns, fields, strict=False))  # missing cells: null
+        scores = [prediction["scores"][label] for label in self.labels]
+        values = [prediction["label"], prediction["score"], *scores, prediction["truncated"]]
+        added = dict(zip(flat_names(self.names, self.labels), values, strict=True))
+        self._rows.append({**fields, **added})
+        if len(self._rows) >= PARQUET_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            import pyarrow as pa
+
+            self._file.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
+            self._rows = []
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        try:
+            self._flush()
+        finally:
+            self._file.close()
 
 
 def open_output(path: Path | None) -> io.TextIOWrapper:

@@ -190,15 +190,35 @@ def test_runtime_resolves_to_no_tensorflow_transformers_or_torch(
     assert not unpinned, f"not pinned in constraints.txt (image not reproducible): {unpinned}"
 
 
+def optional_extras() -> set[str]:
+    """The distributions of setup.cfg's `parquet` and `ray` extras: the scorer's Parquet and
+    Ray engine, never in the image."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    extras = config["options.extras_require"]
+    lines = [line for name in ("parquet", "ray") for line in extras[name].splitlines()]
+    return {canonicalize_name(Requirement(line).name) for line in lines if line.strip()}
+
+
 def test_service_imports_only_what_the_image_has(
     serving_requirements: list[Requirement],
 ) -> None:
-    """The image carries `service` and the serving closure only: no training/export/benchmarks."""
+    """The image carries `service` and the serving closure only: no training/export/benchmarks.
+    The one exception: an optional extra (Parquet, Ray) imported inside a function, only when
+    a scorer run asks for it."""
     closure = set(resolve(serving_requirements))
+    optional = optional_extras()
     providers = metadata.packages_distributions()
     problems = []
     for path in sorted((REPO / "service").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        lazy = {
+            id(node)
+            for function in ast.walk(tree)
+            if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+            for node in ast.walk(function)
+        }
+        for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -210,9 +230,24 @@ def test_service_imports_only_what_the_image_has(
                 if top == "service" or top in sys.stdlib_module_names:
                     continue
                 dists = {canonicalize_name(d) for d in providers.get(top, [])}
-                if not dists & closure:
-                    problems.append(f"{path.relative_to(REPO)}:{node.lineno} imports {module}")
+                if dists & closure or (id(node) in lazy and dists & optional):
+                    continue
+                problems.append(f"{path.relative_to(REPO)}:{node.lineno} imports {module}")
     assert not problems, "not in the image: " + "; ".join(problems)
+
+
+def test_the_service_loads_no_optional_extra() -> None:
+    """Importing every service module (the scorer's Ray engine too) loads neither Ray nor
+    pyarrow: they come only with a Parquet file or `--engine ray`."""
+    modules = sorted(f"service.{p.stem}" for p in (REPO / "service").glob("*.py") if p.stem != "__main__")  # fmt: skip
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in ('ray', 'pyarrow', 'pandas') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_runs_as_a_fixed_non_root_uid(dockerfile: Dockerfile) -> None:

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from service import Settings, create_app
 from service import score as score_module
 from service.score import Progress, ScoreConfig, ScoreError, main, resolve_bundle, score
-from service.tables import Reader
+from service.tables import Reader, TableError
 from tests.service.tiny_bundle import build_bundle
 
 pytestmark = pytest.mark.timeout(600)
@@ -262,3 +262,127 @@ def test_a_closed_pipe_ends_the_run_quietly(tmp_path: Path, tiny_bundle: Path) -
     done = subprocess.run(["bash", "-c", command], cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.stdout.splitlines()[0].startswith("text,label,score")
     assert "Traceback" not in done.stderr and "error" not in done.stderr, done.stderr
+
+
+# ------------------------------------------------------------- Parquet, folders and globs
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]], group: int = 3) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string()), ("tags", pa.list_(pa.string()))])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, row_group_size=group)
+
+
+def test_parquet_in_parquet_out_keeps_types_order_and_names_bad_rows(
+    tmp_path: Path, tiny_bundle: Path
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts: list[Any] = [*TEXTS, None, "  ", *TEXTS]  # rows 4 (null) and 5 (blank) are bad
+    rows = [{"id": i, "text": t, "tags": [str(i)] * (i % 3)} for i, t in enumerate(texts)]
+    source = tmp_path / "in.parquet"
+    write_parquet(source, rows)
+    summary, stderr = run(ScoreConfig(source, tmp_path / "out.parquet", model=str(tiny_bundle)))
+    assert stderr.splitlines() == [
+        f"{source}: row 4: no text; row skipped",
+        f"{source}: row 5: empty text; row skipped",
+    ]
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.schema.names == ["id", "text", "tags", "label", "score", "score_Negative",
+                                "score_Positive", "truncated"]  # fmt: skip
+    assert out.schema.field("id").type == pa.int64()
+    assert out.schema.field("tags").type == pa.list_(pa.string())
+    assert out.schema.field("truncated").type == pa.bool_()
+    kept = [row for row in rows if row["id"] not in (4, 5)]
+    assert out.select(["id", "text", "tags"]).to_pylist() == kept
+    expected = api_answers(tiny_bundle, TEXTS * 2)
+    assert out.column("label").to_pylist() == [e["label"] for e in expected]
+    assert summary.rows == 8 and sum(summary.skipped.values()) == 2
+
+
+def test_a_folder_or_a_glob_is_one_table(tmp_path: Path, tiny_bundle: Path) -> None:
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    for name, part in (("a.csv", TEXTS[:2]), ("b.csv", TEXTS[2:])):
+        with open(folder / name, "w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows([["text"], *[[t] for t in part]])
+    (folder / "notes.txt").write_text("not an input")
+    for spec in (folder, f"{folder}/*.csv"):
+        run(ScoreConfig(spec, tmp_path / "out.csv", model=str(tiny_bundle)))
+        assert [row["text"] for row in csv_rows(tmp_path / "out.csv")] == TEXTS
+    (folder / "c.csv").write_text("id,text\n1,good\n", encoding="utf-8")
+    with pytest.raises(TableError, match=r"c\.csv: its columns differ from .*a\.csv's"):
+        run(ScoreConfig(folder, tmp_path / "out.csv", model=str(tiny_bundle)))
+
+
+def test_csv_to_parquet_and_the_outputs_a_run_cannot_write(
+    tmp_path: Path, tiny_bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow.parquet as pq
+
+    source = tmp_path / "in.csv"
+    source.write_text("id,text\n1,good day\n2\n3,bad day\n", encoding="utf-8")  # row 2: no text
+    run(ScoreConfig(source, tmp_path / "out.parquet", model=str(tiny_bundle)))
+    out = pq.read_table(tmp_path / "out.parquet").to_pylist()
+    assert [(r["id"], r["text"], r["label"]) for r in out] == [
+        ("1", "good day", "Positive"), ("3", "bad day", "Negative")
+    ]  # fmt: skip
+    parquet = tmp_path / "in.parquet"
+    write_parquet(parquet, [{"id": 1, "text": "good", "tags": []}])
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "good"}\n', encoding="utf-8")
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("text\ngood,extra\n", encoding="utf-8")
+    for args, message in (
+        ([str(parquet)], "Parquet output needs a file: --output FILE.parquet"),
+        (
+            [str(jsonl), "-o", str(tmp_path / "o.parquet")],
+            f"{tmp_path / 'o.parquet'}: Parquet output reads CSV/TSV",
+        ),
+        (
+            [str(ragged), "-o", str(tmp_path / "r.parquet")],
+            f"{ragged}:2: 2 cells, the header has 1",
+        ),
+        ([f"{tmp_path}/none-*.csv"], f"{tmp_path}/none-*.csv: matches no file"),
+    ):
+        assert main([*args, "--model", str(tiny_bundle)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"score: error: {message}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("missing", "suffix", "args", "message"),
+    [
+        (
+            ("pyarrow", "pyarrow.parquet"),
+            ".parquet",
+            ["-o", "out.parquet"],
+            "Parquet needs pyarrow: pip install .[parquet] (or .[ray])",
+        ),
+        (("ray",), ".csv", ["--engine", "ray"], "--engine ray needs Ray: pip install .[ray]"),
+    ],
+)
+def test_a_missing_extra_is_one_line(
+    tmp_path: Path,
+    tiny_bundle: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    missing: tuple[str, ...],
+    suffix: str,
+    args: list[str],
+    message: str,
+) -> None:
+    """Parquet without pyarrow, `--engine ray` without Ray: one line naming the extra."""
+    source = tmp_path / f"in{suffix}"
+    if suffix == ".parquet":
+        write_parquet(source, [{"id": 1, "text": "good", "tags": []}])
+    else:
+        source.write_text("text\ngood\n", encoding="utf-8")
+    for module in missing:
+        monkeypatch.setitem(sys.modules, module, None)  # importing it now fails
+    monkeypatch.chdir(tmp_path)
+    assert main([str(source), "--model", str(tiny_bundle), *args]) == 2
+    assert capsys.readouterr().err == f"score: error: {message}\n"
