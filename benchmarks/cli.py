@@ -102,9 +102,10 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
         "--optimum-model",
         type=Path,
         default=None,
-        help="ONNX graph for the optimum peer (default: the un-fused fp32 graph "
+        help="ONNX graph for the optimum peers (default: the trained un-fused fp32 graph "
         "model.fp32.rewritten.onnx beside --fp32-model, the closest to an optimum export; "
-        "else --fp32-model; else the bundle's int8 model)",
+        "else --fp32-model; else optimum's export of the packaged pretrained MiniLM weights "
+        "with an untrained head: speed only)",
     )
 
 

@@ -127,6 +127,9 @@ def http_section(results: dict[str, Any]) -> list[str]:
     lines = ["## HTTP, closed loop on loopback", ""]
     for note in results["http"].get("notes", []):
         lines.append(f"- {note}")
+    for server in servers:
+        if server.get("built_from"):
+            lines.append(f"- {server['name']} built from: {server['built_from']}")
     lines.append("")
     rows = []
     for server in servers:

@@ -97,8 +97,10 @@ def test_markdown_and_plots(tmp_path: Path) -> None:
     r = results(300.0, 0, 15.0, 350.0)
     compare(r, "ours")
     r["targets"] = targets(r, "ours")
+    r["http"]["servers"][2]["built_from"] = "the packaged weights"
     text = report.markdown(r)
     assert "| seed-tf | 500 | 15.0 |" in text
+    assert "- optimum-ort built from: the packaged weights" in text
     assert "optimum-ort skipped: optimum is not installed" in text
     assert text.count("| met |") == 3
     pngs = plots.write_plots(r, tmp_path / "run")

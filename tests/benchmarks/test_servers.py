@@ -76,9 +76,78 @@ def test_a_peer_that_cannot_run_is_a_note(
         bundle(tmp_path), http.Plan(["a"], [1], 0.1, 0.1, 1.0), 8000, profile=False, notes=[]
     )
     assert peers.seed_tf(tmp_path / "no-checkpoint") == []
-    assert peers.optimum(missing, tmp_path) == []
+    assert peers.optimum(missing, tmp_path, "a graph") == []
     assert peers.notes == [
         f"seed-TF peer skipped: no TF checkpoint at {tmp_path / 'no-checkpoint'}",
         f"optimum peer skipped: {missing} not found",
     ]
     assert measured == []
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]:
+    """The optimum peers' building replaced by recorders: the folders each peer was served from
+    (no torch, no optimum, no process)."""
+    served: list[Path] = []
+    monkeypatch.setattr(servers, "peer_deps_missing", lambda: None)
+
+    def export(labels: list[str], tokenizer: Path, out: Path) -> Path:
+        out.mkdir(parents=True)
+        (out / "model.onnx").write_bytes(b"exported")
+        (out / "config.json").write_text('{"model_type": "distilbert"}')
+        return out
+
+    def optimize(folder: Path, out: Path, level: str) -> dict[str, Any]:
+        return {"ops": {"QAttention": 1}}
+
+    def server(self: servers.Peers, name: str, model_dir: Path, what: str) -> dict[str, Any]:
+        served.append(model_dir)
+        return {"name": name, "levels": [], "what": what}
+
+    monkeypatch.setattr(servers, "export_packaged", export)
+    monkeypatch.setattr(servers, "optimize_and_quantize", optimize)
+    monkeypatch.setattr(servers.Peers, "optimum_server", server)
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "tokenizer.json").write_text("{}")
+    return served
+
+
+def peer_rows(tmp_path: Path, *flags: str) -> tuple[list[dict[str, Any]], list[str]]:
+    args = parse_args(["--bundle", str(tmp_path / "bundle"), "--checkpoint", str(tmp_path), *flags])
+    peers = servers.Peers(bundle(tmp_path), http.Plan(["a"], [1], 0.1, 0.1, 1.0), 8000, False, [])
+    return peers.run(args), peers.notes
+
+
+def test_without_a_trained_graph_the_optimum_peers_use_the_pretrained_export(
+    tmp_path: Path, built: list[Path]
+) -> None:
+    rows, notes = peer_rows(tmp_path, "--fp32-model", str(tmp_path / "none.onnx"))
+    assert [r["name"] for r in rows] == ["optimum-ort", "optimum-o3-int8"]
+    assert all(r["built_from"] == servers.BUILT_FROM for r in rows)
+    assert "head untrained" in servers.BUILT_FROM
+    plain = built[0]
+    assert (plain / "model.onnx").read_bytes() == b"exported"  # never our int8 graph
+    assert (plain / "model.onnx").resolve().parent.name.endswith("-export")
+    assert notes == ["seed-TF peer skipped: no TF checkpoint at " + str(tmp_path)]
+
+
+def test_the_trained_fp32_graph_is_preferred(
+    tmp_path: Path, built: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(servers, "export_packaged", lambda *a: pytest.fail("exported"))
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    for name in ("model.fp32.fused.onnx", "model.fp32.rewritten.onnx"):
+        (onnx_dir / name).write_bytes(name.encode())
+    fused = onnx_dir / "model.fp32.fused.onnx"
+    rows, _ = peer_rows(tmp_path, "--fp32-model", str(fused))
+    rewritten = onnx_dir / "model.fp32.rewritten.onnx"
+    assert [r["built_from"] for r in rows] == [f"trained fp32 graph {rewritten}"] * 2
+    assert (built[0] / "model.onnx").resolve() == rewritten.resolve()
+    assert servers.optimum_default(fused) == rewritten
+    rewritten.unlink()
+    assert servers.optimum_default(fused) == fused
+    fused.unlink()
+    assert servers.optimum_default(fused) is None
+    rows, _ = peer_rows(tmp_path, "--optimum-model", str(tmp_path / "bundle" / "tokenizer.json"))
+    assert rows[0]["built_from"].startswith("--optimum-model ")
