@@ -30,43 +30,16 @@ def run_http(
     their rows, and a note for each server that could not run."""
     notes: list[str] = []
     servers: list[dict[str, Any]] = []
-    plan = http.Plan(
-        texts, args.levels, args.warmup, args.duration, args.timeout,
-        headers={"Authorization": f"Bearer {args.api_key}"} if args.api_key else None,
-        entities=entities, cpus=args.server_cpus,
-    )  # fmt: skip
+    plan = http_plan(args, texts, entities)
     port = free_port()
-    extra_env = dict(item.split("=", 1) for item in args.service_env)
     if importlib.util.find_spec("service.__main__") is None:
         notes.append("our service skipped: `python -m service` does not exist in this tree yet")
+    elif args.pair == "none":
+        print("http: ours")
+        profile = args.py_spy in ("all", "ours")
+        servers.append(ours_alone(ours_env(args, bundle, port), plan, profile))
     else:
-        # The defaults a user gets (access log on, info level); --service-env changes them,
-        # and the report's settings line says so.
-        env = {
-            "SENTIMENT_BUNDLE": str(bundle.path),
-            "SENTIMENT_HOST": "127.0.0.1",
-            "SENTIMENT_PORT": str(port),
-            **extra_env,
-        }
-        if args.api_key:
-            env.setdefault("SENTIMENT_API_KEY", args.api_key)
-        if args.pair == "none":
-            print("http: ours")
-            servers.append(
-                {
-                    **http.bench_server(
-                        "ours",
-                        python_module("service"),
-                        env,
-                        port,
-                        plan,
-                        profile=args.py_spy in ("all", "ours"),
-                    ),
-                    "ours": True,
-                }
-            )
-        else:
-            servers += run_pair(args, env, plan, notes)
+        servers += run_pair(args, ours_env(args, bundle, port), plan, notes)
     if not args.skip_peers:
         # The peers are text-only by design and take no API key.
         peer_plan = replace(plan, headers=None, entities=None)
@@ -74,6 +47,47 @@ def run_http(
     for note in notes:
         print(f"  note: {note}")
     return {"servers": servers, "notes": notes}
+
+
+def run_ours(
+    args: argparse.Namespace, bundle: Any, texts: list[str], entities: list[str] | None
+) -> dict[str, Any]:
+    """A further workload's HTTP part: ours alone over the same levels, on its texts (no pair,
+    no peers, no profile: only what its HTTP / engine-alone ratio needs)."""
+    print("http: ours")
+    plan = http_plan(args, texts, entities)
+    row = ours_alone(ours_env(args, bundle, free_port()), plan, profile=False)
+    return {"servers": [row], "notes": []}
+
+
+def http_plan(args: argparse.Namespace, texts: list[str], entities: list[str] | None) -> http.Plan:
+    """The levels, timing and requests every server of a workload is measured with."""
+    return http.Plan(
+        texts, args.levels, args.warmup, args.duration, args.timeout,
+        headers={"Authorization": f"Bearer {args.api_key}"} if args.api_key else None,
+        entities=entities, cpus=args.server_cpus,
+    )  # fmt: skip
+
+
+def ours_env(args: argparse.Namespace, bundle: Any, port: int) -> dict[str, str]:
+    """Our service's environment: the defaults a user gets (access log on, info level);
+    --service-env changes them, and the report's settings line says so."""
+    env = {
+        "SENTIMENT_BUNDLE": str(bundle.path),
+        "SENTIMENT_HOST": "127.0.0.1",
+        "SENTIMENT_PORT": str(port),
+        **dict(item.split("=", 1) for item in args.service_env),
+    }
+    if args.api_key:
+        env.setdefault("SENTIMENT_API_KEY", args.api_key)
+    return env
+
+
+def ours_alone(env: dict[str, str], plan: http.Plan, profile: bool) -> dict[str, Any]:
+    """Our service's levels, measured alone (`profile`: the extra py-spy run)."""
+    port = int(env["SENTIMENT_PORT"])
+    row = http.bench_server("ours", python_module("service"), env, port, plan, profile=profile)
+    return {**row, "ours": True}
 
 
 def run_pair(
