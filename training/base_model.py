@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,16 @@ def distilbert_config(bert: dict[str, Any], **overrides: Any) -> Any:
         sinusoidal_pos_embds=False,
         **overrides,
     )
+
+
+def head_labels(labels: Sequence[str]) -> dict[str, Any]:
+    """A classification head's settings in a transformers config: one output per label, in
+    order (training's TF classifier and the benchmark's PyTorch one alike)."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
 
 
 # DistilBERT's block parts (PyTorch names; TF DistilBERT's attributes are the same) and the BERT

@@ -27,12 +27,7 @@ def distilbert_classifier(bert_dir: Path, labels: list[str], seed: int = 0) -> A
     from transformers import DistilBertForSequenceClassification
 
     bert = base_model.bert_config(bert_dir)
-    config = base_model.distilbert_config(
-        bert,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-    )
+    config = base_model.distilbert_config(bert, **base_model.head_labels(labels))
     torch.manual_seed(seed)
     model = DistilBertForSequenceClassification(config)
     weights = base_model.load_bert_weights(bert_dir)
