@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -171,7 +172,16 @@ class Peers:
         if onnx_model is not None and not onnx_model.is_file():
             self.notes.append(f"optimum peer skipped: {onnx_model} not found")
             return []
-        folder = Path(tempfile.mkdtemp(prefix="bench-optimum-"))
+        scratch = Path(tempfile.mkdtemp(prefix="bench-optimum-"))
+        try:  # every graph built lands beside `folder`, in `scratch`, and goes with the run
+            return self.optimum_in(scratch / "model", onnx_model, checkpoint, built_from)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def optimum_in(
+        self, folder: Path, onnx_model: Path | None, checkpoint: Path, built_from: str
+    ) -> list[dict[str, Any]]:
+        """`optimum`'s peers, built in `folder` and beside it."""
         config = checkpoint if checkpoint.is_dir() else None
         if onnx_model is None:
             export = self.pretrained(folder.with_name(folder.name + "-export"))

@@ -2,6 +2,7 @@
 recorders (no process is started)."""
 
 import importlib.util
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -85,10 +86,12 @@ def test_a_peer_that_cannot_run_is_a_note(
 
 
 @pytest.fixture
-def built(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]:
-    """The optimum peers' building replaced by recorders: the folders each peer was served from
-    (no torch, no optimum, no process)."""
-    served: list[Path] = []
+def built(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[Path, bytes]]:
+    """The optimum peers' building replaced by recorders: the graph each peer was served, and
+    its bytes (no torch, no optimum, no process); scratch folders in `tmp_path`."""
+    served: list[tuple[Path, bytes]] = []
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
     monkeypatch.setattr(servers, "peer_deps_missing", lambda: None)
 
     def export(labels: list[str], tokenizer: Path, out: Path) -> Path:
@@ -101,7 +104,8 @@ def built(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[Path]:
         return {"ops": {"QAttention": 1}}
 
     def server(self: servers.Peers, name: str, model_dir: Path, what: str) -> dict[str, Any]:
-        served.append(model_dir)
+        graph = (model_dir / "model.onnx").resolve()
+        served.append((graph, graph.read_bytes() if graph.is_file() else b""))
         return {"name": name, "levels": [], "what": what}
 
     monkeypatch.setattr(servers, "export_packaged", export)
@@ -119,20 +123,20 @@ def peer_rows(tmp_path: Path, *flags: str) -> tuple[list[dict[str, Any]], list[s
 
 
 def test_without_a_trained_graph_the_optimum_peers_use_the_pretrained_export(
-    tmp_path: Path, built: list[Path]
+    tmp_path: Path, built: list[tuple[Path, bytes]]
 ) -> None:
     rows, notes = peer_rows(tmp_path, "--fp32-model", str(tmp_path / "none.onnx"))
     assert [r["name"] for r in rows] == ["optimum-ort", "optimum-o3-int8"]
     assert all(r["built_from"] == servers.BUILT_FROM for r in rows)
     assert "head untrained" in servers.BUILT_FROM
-    plain = built[0]
-    assert (plain / "model.onnx").read_bytes() == b"exported"  # never our int8 graph
-    assert (plain / "model.onnx").resolve().parent.name.endswith("-export")
+    graph, content = built[0]
+    assert content == b"exported" and graph.parent.name.endswith("-export")  # not our int8
     assert notes == ["seed-TF peer skipped: no TF checkpoint at " + str(tmp_path)]
+    assert list((tmp_path / "scratch").iterdir()) == []  # the graphs built go with the run
 
 
 def test_the_trained_fp32_graph_is_preferred(
-    tmp_path: Path, built: list[Path], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, built: list[tuple[Path, bytes]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(servers, "export_packaged", lambda *a: pytest.fail("exported"))
     onnx_dir = tmp_path / "onnx"
@@ -143,7 +147,7 @@ def test_the_trained_fp32_graph_is_preferred(
     rows, _ = peer_rows(tmp_path, "--fp32-model", str(fused))
     rewritten = onnx_dir / "model.fp32.rewritten.onnx"
     assert [r["built_from"] for r in rows] == [f"trained fp32 graph {rewritten}"] * 2
-    assert (built[0] / "model.onnx").resolve() == rewritten.resolve()
+    assert built[0] == (rewritten.resolve(), b"model.fp32.rewritten.onnx")
     assert servers.optimum_default(fused) == rewritten
     rewritten.unlink()
     assert servers.optimum_default(fused) == fused
