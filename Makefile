@@ -84,7 +84,7 @@ accuracy-sources: $(VENV)/.all
 	  --metrics reports/3class/metrics.json --metrics reports/binary/metrics.json --out reports/sources/accuracy
 
 bench: $(VENV)/.peers
-	$(PY) -m benchmarks --bundle $(BUNDLE) --data $(DATA) $(BENCH_ARGS)
+	$(PY) -m benchmarks --bundle $(BUNDLE) --data $(DATA) --data-root $(DATA_ROOT) $(BENCH_ARGS)
 
 # Overload goodput, slow clients, bad inputs, SIGTERM and kill -9 under load, an RSS soak:
 # bounded (about 5 min), loopback only, service defaults (benchmarks/reliability.py).

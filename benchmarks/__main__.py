@@ -1,8 +1,9 @@
 """`python -m benchmarks`: engine, HTTP and peer benchmarks in one run, written as JSON + Markdown + PNG.
 
 Example (what `make bench` runs):
-    python -m benchmarks --bundle models/sentiment-binary --data ../shared/data/twitter_entity
-Development runs: add --quick (small grid, 2 s per level).
+    python -m benchmarks --bundle models/sentiment-binary --data ../shared/data/twitter_entity \\
+        --data-root ../shared/data
+Development runs: add --quick (small grid, 2 s per level; both workloads).
 
 This module only wires the parts: the flags (cli.py), the engine suite (suite.py), the servers
 (servers.py), the targets (targets.py) and the raw result and its files (results.py).
@@ -13,17 +14,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
 
 from benchmarks.cli import parse_args
 from benchmarks.machine import busy_processes, describe, machine_info
-from benchmarks.results import compare, header, recompute, write_reports
-from benchmarks.servers import run_http
-from benchmarks.suite import distance, run_engine
+from benchmarks.results import compare, header, recompute, workload_info, write_reports
+from benchmarks.servers import run_http, run_ours
+from benchmarks.suite import distance, engine_alone, run_engine
 from benchmarks.targets import targets
-from benchmarks.texts import load_tweets
+from benchmarks.texts import Workload, load_workloads
 from service.bundle import load_bundle
 
 
@@ -34,18 +36,26 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(args.bundle)
     info = machine_info()
     print(describe(info))
-    tweets, source = load_tweets(args.data, limit=args.texts)
-    texts = [t.text for t in tweets]
-    # An entity-pair model gets each tweet's entity (the peers, text-only by design, do not).
-    entities = [t.entity for t in tweets] if bundle.text_pair else None
-    print(f"texts: {source}" + (" (with entities)" if entities else ""))
-    results = header(args, bundle, info, source, len(texts), entities is not None)
+    workloads, skipped = load_workloads(args, bundle.text_pair)
+    for note in skipped:
+        print(f"note: {note}")
+    if not workloads:
+        print("no workload to measure", file=sys.stderr)
+        return 2
+    main_load, others = workloads[0], workloads[1:]
+    texts, entities = main_load.texts, main_load.entities
+    print(
+        f"texts ({main_load.name}): {main_load.source}" + (" (with entities)" if entities else "")
+    )
+    results = header(args, bundle, info, main_load)
+    results["workloads"] = {"notes": skipped, "runs": [workload_info(main_load)]}
     t0 = time.perf_counter()
     if not args.skip_engine:
         results["engine"] = run_engine(args, bundle, texts, entities)
     if not args.skip_http:
-        results["http"] = pinned_http(args, bundle, texts, entities)
-        compare(results, args.reference)
+        results["http"] = pinned(args, run_http, bundle, texts, entities)
+    results["workloads"]["runs"] += [further_workload(args, bundle, w) for w in others]
+    compare(results, args.reference)
     if not args.skip_engine:
         results["limit"] = distance(results, bundle, texts, entities, args.reference)
     results["targets"] = targets(results, args.reference)
@@ -55,16 +65,32 @@ def main(argv: list[str] | None = None) -> int:
     return write_reports(results, args.out_dir / results["run_id"])
 
 
-def pinned_http(
-    args: argparse.Namespace, bundle: Any, texts: list[str], entities: list[str] | None
+def further_workload(args: argparse.Namespace, bundle: Any, workload: Workload) -> dict[str, Any]:
+    """A workload after the first: the engine alone and ours over HTTP on its texts, what its
+    HTTP / engine-alone ratio needs (the grid, the pair, the peers ran on the first)."""
+    print(f"workload {workload.name}: {workload.source}")
+    run = workload_info(workload)
+    if not args.skip_engine:
+        run["engine"] = engine_alone(args, bundle, workload.texts, workload.entities)
+    if not args.skip_http:
+        run["http"] = pinned(args, run_ours, bundle, workload.texts, workload.entities)
+    return run
+
+
+def pinned(
+    args: argparse.Namespace,
+    measure: Callable[..., dict[str, Any]],
+    bundle: Any,
+    texts: list[str],
+    entities: list[str] | None,
 ) -> dict[str, Any]:
-    """The HTTP part with this process (the load generator) on `--client-cpus`, if given."""
+    """An HTTP part with this process (the load generator) on `--client-cpus`, if given."""
     me = psutil.Process()
     before = me.cpu_affinity()
     if args.client_cpus:
         me.cpu_affinity(args.client_cpus)
     try:
-        out = run_http(args, bundle, texts, entities)
+        out = measure(args, bundle, texts, entities)
     finally:
         me.cpu_affinity(before)
     out["pinning"] = {"server": args.server_cpus, "client": args.client_cpus}

@@ -11,8 +11,9 @@ from typing import Any
 DESCRIPTION = """`python -m benchmarks`: engine, HTTP and peer benchmarks in one run, written as JSON + Markdown + PNG.
 
 Example (what `make bench` runs):
-    python -m benchmarks --bundle models/sentiment-3class --data ../shared/data/twitter_entity
-Development runs: add --quick (small grid, 2 s per level).
+    python -m benchmarks --bundle models/sentiment-binary --data ../shared/data/twitter_entity \\
+        --data-root ../shared/data
+Development runs: add --quick (small grid, 2 s per level; both workloads).
 """
 
 # Flags left unset take these: the full grid, or --quick's small one.
@@ -84,7 +85,27 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bundle", type=Path, required=True, help="the shipped bundle (int8 model.onnx)"
     )
-    p.add_argument("--data", type=Path, default=None, help="data folder; built-in sample if absent")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="Twitter Entity data folder (the twitter-entity workload); built-in sample if absent",
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder holding the sources (the semeval workload reads "
+        "semeval2017_task4a/twitter-2017test-A.csv there); default: the folder above --data",
+    )
+    p.add_argument(
+        "--workload",
+        choices=["twitter-entity", "semeval", "both"],
+        default="both",
+        help="which tweets: the Twitter Entity tweets with their entities, the SemEval-2017 test "
+        "tweets (text only), or both (default; also with --quick). The first gets the whole run; "
+        "the second, the engine alone and our HTTP levels, for its HTTP / engine-alone ratio",
+    )
     p.add_argument(
         "--fp32-model",
         type=Path,
@@ -102,9 +123,10 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
         "--optimum-model",
         type=Path,
         default=None,
-        help="ONNX graph for the optimum peer (default: the un-fused fp32 graph "
+        help="ONNX graph for the optimum peers (default: the trained un-fused fp32 graph "
         "model.fp32.rewritten.onnx beside --fp32-model, the closest to an optimum export; "
-        "else --fp32-model; else the bundle's int8 model)",
+        "else --fp32-model; else optimum's export of the packaged pretrained MiniLM weights "
+        "with an untrained head: speed only)",
     )
 
 

@@ -127,6 +127,9 @@ def http_section(results: dict[str, Any]) -> list[str]:
     lines = ["## HTTP, closed loop on loopback", ""]
     for note in results["http"].get("notes", []):
         lines.append(f"- {note}")
+    for server in servers:
+        if server.get("built_from"):
+            lines.append(f"- {server['name']} built from: {server['built_from']}")
     lines.append("")
     rows = []
     for server in servers:
@@ -137,14 +140,17 @@ def http_section(results: dict[str, Any]) -> list[str]:
     lines += pair_section(servers)
     for server in servers:
         lines += py_spy_section(server)
-    skipped = [s for s in servers if s.get("skipped")]
-    for server in skipped:
+    return lines + _skipped(servers)
+
+
+def _skipped(servers: list[dict[str, Any]]) -> list[str]:
+    """Why a server stopped short (its last lines of output), one bullet each."""
+    lines = []
+    for server in (s for s in servers if s.get("skipped")):
         reason = " / ".join(line.strip() for line in server["skipped"].splitlines()[-3:])
         done = f" after {len(server['levels'])} level(s)" if server.get("levels") else ""
         lines.append(f"- {server['name']} skipped{done}: {reason[-600:]}")
-    if skipped:
-        lines.append("")
-    return lines
+    return [*lines, ""] if lines else []
 
 
 def _level_cells(lvl: dict[str, Any]) -> list[Any]:
@@ -238,6 +244,55 @@ def targets_section(results: dict[str, Any]) -> list[str]:
     return lines + _table(["target", "value", "goal", "status", "detail"], rows)
 
 
+def workloads_section(results: dict[str, Any]) -> list[str]:
+    """Every workload's texts, its engine alone and ours over HTTP, and HTTP ÷ engine alone
+    (`targets.http_vs_engine`, stored by `results.compare`); a further workload's HTTP levels."""
+    workloads = results.get("workloads", {})
+    runs = workloads.get("runs", [])
+    if not runs:
+        return []
+    lines = [
+        "## Workloads: HTTP ÷ engine alone",
+        "",
+        "Ours over HTTP at the top level ÷ the engine-alone ceiling (best real-text batch) on"
+        " each workload's own texts; the engine in the service's plan (one text per run) beside."
+        " The first workload also ran everything else in this report.",
+        "",
+    ]
+    notes = [f"- {note}" for note in workloads.get("notes", [])]
+    lines += [*notes, ""] if notes else []
+    lines += _table(
+        [
+            "workload", "texts", "entities", "engine, service plan (texts/s)",
+            "engine-alone ceiling (texts/s)", "ours HTTP RPS", "HTTP ÷ engine alone",
+        ],
+        [_workload_row(results if i == 0 else run, run) for i, run in enumerate(runs)],
+    )  # fmt: skip
+    for run in runs[1:]:
+        servers = run.get("http", {}).get("servers", [])
+        for server in (s for s in servers if s.get("levels")):
+            lines += [f"{server['name']} on the {run['workload']} workload:", ""]
+            lines += _table(
+                ["server", *LEVEL_COLUMNS],
+                [[server["name"], *_level_cells(lvl)] for lvl in server["levels"]],
+            )
+        lines += _skipped(servers)
+    return lines
+
+
+def _workload_row(part: dict[str, Any], run: dict[str, Any]) -> list[Any]:
+    """One workload's cells: its texts, the engine in the service's plan (one text per run) from
+    its `part` (the run's own parts for the first workload), and its HTTP ÷ engine alone."""
+    plans = part.get("engine", {}).get("service_plan", [])
+    single = next((p["texts_per_s"] for p in plans if p["max_batch"] == 1), None)
+    ratio = run.get("http_vs_engine")
+    http = ratio and f"{ratio['http_rps']} (c={ratio['concurrency']}, errors {ratio['errors']})"
+    return [
+        run["workload"], run["source"], "yes" if run["entities"] else "no", single,
+        ratio and ratio["engine_texts_per_s"], http, ratio and ratio["ratio"],
+    ]  # fmt: skip
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The human report: machine, targets, engine tables, HTTP and peer tables."""
     m = results["machine"]
@@ -252,9 +307,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"texts: {results['texts']['source']}",
         f"- Settings: {results['settings']}",
     ]
+    further = results.get("workloads", {}).get("runs", [])[1:]
     busy_levels = [
-        f"{server['name']} c={lvl['concurrency']}"
-        for server in results.get("http", {}).get("servers", [])
+        f"{server['name']} c={lvl['concurrency']}" + (f" ({name})" if name else "")
+        for name, part in [("", results), *((run["workload"], run) for run in further)]
+        for server in part.get("http", {}).get("servers", [])
         for lvl in server.get("levels", [])
         if lvl.get("other_heavy_jobs")
     ]
@@ -266,6 +323,7 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines.append("")
     lines += targets_section(results)
+    lines += workloads_section(results)
     lines += http_section(results)
     lines += limit_section(results)
     lines += engine_section(results.get("engine", {}))

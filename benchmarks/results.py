@@ -10,19 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import plots, report
-from benchmarks.targets import targets
+from benchmarks.targets import http_vs_engine, targets
+from benchmarks.texts import Workload
 from service.bundle import Bundle
 
 
 def header(
-    args: argparse.Namespace,
-    bundle: Bundle,
-    info: dict[str, Any],
-    source: str,
-    count: int,
-    with_entities: bool,
+    args: argparse.Namespace, bundle: Bundle, info: dict[str, Any], workload: Workload
 ) -> dict[str, Any]:
-    """What a run measured on, before it measures anything; `run_id` names its files."""
+    """What a run measured on, before it measures anything (`texts`: the first workload's,
+    which the whole run measures); `run_id` names its files."""
     started = dt.datetime.now(dt.UTC)
     run_id = f"{started:%Y-%m-%d}-{info['host']}" + ("-quick" if args.quick else "")
     return {
@@ -38,13 +35,26 @@ def header(
             "labels": list(bundle.labels),
             "sha256": bundle.sha256,
         },
-        "texts": {"source": source, "count": count, "entities": with_entities},
+        "texts": workload_info(workload),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }
 
 
+def workload_info(workload: Workload) -> dict[str, Any]:
+    """Which texts a workload sent, as the raw result records them."""
+    return {
+        "workload": workload.name,
+        "source": workload.source,
+        "count": len(workload.texts),
+        "entities": workload.entities is not None,
+    }
+
+
 def compare(results: dict[str, Any], reference: str) -> None:
-    """Add each server's RPS and p99 as ratios to ours (`reference`) at the same level."""
+    """Add each server's RPS and p99 as ratios to ours (`reference`) at the same level, and
+    each workload's HTTP / engine-alone ratio (the first workload's parts are the run's own)."""
+    for i, run in enumerate(results.get("workloads", {}).get("runs", [])):
+        run["http_vs_engine"] = http_vs_engine(results if i == 0 else run, reference)
     servers = results.get("http", {}).get("servers", [])
     ours = next((s for s in servers if s["name"] == reference and s.get("levels")), None)
     if ours is None:
@@ -80,7 +90,6 @@ def recompute(path: Path, reference: str) -> int:
     `reference` and rewrite its JSON, Markdown and plots."""
     raw: dict[str, Any] = json.loads(path.read_text())
     raw["settings"]["reference"] = reference
-    if "http" in raw:
-        compare(raw, reference)
+    compare(raw, reference)
     raw["targets"] = targets(raw, reference)
     return write_reports(raw, path.with_suffix(""))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from benchmarks.peers.optimum_ort import (
     peer_deps_missing,
     prepare_model_dir,
 )
+from benchmarks.peers.pretrained import BUILT_FROM, export_packaged
 from benchmarks.ports import free_port
 from benchmarks.server_process import Server, ServerError, python_module
 
@@ -29,43 +31,16 @@ def run_http(
     their rows, and a note for each server that could not run."""
     notes: list[str] = []
     servers: list[dict[str, Any]] = []
-    plan = http.Plan(
-        texts, args.levels, args.warmup, args.duration, args.timeout,
-        headers={"Authorization": f"Bearer {args.api_key}"} if args.api_key else None,
-        entities=entities, cpus=args.server_cpus,
-    )  # fmt: skip
+    plan = http_plan(args, texts, entities)
     port = free_port()
-    extra_env = dict(item.split("=", 1) for item in args.service_env)
     if importlib.util.find_spec("service.__main__") is None:
         notes.append("our service skipped: `python -m service` does not exist in this tree yet")
+    elif args.pair == "none":
+        print("http: ours")
+        profile = args.py_spy in ("all", "ours")
+        servers.append(ours_alone(ours_env(args, bundle, port), plan, profile))
     else:
-        # The defaults a user gets (access log on, info level); --service-env changes them,
-        # and the report's settings line says so.
-        env = {
-            "SENTIMENT_BUNDLE": str(bundle.path),
-            "SENTIMENT_HOST": "127.0.0.1",
-            "SENTIMENT_PORT": str(port),
-            **extra_env,
-        }
-        if args.api_key:
-            env.setdefault("SENTIMENT_API_KEY", args.api_key)
-        if args.pair == "none":
-            print("http: ours")
-            servers.append(
-                {
-                    **http.bench_server(
-                        "ours",
-                        python_module("service"),
-                        env,
-                        port,
-                        plan,
-                        profile=args.py_spy in ("all", "ours"),
-                    ),
-                    "ours": True,
-                }
-            )
-        else:
-            servers += run_pair(args, env, plan, notes)
+        servers += run_pair(args, ours_env(args, bundle, port), plan, notes)
     if not args.skip_peers:
         # The peers are text-only by design and take no API key.
         peer_plan = replace(plan, headers=None, entities=None)
@@ -73,6 +48,47 @@ def run_http(
     for note in notes:
         print(f"  note: {note}")
     return {"servers": servers, "notes": notes}
+
+
+def run_ours(
+    args: argparse.Namespace, bundle: Any, texts: list[str], entities: list[str] | None
+) -> dict[str, Any]:
+    """A further workload's HTTP part: ours alone over the same levels, on its texts (no pair,
+    no peers, no profile: only what its HTTP / engine-alone ratio needs)."""
+    print("http: ours")
+    plan = http_plan(args, texts, entities)
+    row = ours_alone(ours_env(args, bundle, free_port()), plan, profile=False)
+    return {"servers": [row], "notes": []}
+
+
+def http_plan(args: argparse.Namespace, texts: list[str], entities: list[str] | None) -> http.Plan:
+    """The levels, timing and requests every server of a workload is measured with."""
+    return http.Plan(
+        texts, args.levels, args.warmup, args.duration, args.timeout,
+        headers={"Authorization": f"Bearer {args.api_key}"} if args.api_key else None,
+        entities=entities, cpus=args.server_cpus,
+    )  # fmt: skip
+
+
+def ours_env(args: argparse.Namespace, bundle: Any, port: int) -> dict[str, str]:
+    """Our service's environment: the defaults a user gets (access log on, info level);
+    --service-env changes them, and the report's settings line says so."""
+    env = {
+        "SENTIMENT_BUNDLE": str(bundle.path),
+        "SENTIMENT_HOST": "127.0.0.1",
+        "SENTIMENT_PORT": str(port),
+        **dict(item.split("=", 1) for item in args.service_env),
+    }
+    if args.api_key:
+        env.setdefault("SENTIMENT_API_KEY", args.api_key)
+    return env
+
+
+def ours_alone(env: dict[str, str], plan: http.Plan, profile: bool) -> dict[str, Any]:
+    """Our service's levels, measured alone (`profile`: the extra py-spy run)."""
+    port = int(env["SENTIMENT_PORT"])
+    row = http.bench_server("ours", python_module("service"), env, port, plan, profile=profile)
+    return {**row, "ours": True}
 
 
 def run_pair(
@@ -115,11 +131,15 @@ class Peers:
     notes: list[str]
 
     def run(self, args: argparse.Namespace) -> list[dict[str, Any]]:
-        """seed-tf on `--checkpoint`, then the optimum peers on `--optimum-model` (default:
-        `optimum_default`)."""
+        """seed-tf on `--checkpoint`, then the optimum peers on `--optimum-model`, else on the
+        trained fp32 graph (`optimum_default`), else on the packaged pretrained weights."""
         servers = self.seed_tf(args.checkpoint)
-        onnx_model = args.optimum_model or optimum_default(args.fp32_model, self.bundle.model_path)
-        return servers + self.optimum(onnx_model, args.checkpoint)
+        if args.optimum_model:
+            graph, built_from = args.optimum_model, f"--optimum-model {args.optimum_model}"
+        else:
+            graph = optimum_default(args.fp32_model)
+            built_from = f"trained fp32 graph {graph}"
+        return servers + self.optimum(graph, args.checkpoint, built_from)
 
     def seed_tf(self, checkpoint: Path) -> list[dict[str, Any]]:
         """The seed's architecture on the project's TF checkpoint (benchmarks.peers.seed_tf)."""
@@ -138,23 +158,52 @@ class Peers:
         what = "TF DistilBERT checkpoint, eager call per request in an async handler"
         return [self.measure("seed-tf", argv, what)]
 
-    def optimum(self, onnx_model: Path, checkpoint: Path) -> list[dict[str, Any]]:
-        """optimum's ORTModel + pipeline on `onnx_model` (with the checkpoint's config when
-        there is one), then the same graph optimized and quantized (`optimized`)."""
+    def optimum(
+        self, onnx_model: Path | None, checkpoint: Path, built_from: str
+    ) -> list[dict[str, Any]]:
+        """optimum's ORTModel + pipeline on `onnx_model` (`built_from` says what it is; with the
+        checkpoint's config when there is one), or on optimum's export of the packaged
+        pretrained weights when None; then the same graph optimized and quantized
+        (`optimized`). Each row records what it was built from."""
         missing = peer_deps_missing()
         if missing:
             self.notes.append(f"optimum peer skipped: {missing}")
             return []
-        if not onnx_model.is_file():
+        if onnx_model is not None and not onnx_model.is_file():
             self.notes.append(f"optimum peer skipped: {onnx_model} not found")
             return []
-        folder = Path(tempfile.mkdtemp(prefix="bench-optimum-"))
+        scratch = Path(tempfile.mkdtemp(prefix="bench-optimum-"))
+        try:  # every graph built lands beside `folder`, in `scratch`, and goes with the run
+            return self.optimum_in(scratch / "model", onnx_model, checkpoint, built_from)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def optimum_in(
+        self, folder: Path, onnx_model: Path | None, checkpoint: Path, built_from: str
+    ) -> list[dict[str, Any]]:
+        """`optimum`'s peers, built in `folder` and beside it."""
         config = checkpoint if checkpoint.is_dir() else None
+        if onnx_model is None:
+            export = self.pretrained(folder.with_name(folder.name + "-export"))
+            if export is None:
+                return []
+            onnx_model, config, built_from = export / "model.onnx", export, BUILT_FROM
         labels = list(self.bundle.labels)
         prepare_model_dir(onnx_model, self.bundle.tokenizer_path, labels, config, folder)
-        print(f"http: peer optimum-ort ({onnx_model})")
+        print(f"http: peer optimum-ort (built from {built_from})")
         what = f"optimum ORTModelForSequenceClassification + pipeline on {onnx_model}"
-        return [self.optimum_server("optimum-ort", folder, what), *self.optimized(folder)]
+        plain = self.optimum_server("optimum-ort", folder, what)
+        return [{**row, "built_from": built_from} for row in [plain, *self.optimized(folder)]]
+
+    def pretrained(self, out: Path) -> Path | None:
+        """optimum's export of the packaged pretrained weights into `out` (benchmarks.peers.
+        pretrained), or None with a note when it cannot be built."""
+        print("http: exporting the packaged pretrained weights for the optimum peers")
+        try:
+            return export_packaged(list(self.bundle.labels), self.bundle.tokenizer_path, out)
+        except Exception as exc:  # no weights, no export: a note, not a dead run
+            self.notes.append(f"optimum peer skipped: exporting the pretrained weights: {exc}")
+            return None
 
     def optimized(self, folder: Path) -> list[dict[str, Any]]:
         """The strongest peer: the same graph through optimum's ORTOptimizer (O3) and
@@ -188,10 +237,12 @@ class Peers:
         return {**levels, "what": what}
 
 
-def optimum_default(fp32_model: Path, int8_model: Path) -> Path:
-    """The graph a user's optimum export would resemble most: fp32 and not fused on disk
-    (ORT applies its own runtime optimizations at session start, as it would for them)."""
+def optimum_default(fp32_model: Path) -> Path | None:
+    """The trained graph a user's optimum export would resemble most: fp32 and not fused on
+    disk (ORT applies its own runtime optimizations at session start, as it would for them);
+    None when training left none (a fresh clone: the peers are built from the packaged
+    pretrained weights instead, never from our int8 graph, which optimum cannot feed)."""
     for candidate in (fp32_model.with_name("model.fp32.rewritten.onnx"), fp32_model):
         if candidate.is_file():
             return candidate
-    return int8_model
+    return None

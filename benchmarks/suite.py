@@ -1,5 +1,6 @@
 """The engine suite of `python -m benchmarks`: the engine alone (grid, tokenizer, real texts,
-the service's plan, ORT's profile) and the distance to the CPU's int8 GEMM rate, no HTTP."""
+the service's plan, ORT's profile) and the distance to the CPU's int8 GEMM rate, no HTTP; for a
+further workload, only the real texts and the plan (`engine_alone`)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,29 @@ def run_engine(
     print("tokenizer:")
     tok = engine.tokenizer_cost(tokenizer, texts[:500], budget)
     print(f"  {tok}")
+    alone = engine_alone(args, bundle, texts, entities)
+    profile = engine.op_profile(
+        bundle.model_path, pool, 8, 64, max(args.threads), 5 if args.quick else 30
+    )
+    top = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in profile["ops"][:5])
+    print(f"ORT profile (batch 8 x 64): {top}")
+    for note in notes:
+        print(f"  note: {note}")
+    return {
+        "models": {k: str(v) for k, v in models.items()},
+        "notes": notes,
+        "grid": grid,
+        "tokenizer": tok,
+        **alone,
+        "profile": profile,
+    }
+
+
+def engine_alone(
+    args: argparse.Namespace, bundle: Any, texts: list[str], entities: list[str] | None
+) -> dict[str, Any]:
+    """What a workload's HTTP figures are held to, on its texts: real texts end to end per
+    batch size (the best is the engine-alone ceiling) and the service's own plan."""
     print("real texts:")
     n = 64 if args.quick else 512
     real = engine.real_text_throughput(
@@ -56,22 +80,7 @@ def run_engine(
         )
         plans.append(row)
         print(f"  max_batch {max_batch:>2}: {row['texts_per_s']:8.1f} texts/s ({row})")
-    profile = engine.op_profile(
-        bundle.model_path, pool, 8, 64, max(args.threads), 5 if args.quick else 30
-    )
-    top = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in profile["ops"][:5])
-    print(f"ORT profile (batch 8 x 64): {top}")
-    for note in notes:
-        print(f"  note: {note}")
-    return {
-        "models": {k: str(v) for k, v in models.items()},
-        "notes": notes,
-        "grid": grid,
-        "tokenizer": tok,
-        "real_texts": real,
-        "service_plan": plans,
-        "profile": profile,
-    }
+    return {"real_texts": real, "service_plan": plans}
 
 
 def distance(

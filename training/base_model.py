@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,39 +95,72 @@ def distilbert_config(bert: dict[str, Any], **overrides: Any) -> Any:
     )
 
 
+def head_labels(labels: Sequence[str]) -> dict[str, Any]:
+    """A classification head's settings in a transformers config: one output per label, in
+    order (training's TF classifier and the benchmark's PyTorch one alike)."""
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+
+
+# DistilBERT's block parts (PyTorch names; TF DistilBERT's attributes are the same) and the BERT
+# tensors they take, with the post-LayerNorm blocks in the same order.
+BLOCK_PARTS = {
+    "attention.q_lin": "attention.self.query",
+    "attention.k_lin": "attention.self.key",
+    "attention.v_lin": "attention.self.value",
+    "attention.out_lin": "attention.output.dense",
+    "sa_layer_norm": "attention.output.LayerNorm",
+    "ffn.lin1": "intermediate.dense",
+    "ffn.lin2": "output.dense",
+    "output_layer_norm": "output.LayerNorm",
+}
+
+
+def distilbert_tensors(weights: dict[str, np.ndarray], n_layers: int) -> dict[str, np.ndarray]:
+    """BERT's tensors under DistilBERT's PyTorch names ([out, in] kernels): the one mapping both
+    frameworks load. Token type 0's embedding folds into the position table; no pooler."""
+    out = {
+        "embeddings.word_embeddings.weight": weights["embeddings.word_embeddings.weight"],
+        "embeddings.position_embeddings.weight": weights["embeddings.position_embeddings.weight"]
+        + weights["embeddings.token_type_embeddings.weight"][0],
+        "embeddings.LayerNorm.weight": weights["embeddings.LayerNorm.weight"],
+        "embeddings.LayerNorm.bias": weights["embeddings.LayerNorm.bias"],
+    }
+    for i in range(n_layers):
+        for part, bert_name in BLOCK_PARTS.items():
+            for kind in ("weight", "bias"):
+                source = weights[f"encoder.layer.{i}.{bert_name}.{kind}"]
+                out[f"transformer.layer.{i}.{part}.{kind}"] = source
+    return out
+
+
 def assign_bert_weights(
     distilbert: Any, weights: dict[str, np.ndarray], layer_norm_eps: float
 ) -> None:
     """Copy BERT tensors (PyTorch names, [out, in] kernels) into a built TF DistilBERT main layer."""
+    from operator import attrgetter
+
+    tensors = distilbert_tensors(weights, len(distilbert.transformer.layer))
     emb = distilbert.embeddings
-    emb.weight.assign(weights["embeddings.word_embeddings.weight"])
-    emb.position_embeddings.assign(
-        weights["embeddings.position_embeddings.weight"]
-        + weights["embeddings.token_type_embeddings.weight"][0]
-    )
-    emb.LayerNorm.gamma.assign(weights["embeddings.LayerNorm.weight"])
-    emb.LayerNorm.beta.assign(weights["embeddings.LayerNorm.bias"])
-    emb.LayerNorm.epsilon = layer_norm_eps
+    emb.weight.assign(tensors["embeddings.word_embeddings.weight"])
+    emb.position_embeddings.assign(tensors["embeddings.position_embeddings.weight"])
 
-    def dense(layer: Any, name: str) -> None:
-        layer.kernel.assign(weights[f"{name}.weight"].T)
-        layer.bias.assign(weights[f"{name}.bias"])
+    def assign(layer: Any, name: str) -> None:
+        if hasattr(layer, "gamma"):  # a LayerNorm
+            layer.gamma.assign(tensors[f"{name}.weight"])
+            layer.beta.assign(tensors[f"{name}.bias"])
+            layer.epsilon = layer_norm_eps
+        else:
+            layer.kernel.assign(tensors[f"{name}.weight"].T)
+            layer.bias.assign(tensors[f"{name}.bias"])
 
-    def norm(layer: Any, name: str) -> None:
-        layer.gamma.assign(weights[f"{name}.weight"])
-        layer.beta.assign(weights[f"{name}.bias"])
-        layer.epsilon = layer_norm_eps
-
+    assign(emb.LayerNorm, "embeddings.LayerNorm")
     for i, block in enumerate(distilbert.transformer.layer):
-        p = f"encoder.layer.{i}"
-        dense(block.attention.q_lin, f"{p}.attention.self.query")
-        dense(block.attention.k_lin, f"{p}.attention.self.key")
-        dense(block.attention.v_lin, f"{p}.attention.self.value")
-        dense(block.attention.out_lin, f"{p}.attention.output.dense")
-        norm(block.sa_layer_norm, f"{p}.attention.output.LayerNorm")
-        dense(block.ffn.lin1, f"{p}.intermediate.dense")
-        dense(block.ffn.lin2, f"{p}.output.dense")
-        norm(block.output_layer_norm, f"{p}.output.LayerNorm")
+        for part in BLOCK_PARTS:
+            assign(attrgetter(part)(block), f"transformer.layer.{i}.{part}")
 
 
 def load_tokenizer(model_dir: Path) -> Any:

@@ -75,16 +75,12 @@ def load_model(base_model: str, labels: Sequence[str]) -> tuple[Any, Any]:
     """A classifier head on the base encoder (random head, seeded), and its tokenizer."""
     from transformers import AutoTokenizer, TFDistilBertForSequenceClassification
 
-    from training.base_model import resolve_base_model
+    from training.base_model import head_labels, resolve_base_model
 
     path = resolve_base_model(base_model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = TFDistilBertForSequenceClassification.from_pretrained(
-        path,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        ignore_mismatched_sizes=True,
+        path, **head_labels(labels), ignore_mismatched_sizes=True
     )
     return model, tokenizer
 

@@ -1,10 +1,11 @@
 """Peer 2, what a user would pick instead: optimum's ORTModelForSequenceClassification behind
 a transformers `pipeline`, called per request from the same kind of async handler.
 
-optimum exports from PyTorch, and this project trains in TensorFlow, so the peer loads an ONNX
-graph the project already has (the fp32 graph when given, else the shipped int8 one) together
-with a transformers config.json and the bundle's tokenizer. `prepare_model_dir` builds that
-folder; which graph was used is recorded in the results.
+optimum exports from PyTorch, and this project trains in TensorFlow, so the peer loads the
+trained fp32 graph when there is one, else optimum's own export of the packaged pretrained
+weights (benchmarks/peers/pretrained.py), together with a transformers config.json and the
+bundle's tokenizer. `prepare_model_dir` builds that folder; what the peer was built from is
+recorded in the results.
 
 Run: python -m benchmarks.peers.optimum_ort --model-dir DIR --max-length 128 --port 8002
 """

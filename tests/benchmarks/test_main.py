@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks.__main__ import main
 from benchmarks.cli import parse_args
+from tests.benchmarks.test_texts import semeval_root
 
 
 @pytest.mark.slow  # starts the service for every HTTP level
@@ -84,6 +85,46 @@ def test_quick_run_writes_json_markdown_and_plots(
     assert limit["gemm"]["best_gmacs_per_s"] > 0 and limit["texts_per_s"] > 0
     assert json_path.with_suffix(".md").read_text().startswith("# Benchmark ")
     assert (out / f"{results['run_id']}-throughput.png").is_file()
+    (note,) = results["workloads"]["notes"]  # no SemEval file beside the data: a note, no stop
+    assert note.startswith("semeval workload skipped: ")
+
+
+@pytest.mark.slow  # starts the service for each workload
+def test_both_workloads_get_the_engine_alone_and_our_http(
+    pair_bundle: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    root = semeval_root(tmp_path)
+    code = main([
+        "--bundle", str(pair_bundle), "--data", str(tiny_data), "--data-root", str(root),
+        "--quick", "--skip-peers", "--pair", "none", "--py-spy", "none", "--levels", "1",
+        "--duration", "0.3", "--warmup", "0.1", "--batches", "1,2", "--seq-lens", "8",
+        "--out-dir", str(tmp_path / "out"),
+    ])  # fmt: skip
+    assert code == 0
+    (json_path,) = (tmp_path / "out").glob("*-quick.json")
+    results = json.loads(json_path.read_text())
+    entity, semeval = results["workloads"]["runs"]
+    assert results["workloads"]["notes"] == [] and results["texts"] == {
+        key: entity[key] for key in ("workload", "source", "count", "entities")
+    }
+    assert entity["workload"] == "twitter-entity" and entity["entities"] is True
+    assert semeval["workload"] == "semeval" and semeval["entities"] is False
+    assert semeval["count"] == 3 and "twitter-2017test-A.csv" in semeval["source"]
+    assert [p["max_batch"] for p in semeval["engine"]["service_plan"]] == [1, 16]
+    assert {r["batch"] for r in semeval["engine"]["real_texts"]} == {1, 2}
+    (ours,) = semeval["http"]["servers"]
+    assert ours["name"] == "ours" and [lvl["errors"] for lvl in ours["levels"]] == [0]
+    assert "py_spy" not in ours  # a further workload: no profile, no pair, no peers
+    for run in (entity, semeval):
+        assert run["http_vs_engine"]["ratio"] > 0 and run["http_vs_engine"]["concurrency"] == 1
+    text = json_path.with_suffix(".md").read_text()
+    assert "## Workloads: HTTP ÷ engine alone" in text and "| semeval |" in text
+
+
+def test_no_workload_to_measure_is_an_error(tiny_bundle: Path, tmp_path: Path) -> None:
+    argv = ["--bundle", str(tiny_bundle), "--workload", "semeval", "--data-root", str(tmp_path)]
+    assert main([*argv, "--out-dir", str(tmp_path)]) == 2
+    assert not list(tmp_path.glob("*.json"))
 
 
 def test_missing_fp32_model_is_a_note_not_a_failure(tiny_bundle: Path, tmp_path: Path) -> None:
@@ -111,11 +152,23 @@ def test_missing_fp32_model_is_a_note_not_a_failure(tiny_bundle: Path, tmp_path:
 
 
 @pytest.mark.parametrize(
-    "bad", [["--levels", "0"], ["--levels", "a,b"], ["--service-env", "X"], ["--pair", "X"]]
+    "bad",
+    [
+        ["--levels", "0"],
+        ["--levels", "a,b"],
+        ["--service-env", "X"],
+        ["--pair", "X"],
+        ["--workload", "tweets"],
+    ],
 )
 def test_bad_flags_are_rejected(bad: list[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--bundle", "b", *bad])
+
+
+def test_both_workloads_by_default_quick_or_not() -> None:
+    assert parse_args(["--bundle", "b"]).workload == "both"
+    assert parse_args(["--bundle", "b", "--quick"]).workload == "both"
 
 
 def test_cpu_ids_accept_zero_and_reject_negatives() -> None:

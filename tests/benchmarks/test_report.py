@@ -97,8 +97,10 @@ def test_markdown_and_plots(tmp_path: Path) -> None:
     r = results(300.0, 0, 15.0, 350.0)
     compare(r, "ours")
     r["targets"] = targets(r, "ours")
+    r["http"]["servers"][2]["built_from"] = "the packaged weights"
     text = report.markdown(r)
     assert "| seed-tf | 500 | 15.0 |" in text
+    assert "- optimum-ort built from: the packaged weights" in text
     assert "optimum-ort skipped: optimum is not installed" in text
     assert text.count("| met |") == 3
     pngs = plots.write_plots(r, tmp_path / "run")
@@ -152,3 +154,48 @@ def test_idle_path_targets_read_the_best_peer_at_one_user_and_the_pair_by_round(
     assert at_500["value"] == 0.95 and at_500["met"] is False
     peer["levels"][0]["p50_ms"] = 3.5
     assert targets(r, "ours")[6]["met"] is True
+
+
+def plan_row(texts_per_s: float) -> dict[str, Any]:
+    """The engine in the service's plan, one text per run."""
+    return {
+        "max_batch": 1, "sessions": 2, "threads": 1, "mean_rows_per_batch": 1.0,
+        "texts_per_s": texts_per_s,
+    }  # fmt: skip
+
+
+def test_each_workload_gets_http_over_engine_alone_computed_one_way() -> None:
+    r = results(300.0, 0, 15.0, 400.0)
+    r["engine"]["service_plan"] = [plan_row(550.0)]
+    semeval = {
+        "workload": "semeval",
+        "source": "semeval file, 3 texts, text only",
+        "count": 3,
+        "entities": False,
+        "engine": {
+            "real_texts": [{**r["engine"]["real_texts"][0], "texts_per_s": 500.0}],
+            "service_plan": [plan_row(640.0)],
+        },
+        "http": {"servers": [{"name": "ours", "levels": [level(8, 420.0), level(500, 450.0)]}]},
+    }
+    main = {"workload": "twitter-entity", "source": "s", "count": 4, "entities": True}
+    r["workloads"] = {"notes": ["other workload skipped: why"], "runs": [main, semeval]}
+    compare(r, "ours")
+    r["targets"] = targets(r, "ours")
+    assert main["http_vs_engine"]["ratio"] == 0.75  # the run's own parts: 300 / 400
+    assert semeval["http_vs_engine"] == {
+        "ratio": 0.9, "http_rps": 450.0, "concurrency": 500, "errors": 0,
+        "engine_texts_per_s": 500.0,
+    }  # fmt: skip
+    target = next(t for t in r["targets"] if t["name"].startswith("HTTP RPS / engine"))
+    assert target["value"] == main["http_vs_engine"]["ratio"]
+    text = report.markdown(r)
+    assert "## Workloads: HTTP ÷ engine alone" in text and "- other workload skipped: why" in text
+    assert "| twitter-entity | s | yes | 550.0 | 400.0 | 300.0 (c=500, errors 0) | 0.75 |" in text
+    assert "| semeval | semeval file, 3 texts, text only | no | 640.0 | 500.0 |" in text
+    assert "ours on the semeval workload:" in text and "| ours | 500 | 450.0 |" in text
+    semeval["http"]["servers"][0]["levels"][1]["other_heavy_jobs"] = ["export"]
+    assert "Levels affected: ours c=500 (semeval)." in report.markdown(r)
+    del semeval["http"]  # --skip-http: no ratio, no levels, the row still there
+    compare(r, "ours")
+    assert semeval["http_vs_engine"] is None and "| semeval |" in report.markdown(r)

@@ -2,6 +2,7 @@
 recorders (no process is started)."""
 
 import importlib.util
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -76,9 +77,81 @@ def test_a_peer_that_cannot_run_is_a_note(
         bundle(tmp_path), http.Plan(["a"], [1], 0.1, 0.1, 1.0), 8000, profile=False, notes=[]
     )
     assert peers.seed_tf(tmp_path / "no-checkpoint") == []
-    assert peers.optimum(missing, tmp_path) == []
+    assert peers.optimum(missing, tmp_path, "a graph") == []
     assert peers.notes == [
         f"seed-TF peer skipped: no TF checkpoint at {tmp_path / 'no-checkpoint'}",
         f"optimum peer skipped: {missing} not found",
     ]
     assert measured == []
+
+
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[Path, bytes]]:
+    """The optimum peers' building replaced by recorders: the graph each peer was served, and
+    its bytes (no torch, no optimum, no process); scratch folders in `tmp_path`."""
+    served: list[tuple[Path, bytes]] = []
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    monkeypatch.setattr(servers, "peer_deps_missing", lambda: None)
+
+    def export(labels: list[str], tokenizer: Path, out: Path) -> Path:
+        out.mkdir(parents=True)
+        (out / "model.onnx").write_bytes(b"exported")
+        (out / "config.json").write_text('{"model_type": "distilbert"}')
+        return out
+
+    def optimize(folder: Path, out: Path, level: str) -> dict[str, Any]:
+        return {"ops": {"QAttention": 1}}
+
+    def server(self: servers.Peers, name: str, model_dir: Path, what: str) -> dict[str, Any]:
+        graph = (model_dir / "model.onnx").resolve()
+        served.append((graph, graph.read_bytes() if graph.is_file() else b""))
+        return {"name": name, "levels": [], "what": what}
+
+    monkeypatch.setattr(servers, "export_packaged", export)
+    monkeypatch.setattr(servers, "optimize_and_quantize", optimize)
+    monkeypatch.setattr(servers.Peers, "optimum_server", server)
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "tokenizer.json").write_text("{}")
+    return served
+
+
+def peer_rows(tmp_path: Path, *flags: str) -> tuple[list[dict[str, Any]], list[str]]:
+    args = parse_args(["--bundle", str(tmp_path / "bundle"), "--checkpoint", str(tmp_path), *flags])
+    peers = servers.Peers(bundle(tmp_path), http.Plan(["a"], [1], 0.1, 0.1, 1.0), 8000, False, [])
+    return peers.run(args), peers.notes
+
+
+def test_without_a_trained_graph_the_optimum_peers_use_the_pretrained_export(
+    tmp_path: Path, built: list[tuple[Path, bytes]]
+) -> None:
+    rows, notes = peer_rows(tmp_path, "--fp32-model", str(tmp_path / "none.onnx"))
+    assert [r["name"] for r in rows] == ["optimum-ort", "optimum-o3-int8"]
+    assert all(r["built_from"] == servers.BUILT_FROM for r in rows)
+    assert "head untrained" in servers.BUILT_FROM
+    graph, content = built[0]
+    assert content == b"exported" and graph.parent.name.endswith("-export")  # not our int8
+    assert notes == ["seed-TF peer skipped: no TF checkpoint at " + str(tmp_path)]
+    assert list((tmp_path / "scratch").iterdir()) == []  # the graphs built go with the run
+
+
+def test_the_trained_fp32_graph_is_preferred(
+    tmp_path: Path, built: list[tuple[Path, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(servers, "export_packaged", lambda *a: pytest.fail("exported"))
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir()
+    for name in ("model.fp32.fused.onnx", "model.fp32.rewritten.onnx"):
+        (onnx_dir / name).write_bytes(name.encode())
+    fused = onnx_dir / "model.fp32.fused.onnx"
+    rows, _ = peer_rows(tmp_path, "--fp32-model", str(fused))
+    rewritten = onnx_dir / "model.fp32.rewritten.onnx"
+    assert [r["built_from"] for r in rows] == [f"trained fp32 graph {rewritten}"] * 2
+    assert built[0] == (rewritten.resolve(), b"model.fp32.rewritten.onnx")
+    assert servers.optimum_default(fused) == rewritten
+    rewritten.unlink()
+    assert servers.optimum_default(fused) == fused
+    fused.unlink()
+    assert servers.optimum_default(fused) is None
+    rows, _ = peer_rows(tmp_path, "--optimum-model", str(tmp_path / "bundle" / "tokenizer.json"))
+    assert rows[0]["built_from"].startswith("--optimum-model ")
