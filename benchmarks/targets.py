@@ -46,11 +46,15 @@ def rps_target(top: dict[str, Any] | None, reference: str) -> dict[str, Any]:
 
 
 def http_vs_engine(part: dict[str, Any], reference: str) -> dict[str, Any] | None:
-    """HTTP RPS of `reference` at its top level ÷ the engine alone's best real-text batch (the
-    engine-alone ceiling), on one workload's `engine` and `http` parts: the one way this ratio
-    is computed, for the target and for every workload. None where either part is missing."""
-    real = part.get("engine", {}).get("real_texts", [])
-    ceiling = max((r["texts_per_s"] for r in real), default=None)
+    """HTTP RPS of `reference` at its top level ÷ the engine alone, on one workload's `engine`
+    and `http` parts: against its best real-text batch (the engine-alone ceiling) and against
+    the service's own plan for one-text requests (one text per run), the one way these ratios
+    are computed, for the targets and for every workload. None where either part is missing."""
+    engine = part.get("engine", {})
+    ceiling = max((r["texts_per_s"] for r in engine.get("real_texts", [])), default=None)
+    single = next(
+        (p["texts_per_s"] for p in engine.get("service_plan", []) if p["max_batch"] == 1), None
+    )
     servers = part.get("http", {}).get("servers", [])
     ours = next((s for s in servers if s["name"] == reference and s.get("levels")), None)
     if ours is None or not ceiling:
@@ -58,10 +62,12 @@ def http_vs_engine(part: dict[str, Any], reference: str) -> dict[str, Any] | Non
     top = max(ours["levels"], key=lambda lvl: lvl["concurrency"])
     return {
         "ratio": top["rps"] / ceiling,
+        "ratio_to_plan": top["rps"] / single if single else None,
         "http_rps": top["rps"],
         "concurrency": top["concurrency"],
         "errors": top["errors"],
         "engine_texts_per_s": ceiling,
+        "plan_texts_per_s": single,
     }
 
 

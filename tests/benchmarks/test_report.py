@@ -183,15 +183,17 @@ def test_each_workload_gets_http_over_engine_alone_computed_one_way() -> None:
     compare(r, "ours")
     r["targets"] = targets(r, "ours")
     assert main["http_vs_engine"]["ratio"] == 0.75  # the run's own parts: 300 / 400
+    assert main["http_vs_engine"]["ratio_to_plan"] == 300.0 / 550.0
     assert semeval["http_vs_engine"] == {
-        "ratio": 0.9, "http_rps": 450.0, "concurrency": 500, "errors": 0,
-        "engine_texts_per_s": 500.0,
+        "ratio": 0.9, "ratio_to_plan": 450.0 / 640.0, "http_rps": 450.0, "concurrency": 500,
+        "errors": 0, "engine_texts_per_s": 500.0, "plan_texts_per_s": 640.0,
     }  # fmt: skip
     target = next(t for t in r["targets"] if t["name"].startswith("HTTP RPS / engine"))
     assert target["value"] == main["http_vs_engine"]["ratio"]
     text = report.markdown(r)
     assert "## Workloads: HTTP ÷ engine alone" in text and "- other workload skipped: why" in text
-    assert "| twitter-entity | s | yes | 550.0 | 400.0 | 300.0 (c=500, errors 0) | 0.75 |" in text
+    row = "| twitter-entity | s | yes | 550.0 | 400.0 | 300.0 (c=500, errors 0) | 0.75 | 0.545 |"
+    assert row in text
     assert "| semeval | semeval file, 3 texts, text only | no | 640.0 | 500.0 |" in text
     assert "ours on the semeval workload:" in text and "| ours | 500 | 450.0 |" in text
     semeval["http"]["servers"][0]["levels"][1]["other_heavy_jobs"] = ["export"]
