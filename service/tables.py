@@ -5,7 +5,8 @@ keeps its file and line number (the first physical line of a CSV record; a Parqu
 so a bad row can be named. Bytes that are not UTF-8 are kept (surrogateescape) and written back
 unchanged; the scorer refuses them only in the column it must read. An input is a file, a
 folder or a glob (`expand_inputs`); its files are read one after the other, as one table.
-Parquet needs pyarrow (an optional extra, imported only when a Parquet file is read or written).
+Parquet's reader and writer are in `service.parquet` (pyarrow, an optional extra, is imported only
+when a Parquet file is read or written).
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ SUFFIXES: dict[str, Format] = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-PARQUET_ROWS = 1024  # rows per Parquet batch read or written (memory stays a few batches)
-NEEDS_PYARROW = "Parquet needs pyarrow: pip install .[parquet] (or .[ray])"
 DELIMITERS = {"csv": ",", "tsv": "\t"}
 ADDED = ("label", "score", "scores", "truncated")
 
@@ -97,15 +96,6 @@ def input_format(paths: Sequence[Path], given: str | None) -> Format:
     return first
 
 
-def pyarrow_parquet() -> Any:
-    """`pyarrow.parquet`, or a one-line error naming the extra that brings it."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise TableError(NEEDS_PYARROW) from None
-    return pq
-
-
 class _Counted(io.RawIOBase):
     """A binary file that counts the bytes read through it (progress without tell())."""
 
@@ -141,6 +131,8 @@ def open_reader(
 ) -> Source:
     """The reader of one file of format `fmt`."""
     if fmt == "parquet":
+        from service.parquet import ParquetReader  # pyarrow only for Parquet
+
         return ParquetReader(path, text_col, entity_col)
     return Reader(path, fmt, text_col, entity_col, header)
 
@@ -224,48 +216,6 @@ class Reader:
 
     def _entity(self, value: dict[str, Any]) -> Any:
         return None if self.entity_col is None else value.get(self.entity_col)
-
-
-class ParquetReader:
-    """Records of one Parquet file, a batch of rows at a time: `fields` is the row as a dict
-    (the writer turns it back into the file's types), `line` its index in the file."""
-
-    def __init__(self, path: Path, text_col: str, entity_col: str | None) -> None:
-        pq = pyarrow_parquet()
-        self.path, self.name = path, str(path)
-        self.text_col, self.entity_col = text_col, entity_col
-        self.size = path.stat().st_size
-        try:
-            self._file = pq.ParquetFile(path)
-        except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ...
-            raise TableError(f"{path}: not a readable Parquet file: {exc}") from None
-        self.schema = self._file.schema_arrow
-        self.columns: list[str] | None = list(self.schema.names)
-        for column, flag in ((text_col, "--text-col"), (entity_col, "--entity-col")):
-            if column is not None and column not in self.columns:
-                shown = ", ".join(self.columns)
-                raise TableError(f"{path}: no column {column!r} ({flag}); the file has: {shown}")  # fmt: skip
-        self._rows: int = max(1, self._file.metadata.num_rows)
-        self._done = 0
-
-    @property
-    def bytes_read(self) -> int:
-        return self.size * self._done // self._rows
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __iter__(self) -> Iterator[Record]:
-        line = 0
-        try:
-            for batch in self._file.iter_batches(PARQUET_ROWS):
-                for row in batch.to_pylist():
-                    entity = None if self.entity_col is None else row[self.entity_col]
-                    yield Record(line, row, row[self.text_col], entity, self.name, row=True)
-                    line += 1
-                self._done = line
-        except OSError as exc:  # a corrupt page: the file, and where the reading stopped
-            raise TableError(f"{self.path}: row {line}: unreadable Parquet data: {exc}") from None  # fmt: skip
 
 
 class Inputs:
@@ -372,6 +322,8 @@ def open_writer(
         assert output is not None
         if not header and fmt != "parquet":
             raise TableError("Parquet output from CSV/TSV needs a header (its column names)")
+        from service.parquet import ParquetWriter
+
         return ParquetWriter(output, labels)
     return Writer(open_output(output), out_fmt, labels, stdout=output is None)
 
@@ -436,60 +388,6 @@ class Writer:
                 self.out.detach()
             else:
                 self.out.close()
-
-
-class ParquetWriter(Writer):
-    """Parquet out: the input's columns with their types (a CSV's as strings), then the added
-    ones (label: string, score and score_<label>: double, truncated: bool), written a batch of
-    rows at a time."""
-
-    def __init__(self, path: Path, labels: Sequence[str]) -> None:
-        self.path, self.labels = path, tuple(labels)
-        self.pa = pyarrow_parquet()
-        self.names = dict(zip(ADDED, ADDED, strict=True))
-        self._rows: list[dict[str, Any]] = []
-        self._file: Any = None
-        self.columns: list[str] = []
-
-    def start(self, columns: Sequence[str] | None, schema: Any = None) -> None:
-        import pyarrow as pa
-
-        self.names = prediction_names(columns, self.labels)
-        self.columns = list(columns or ())
-        if schema is None:  # CSV/TSV: every cell a string
-            schema = pa.schema([(name, pa.string()) for name in self.columns])
-        types = [pa.string(), pa.float64(), *[pa.float64()] * len(self.labels), pa.bool_()]
-        added = list(zip(flat_names(self.names, self.labels), types, strict=True))
-        self.schema = pa.schema([*schema, *[pa.field(n, t) for n, t in added]])
-        self._file = self.pa.ParquetWriter(self.path, self.schema)
-
-    def write(self, record: Record, prediction: dict[str, Any]) -> None:
-        fields = record.fields
-        if isinstance(fields, list):
-            if len(fields) > len(self.columns):
-                raise TableError(f"{record.where()}: {len(fields)} cells, the header has {len(self.columns)}: a Parquet row has one value per column")  # fmt: skip
-            fields = dict(zip(self.columns, fields, strict=False))  # missing cells: null
-        scores = [prediction["scores"][label] for label in self.labels]
-        values = [prediction["label"], prediction["score"], *scores, prediction["truncated"]]
-        added = dict(zip(flat_names(self.names, self.labels), values, strict=True))
-        self._rows.append({**fields, **added})
-        if len(self._rows) >= PARQUET_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._rows:
-            import pyarrow as pa
-
-            self._file.write_table(pa.Table.from_pylist(self._rows, schema=self.schema))
-            self._rows = []
-
-    def close(self) -> None:
-        if self._file is None:
-            return
-        try:
-            self._flush()
-        finally:
-            self._file.close()
 
 
 def open_output(path: Path | None) -> io.TextIOWrapper:
