@@ -140,10 +140,14 @@ def _try_static(
     if not sample:
         return None
     ids, minimum = encode(sample), judge.thresholds.min_agreement
-    channels = static.channel_ranges(fused, ids[0::2])
+    calibrated, held = ids[0::2], texts.batches(ids[1::2], pad_id=0, batch_size=1)
+    channels = static.channel_ranges(fused, calibrated)
+    fp32 = parity.run_batches(parity.onnx_predictor(fused_path), held, len(held)).argmax(axis=1)
     last: Attempt | None = None
     for rung, fp32_nodes, alpha in _static_rungs(fused):
-        shipped = _static_int8(fused, judge, fused_path, ids, channels, fp32_nodes, alpha)
+        shipped = _static_int8(
+            fused, judge, (len(calibrated), channels), held, fp32, fp32_nodes, alpha
+        )
         shipped |= {"rung": rung, "calibration": sample.source}
         agreement = shipped["held_out"]["agreement"]
         if agreement >= minimum - parity.EPS:
@@ -202,22 +206,22 @@ def _static_rungs(fused: onnx.ModelProto) -> list[tuple[str, list[str], float | 
 def _static_int8(
     fused: onnx.ModelProto,
     judge: Judge,
-    fp32_path: Path,
-    ids: list[np.ndarray],
-    channels: static.Channels,
+    calibration: tuple[int, static.Channels],
+    held: list[texts.Batch],
+    fp32_labels: np.ndarray,
     fp32_nodes: list[str],
     alpha: float | None,
 ) -> dict[str, Any]:
-    """Write the static int8 graph calibrated on half of `ids` (training tweets: `channels`)
-    and measure its label agreement with fp32 on the other half, one text per run: the check
-    it must pass before the gate, so the scheme is never chosen on the gate's test texts."""
+    """Write the static int8 graph from `calibration` (how many training tweets, their
+    channel ranges) and measure its label agreement with fp32 on the `held` out ones, one text
+    per run: the check it must pass before the gate, so the scheme is never chosen on the
+    gate's test texts."""
+    count, channels = calibration
     settings = quantize.quantize_static(
-        fused, judge.int8_path, channels, texts=len(ids[0::2]), fp32_nodes=fp32_nodes, alpha=alpha
+        fused, judge.int8_path, channels, texts=count, fp32_nodes=fp32_nodes, alpha=alpha
     )
-    held = texts.batches(ids[1::2], pad_id=0, batch_size=1)
-    fp32 = parity.run_batches(parity.onnx_predictor(fp32_path), held, len(held))
     int8 = parity.run_batches(parity.onnx_predictor(judge.int8_path), held, len(held))
-    agreement = float((fp32.argmax(axis=1) == int8.argmax(axis=1)).mean())
+    agreement = float((fp32_labels == int8.argmax(axis=1)).mean())
     judge.log(
         f"static int8 on {len(held)} held-out training tweets: label agreement {agreement:.2%}"
     )
