@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 
 from service.bundle import BundleError
+from service.refusal import STATE_KEY, Refusal
 from service.registry import Registry, build_registry
 from service.settings import Settings, available_cpus
 
@@ -86,10 +87,11 @@ def _install_drain(state: ServiceState) -> dict[int, Any]:
 
 
 @contextlib.asynccontextmanager
-async def lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
+async def lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[dict[str, Any]]:
     """Load, warm and schedule every model before reporting ready; on the way out, refuse new
     work, close the schedulers, wait for the inference threads (bounded) and exit with a failure
-    status when the service failed or a thread is stuck."""
+    status when the service failed or a thread is stuck. The ASGI state it yields hands the
+    protocol its overload refusal (service/refusal.py)."""
     settings = state.settings
     state.draining = False  # an app may be started again after a shutdown (tests do)
     executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="sentiment-infer")
@@ -107,7 +109,7 @@ async def lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[None]:
     _log_ready(settings, registry)
     watchdog = asyncio.get_running_loop().create_task(_watch(state, registry), name="watchdog")
     try:
-        yield
+        yield {STATE_KEY: Refusal(state)}
     finally:
         state.ready = False
         state.draining = True

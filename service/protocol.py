@@ -12,6 +12,9 @@ request line, or headers one byte a minute (slowloris), is held until it leaves;
 them take every connection slot (`SENTIMENT_MAX_CONNECTIONS`). Here a connection whose request
 headers are not complete within `SENTIMENT_HEADER_TIMEOUT_S` is closed: with a 408 if it had
 started a request, silently if it never sent a byte (HTTP/1.1 allows both).
+
+While the models are full, a `POST /predict` is refused here, once its headers are in, with the
+app's own 503 (service/refusal.py): no ASGI cycle, task or Starlette request for it.
 """
 
 from __future__ import annotations
@@ -24,12 +27,30 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.errors import error_body
+from service.refusal import STATE_KEY, Refusal, is_predict
 
 BODY = error_body("request_timeout", "request headers not received in time")
 REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
     b"content-length: " + str(len(BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + BODY
 )
+
+
+class _NoEvent:
+    def set(self) -> None:
+        pass
+
+
+class _Answered:
+    """Stands in for uvicorn's request cycle once the protocol has answered a request itself:
+    complete, so the body that follows is parsed and dropped, and nothing waits on it."""
+
+    response_complete = True
+    keep_alive = False
+    message_event = _NoEvent()
+
+
+ANSWERED: Any = _Answered()
 
 
 class CoalescingTransport(asyncio.Transport):
@@ -115,10 +136,12 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timeout_s = header_timeout_s
         self._header_timer: asyncio.TimerHandle | None = None
         self._started = False  # a request has begun on this connection, its headers not in
+        self._refusal: Refusal | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the socket's own transport
         self.transport = CoalescingTransport(transport, self.loop)
+        self._refusal = self.app_state.get(STATE_KEY)  # set by the lifespan; absent in tests
         self._arm()
 
     def on_message_begin(self) -> None:
@@ -130,7 +153,32 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm()
         self._started = False
-        super().on_headers_complete()
+        if not self._refused():
+            super().on_headers_complete()
+
+    def _refused(self) -> bool:
+        """Answered a `/predict` with the overload refusal, if the models are full."""
+        refusal = self._refusal
+        if refusal is None or not is_predict(self.parser.get_method(), self.url):
+            return False
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False  # pipelined behind a request being answered: answers keep their order
+        keep_alive = (
+            self.parser.should_keep_alive()
+            and not self.expect_100_continue
+            and _body_fits(self.headers, refusal.max_body_bytes)
+        )
+        answer = refusal.response(keep_alive)
+        if answer is None:
+            return False
+        data, keep = answer
+        self.cycle = ANSWERED
+        self.transport.write(data)
+        if keep:
+            self.on_response_complete()
+        else:
+            self.transport.close()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -153,3 +201,14 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if self._started:
             self.transport.write(REQUEST_TIMEOUT)
         self.transport.close()
+
+
+def _body_fits(headers: list[tuple[bytes, bytes]], limit: int) -> bool:
+    """A body the connection can read past cheaply: a declared length within the app's limit
+    (a chunked or oversized one would be read only to be dropped: the connection closes)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return value.isdigit() and int(value) <= limit
+        if name == b"transfer-encoding":
+            return False
+    return True
