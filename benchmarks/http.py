@@ -9,7 +9,6 @@ level of one server, and an extra py-spy-sampled run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import tempfile
 import time
@@ -20,28 +19,11 @@ from typing import Any
 
 import psutil
 
-from benchmarks import pyspy
+from benchmarks import proctimes, pyspy
 from benchmarks.client import Load, Tally, build_requests, closed_loop, run_async
 from benchmarks.machine import busy_processes
 from benchmarks.server_process import Server, ServerError
 from benchmarks.stats import latency_summary
-
-
-def _cpu_seconds(processes: Sequence[psutil.Process]) -> float:
-    total = 0.0
-    for proc in processes:
-        with contextlib.suppress(psutil.Error):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    return total
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
 
 
 def run_level(
@@ -56,15 +38,18 @@ def run_level(
     at_window_start: Callable[[], object] | None = None,
     honour_retry_after: bool = False,
     keep_latencies: bool = False,
+    at_window_end: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
     """One closed-loop level: RPS, latency percentiles, errors, and CPU of server vs client.
 
-    `at_window_start` is called when the measurement window opens (e.g. to start a profiler);
-    `keep_latencies` adds every latency (s) as `latencies_s`, for pooling several runs.
+    `at_window_start` and `at_window_end` are called when the measurement window opens and
+    closes (e.g. to start a profiler, to read counters); `keep_latencies` adds every latency
+    (s) as `latencies_s`, for pooling several runs.
     """
     load = Load(host, port, requests, concurrency, warmup, duration, timeout, honour_retry_after)
-    server = _tree(server_pid) if server_pid else []
-    tally, cpu = run_async(_measured(load, [psutil.Process()], server, at_window_start))
+    server = proctimes.tree(server_pid) if server_pid else []
+    hooks = {"start": at_window_start, "end": at_window_end}
+    tally, cpu = run_async(_measured(load, [psutil.Process()], server, hooks))
     row = _level_row(load, tally, cpu, measured_server=bool(server))
     return row | ({"latencies_s": tally.latencies} if keep_latencies else {})
 
@@ -73,18 +58,19 @@ async def _measured(
     load: Load,
     client: Sequence[psutil.Process],
     server: Sequence[psutil.Process],
-    at_window_start: Callable[[], object] | None,
+    hooks: dict[str, Callable[[], object] | None],
 ) -> tuple[Tally, dict[str, float]]:
     """The closed loop, with the CPU seconds of client and server (and the clock) read as its
-    window opens (`*_start`) and closes (`*_end`)."""
+    window opens (`*_start`) and closes (`*_end`), each after that moment's hook."""
     cpu: dict[str, float] = {}
 
     async def sample_cpu(at: float, key: str) -> None:
         await asyncio.sleep(max(0.0, at - time.perf_counter()))
-        if key == "start" and at_window_start is not None:
-            at_window_start()
-        cpu[f"client_{key}"] = _cpu_seconds(client)
-        cpu[f"server_{key}"] = _cpu_seconds(server)
+        hook = hooks.get(key)
+        if hook is not None:
+            hook()
+        cpu[f"client_{key}"] = proctimes.cpu_seconds(client)
+        cpu[f"server_{key}"] = proctimes.cpu_seconds(server)
         cpu[f"wall_{key}"] = time.perf_counter()
 
     run = asyncio.create_task(closed_loop(load))

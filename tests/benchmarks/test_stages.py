@@ -1,11 +1,14 @@
 """Issue #23's stages: py-spy stacks mapped to the request path's stages, and the per-request
 arithmetic, on stacks written by hand in py-spy's raw format (no profiler, no timing)."""
 
+import os
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
-from benchmarks import pyspy, stages
+from benchmarks import proctimes, pyspy, stages
 
 PROCESS = 'process 7:"python -m service"'
 MAIN = [
@@ -203,3 +206,26 @@ def test_the_os_cross_check_is_per_request_answered() -> None:
     assert stages.cross_check(0.5, 0.1, 1000) == {"cpu_us": 500.0, "run_queue_us": 100.0}
     assert stages.cross_check(0.5, None, 1000) == {"cpu_us": 500.0, "run_queue_us": None}
     assert stages.cross_check(0.5, 0.1, 0) == {"cpu_us": None, "run_queue_us": None}
+
+
+def test_a_window_reads_this_process_cpu_and_run_queue() -> None:
+    window = proctimes.Window()
+    window.open(os.getpid())
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    window.close()
+    assert window.processes == [psutil.Process()]
+    assert 0.04 <= window.cpu_s < 5
+    if Path("/proc/self/schedstat").is_file():
+        assert window.run_queue_s is not None and window.run_queue_s >= 0
+
+
+def test_run_queue_seconds_read_schedstat_of_every_thread(tmp_path: Path) -> None:
+    me = psutil.Process()
+    for tid, line in (("1", "900 2000000000 5"), ("2", "100 500000000 3")):
+        task = tmp_path / str(me.pid) / "task" / tid
+        task.mkdir(parents=True)
+        (task / "schedstat").write_text(line + "\n")
+    assert proctimes.run_queue_seconds([me], proc=tmp_path) == 2.5
+    assert proctimes.run_queue_seconds([me], proc=tmp_path / "nothing") is None
