@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from benchmarks import proctimes, pyspy
+from benchmarks import proctimes, pyspy, stages
 from benchmarks.client import Load, Tally, build_requests, closed_loop, run_async
 from benchmarks.machine import busy_processes
 from benchmarks.server_process import Server, ServerError
@@ -174,34 +174,64 @@ def bench_server(
             f"client {row['client_cpu_cores']}"
         )
     if profile and plan.levels:
-        result["py_spy"] = profile_run(fresh, plan)
-        cats = result["py_spy"].get("categories", [])
-        log(f"  {name} py-spy: " + ", ".join(f"{c['category']} {c['share']:.0%}" for c in cats[:5])
-            + result["py_spy"].get("skipped", ""))  # fmt: skip
+        result |= profile_runs(fresh, plan, log=lambda line: log(f"  {name} {line}"))
     return result
 
 
-def profile_run(new_server: Callable[[], Server], plan: Plan) -> dict[str, Any]:
-    """An extra, uncounted run at the plan's top level against a fresh server (from
-    `new_server`, started and stopped here), with py-spy sampling it during the window."""
+ONE_USER = 1  # issue #23: the core time per request at one user and at the top level
+
+
+def profile_runs(
+    new_server: Callable[[], Server], plan: Plan, log: Callable[[str], object] = print
+) -> dict[str, Any]:
+    """The extra py-spy runs, at the plan's top level (`py_spy`) and at one user
+    (`py_spy_one_user`, when the top level is above one), each against a fresh server."""
+    out = {"py_spy": profile_run(new_server, plan)}
+    if max(plan.levels) > ONE_USER:
+        out["py_spy_one_user"] = profile_run(new_server, plan, level=ONE_USER)
+    for run in out.values():
+        cats = ", ".join(f"{c['category']} {c['share']:.0%}" for c in run.get("categories", [])[:5])
+        per_request = run.get("stages", {}).get("outside_inference", {}).get("us")
+        log(f"py-spy c={run.get('level')}: {cats}{run.get('skipped', '')}"
+            + (f"; outside inference {per_request} µs/request" if per_request else ""))  # fmt: skip
+    return out
+
+
+def profile_run(
+    new_server: Callable[[], Server], plan: Plan, level: int | None = None
+) -> dict[str, Any]:
+    """An extra, uncounted run at `level` (default: the plan's top level) against a fresh
+    server (from `new_server`, started and stopped here), with py-spy sampling it during the
+    window: shares by category and function, and the core time per request by stage
+    (benchmarks/stages.py) beside the server's CPU and run-queue time in the same window."""
     if pyspy.binary() is None:
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
     server = new_server()
-    level, duration, port = max(plan.levels), plan.duration, server.port
+    level, duration, port = level or max(plan.levels), plan.duration, server.port
     raw = Path(tempfile.mkstemp(prefix=f"pyspy-{server.name}-", suffix=".txt")[1])
     sampler: list[subprocess.Popen[bytes]] = []
+    window = proctimes.Window()
+
+    def open_window() -> None:
+        window.open(server.pid)  # before py-spy starts: its start-up is not the server's
+        sampler.append(pyspy.start(server.pid, duration, raw))
+
     try:
         server.start()
         row = run_level(
             "127.0.0.1", port, plan.requests(port), level, plan.warmup, duration, plan.timeout,
-            server.pid,
-            at_window_start=lambda: sampler.append(pyspy.start(server.pid, duration, raw)),
+            server.pid, at_window_start=open_window, at_window_end=window.close,
         )  # fmt: skip
-        if sampler:
-            _, err = sampler[0].communicate(timeout=duration + 30)
-            if sampler[0].returncode != 0 or raw.stat().st_size == 0:
-                return {"skipped": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
-        return {"level": level, "rps_while_sampled": row["rps"], **pyspy.summarize(raw)}
+        err = sampler[0].communicate(timeout=duration + 30)[1].decode(errors="replace")
+        if sampler[0].returncode != 0 or raw.stat().st_size == 0:
+            return {"skipped": f"py-spy failed: {err[-300:]}"}
+        return {
+            "level": level,
+            "rps_while_sampled": row["rps"],
+            **pyspy.summarize(raw),
+            "stages": stage_times(raw, duration, row, window),
+            "warnings": pyspy.warnings(err),
+        }
     except (ServerError, OSError, subprocess.SubprocessError) as exc:
         return {"skipped": f"profile run failed: {exc}"}
     finally:
@@ -210,3 +240,12 @@ def profile_run(new_server: Callable[[], Server], plan: Plan) -> dict[str, Any]:
                 proc.kill()
         server.stop()
         raw.unlink(missing_ok=True)
+
+
+def stage_times(
+    raw: Path, duration: float, row: dict[str, Any], window: proctimes.Window
+) -> dict[str, Any]:
+    """Core µs per request by stage from the samples, at the window's rate, and the server's
+    CPU and run-queue time per request answered in the window (the OS's cross-check)."""
+    out = stages.profile(raw, pyspy.RATE, pyspy.sampled_seconds(duration), row["rps"])
+    return out | stages.cross_check(window.cpu_s, window.run_queue_s, row["ok"])
