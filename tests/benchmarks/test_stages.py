@@ -180,6 +180,8 @@ def test_raw_lines_are_counted_by_stage(tmp_path: Path) -> None:
         f"{PROCESS} 1\n"
         "garbage line without a count\n"
     )
+    first, *_ = pyspy.stacks(raw)
+    assert first == (SEND, 5)  # frames outermost first, without the process entry
     assert stages.count(pyspy.stacks(raw)) == {
         stages.RESPONSE: 5,
         stages.EVENT_LOOP: 3,
