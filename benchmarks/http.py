@@ -9,7 +9,6 @@ level of one server, and an extra py-spy-sampled run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import tempfile
 import time
@@ -20,28 +19,11 @@ from typing import Any
 
 import psutil
 
-from benchmarks import pyspy
+from benchmarks import proctimes, pyspy, stages
 from benchmarks.client import Load, Tally, build_requests, closed_loop, run_async
 from benchmarks.machine import busy_processes
 from benchmarks.server_process import Server, ServerError
 from benchmarks.stats import latency_summary
-
-
-def _cpu_seconds(processes: Sequence[psutil.Process]) -> float:
-    total = 0.0
-    for proc in processes:
-        with contextlib.suppress(psutil.Error):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    return total
-
-
-def _tree(pid: int) -> list[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return []
 
 
 def run_level(
@@ -56,15 +38,18 @@ def run_level(
     at_window_start: Callable[[], object] | None = None,
     honour_retry_after: bool = False,
     keep_latencies: bool = False,
+    at_window_end: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
     """One closed-loop level: RPS, latency percentiles, errors, and CPU of server vs client.
 
-    `at_window_start` is called when the measurement window opens (e.g. to start a profiler);
-    `keep_latencies` adds every latency (s) as `latencies_s`, for pooling several runs.
+    `at_window_start` and `at_window_end` are called when the measurement window opens and
+    closes (e.g. to start a profiler, to read counters); `keep_latencies` adds every latency
+    (s) as `latencies_s`, for pooling several runs.
     """
     load = Load(host, port, requests, concurrency, warmup, duration, timeout, honour_retry_after)
-    server = _tree(server_pid) if server_pid else []
-    tally, cpu = run_async(_measured(load, [psutil.Process()], server, at_window_start))
+    server = proctimes.tree(server_pid) if server_pid else []
+    hooks = {"start": at_window_start, "end": at_window_end}
+    tally, cpu = run_async(_measured(load, [psutil.Process()], server, hooks))
     row = _level_row(load, tally, cpu, measured_server=bool(server))
     return row | ({"latencies_s": tally.latencies} if keep_latencies else {})
 
@@ -73,18 +58,19 @@ async def _measured(
     load: Load,
     client: Sequence[psutil.Process],
     server: Sequence[psutil.Process],
-    at_window_start: Callable[[], object] | None,
+    hooks: dict[str, Callable[[], object] | None],
 ) -> tuple[Tally, dict[str, float]]:
     """The closed loop, with the CPU seconds of client and server (and the clock) read as its
-    window opens (`*_start`) and closes (`*_end`)."""
+    window opens (`*_start`) and closes (`*_end`), each after that moment's hook."""
     cpu: dict[str, float] = {}
 
     async def sample_cpu(at: float, key: str) -> None:
         await asyncio.sleep(max(0.0, at - time.perf_counter()))
-        if key == "start" and at_window_start is not None:
-            at_window_start()
-        cpu[f"client_{key}"] = _cpu_seconds(client)
-        cpu[f"server_{key}"] = _cpu_seconds(server)
+        hook = hooks.get(key)
+        if hook is not None:
+            hook()
+        cpu[f"client_{key}"] = proctimes.cpu_seconds(client)
+        cpu[f"server_{key}"] = proctimes.cpu_seconds(server)
         cpu[f"wall_{key}"] = time.perf_counter()
 
     run = asyncio.create_task(closed_loop(load))
@@ -188,34 +174,64 @@ def bench_server(
             f"client {row['client_cpu_cores']}"
         )
     if profile and plan.levels:
-        result["py_spy"] = profile_run(fresh, plan)
-        cats = result["py_spy"].get("categories", [])
-        log(f"  {name} py-spy: " + ", ".join(f"{c['category']} {c['share']:.0%}" for c in cats[:5])
-            + result["py_spy"].get("skipped", ""))  # fmt: skip
+        result |= profile_runs(fresh, plan, log=lambda line: log(f"  {name} {line}"))
     return result
 
 
-def profile_run(new_server: Callable[[], Server], plan: Plan) -> dict[str, Any]:
-    """An extra, uncounted run at the plan's top level against a fresh server (from
-    `new_server`, started and stopped here), with py-spy sampling it during the window."""
+ONE_USER = 1  # issue #23: the core time per request at one user and at the top level
+
+
+def profile_runs(
+    new_server: Callable[[], Server], plan: Plan, log: Callable[[str], object] = print
+) -> dict[str, Any]:
+    """The extra py-spy runs, at the plan's top level (`py_spy`) and at one user
+    (`py_spy_one_user`, when the top level is above one), each against a fresh server."""
+    out = {"py_spy": profile_run(new_server, plan)}
+    if max(plan.levels) > ONE_USER:
+        out["py_spy_one_user"] = profile_run(new_server, plan, level=ONE_USER)
+    for run in out.values():
+        cats = ", ".join(f"{c['category']} {c['share']:.0%}" for c in run.get("categories", [])[:5])
+        per_request = run.get("stages", {}).get("outside_inference", {}).get("us")
+        log(f"py-spy c={run.get('level')}: {cats}{run.get('skipped', '')}"
+            + (f"; outside inference {per_request} µs/request" if per_request else ""))  # fmt: skip
+    return out
+
+
+def profile_run(
+    new_server: Callable[[], Server], plan: Plan, level: int | None = None
+) -> dict[str, Any]:
+    """An extra, uncounted run at `level` (default: the plan's top level) against a fresh
+    server (from `new_server`, started and stopped here), with py-spy sampling it during the
+    window: shares by category and function, and the core time per request by stage
+    (benchmarks/stages.py) beside the server's CPU and run-queue time in the same window."""
     if pyspy.binary() is None:
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
     server = new_server()
-    level, duration, port = max(plan.levels), plan.duration, server.port
+    level, duration, port = level or max(plan.levels), plan.duration, server.port
     raw = Path(tempfile.mkstemp(prefix=f"pyspy-{server.name}-", suffix=".txt")[1])
     sampler: list[subprocess.Popen[bytes]] = []
+    window = proctimes.Window()
+
+    def open_window() -> None:
+        window.open(server.pid)  # before py-spy starts: its start-up is not the server's
+        sampler.append(pyspy.start(server.pid, duration, raw))
+
     try:
         server.start()
         row = run_level(
             "127.0.0.1", port, plan.requests(port), level, plan.warmup, duration, plan.timeout,
-            server.pid,
-            at_window_start=lambda: sampler.append(pyspy.start(server.pid, duration, raw)),
+            server.pid, at_window_start=open_window, at_window_end=window.close,
         )  # fmt: skip
-        if sampler:
-            _, err = sampler[0].communicate(timeout=duration + 30)
-            if sampler[0].returncode != 0 or raw.stat().st_size == 0:
-                return {"skipped": f"py-spy failed: {err.decode(errors='replace')[-300:]}"}
-        return {"level": level, "rps_while_sampled": row["rps"], **pyspy.summarize(raw)}
+        err = sampler[0].communicate(timeout=duration + 30)[1].decode(errors="replace")
+        if sampler[0].returncode != 0 or raw.stat().st_size == 0:
+            return {"skipped": f"py-spy failed: {err[-300:]}"}
+        return {
+            "level": level,
+            "rps_while_sampled": row["rps"],
+            **pyspy.summarize(raw),
+            "stages": stage_times(raw, duration, row, window),
+            "warnings": pyspy.warnings(err),
+        }
     except (ServerError, OSError, subprocess.SubprocessError) as exc:
         return {"skipped": f"profile run failed: {exc}"}
     finally:
@@ -224,3 +240,12 @@ def profile_run(new_server: Callable[[], Server], plan: Plan) -> dict[str, Any]:
                 proc.kill()
         server.stop()
         raw.unlink(missing_ok=True)
+
+
+def stage_times(
+    raw: Path, duration: float, row: dict[str, Any], window: proctimes.Window
+) -> dict[str, Any]:
+    """Core µs per request by stage from the samples, at the window's rate, and the server's
+    CPU and run-queue time per request answered in the window (the OS's cross-check)."""
+    out = stages.profile(raw, pyspy.RATE, pyspy.sampled_seconds(duration), row["rps"])
+    return out | stages.cross_check(window.cpu_s, window.run_queue_s, row["ok"])

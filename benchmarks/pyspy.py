@@ -11,8 +11,11 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+RATE = 100  # samples per second and thread (py-spy's default)
 
 # First match from the innermost frame outwards decides a sample's category.
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -33,15 +36,31 @@ def binary() -> str | None:
     return str(beside) if beside.is_file() else shutil.which("py-spy")
 
 
-def start(pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.Popen[bytes]:
-    """Sample `pid` and its children for `seconds` without pausing them (raw collapsed stacks)."""
+def sampled_seconds(seconds: float) -> int:
+    """How long py-spy samples when asked for `seconds` (it takes whole seconds)."""
+    return max(1, round(seconds))
+
+
+def start(pid: int, seconds: float, out: Path, rate: int = RATE) -> subprocess.Popen[bytes]:
+    """Sample `pid` and its children for `seconds` without pausing them (raw collapsed stacks).
+
+    Idle threads are left out (no `--idle`): py-spy counts a thread as idle unless the OS shows
+    it running or runnable (state R in /proc), so a sample is a thread on a core or waiting
+    for one. Threads without Python frames (ONNX Runtime's pool, tokenizers') are never seen.
+    """
     exe = binary()
     if exe is None:
         raise FileNotFoundError("py-spy is not installed")
-    argv = [exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))),
+    argv = [exe, "record", "--pid", str(pid), "--duration", str(sampled_seconds(seconds)),
             "--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking",
             "--subprocesses"]  # fmt: skip
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def warnings(stderr: str) -> list[str]:
+    """What py-spy said about its own accuracy (lagging behind the rate, failed samples)."""
+    keep = ("behind", "error", "fail", "warn")
+    return [line.strip() for line in stderr.splitlines() if any(k in line.lower() for k in keep)]
 
 
 def category(stack: list[str]) -> str:
@@ -52,17 +71,21 @@ def category(stack: list[str]) -> str:
     return "other Python"
 
 
+def stacks(raw: Path) -> Iterator[tuple[list[str], int]]:
+    """py-spy's raw output as (frames, outermost first; samples): one line per distinct stack,
+    `process 12:"cmd";func (file.py:10);... 7`; lines that do not end in a count are skipped."""
+    for line in raw.read_text(errors="replace").splitlines():
+        stack_text, _, count_text = line.rpartition(" ")
+        if stack_text and count_text.isdigit():
+            yield stack_text.split(";")[1:], int(count_text)  # the first entry names the process
+
+
 def summarize(raw: Path, top: int = 12) -> dict[str, Any]:
     """Samples per category and the functions with the most self time, as shares of all samples."""
     by_category: Counter[str] = Counter()
     by_leaf: Counter[str] = Counter()
     total = 0
-    for line in raw.read_text(errors="replace").splitlines():
-        stack_text, _, count_text = line.rpartition(" ")
-        if not stack_text or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        stack = stack_text.split(";")[1:]  # the first entry names the process
+    for stack, count in stacks(raw):
         total += count
         by_category[category(stack)] += count
         if stack:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.stages import STAGES
+
 
 def _fmt(value: Any) -> str:
     """Numbers as a reader wants them: 3 significant digits when small, grouped thousands."""
@@ -139,7 +141,7 @@ def http_section(results: dict[str, Any]) -> list[str]:
     lines += _table(["server", *LEVEL_COLUMNS], rows)
     lines += pair_section(servers)
     for server in servers:
-        lines += py_spy_section(server)
+        lines += py_spy_section(server) + stages_section(server)
     return lines + _skipped(servers)
 
 
@@ -180,6 +182,44 @@ def py_spy_section(server: dict[str, Any]) -> list[str]:
         [[f"`{f['function']}`", f"{f['share']:.1%}"] for f in spy["top_self"][:8]],
     )
     return lines
+
+
+def stages_section(server: dict[str, Any]) -> list[str]:
+    """Issue #23: a server's core time per request by stage, at one user and at the top level
+    (its extra py-spy runs, benchmarks/stages.py), beside the OS's totals for the same window."""
+    runs = [r for r in (server.get("py_spy_one_user"), server.get("py_spy")) if r and "stages" in r]
+    if not runs:
+        return []
+    users = " and ".join(str(r["level"]) for r in runs)
+    by_run = [r["stages"] for r in runs]
+
+    def cells(pick: Any) -> list[str]:
+        return [f"{_fmt(part['us'])} ({part['samples']})" for part in map(pick, by_run)]
+
+    rows = [[name, *cells(lambda st, i=i: st["stages"][i])] for i, name in enumerate(STAGES)]
+    rows += [
+        ["**outside inference (sum)**", *cells(lambda st: st["outside_inference"])],
+        ["inference (session.run)", *cells(lambda st: st["inference"])],
+        ["server CPU, every thread (psutil)", *(_fmt(st["cpu_us"]) for st in by_run)],
+        ["server threads waiting for a core (schedstat)",
+         *(_fmt(st["run_queue_us"]) for st in by_run)],
+        ["requests sampled (RPS × seconds)", *(_fmt(st["requests"]) for st in by_run)],
+    ]  # fmt: skip
+    first = by_run[0]
+    lines = [
+        f"### Core time per request by stage (µs), {users} users: {server['name']}",
+        "",
+        f"Extra, uncounted runs sampled by py-spy ({first['rate']:g} Hz, {first['seconds']:g} s):"
+        " a stage's samples ÷ rate ÷ requests answered while sampling, µs (samples). A sample is"
+        " a Python thread running or waiting for a core (py-spy's non-idle test is the OS state"
+        " R), so a stage includes its run-queue wait; threads without Python frames (ONNX"
+        " Runtime's intra-op pool, tokenizers' Rust threads) are never sampled, so the sum can"
+        " miss CPU the psutil row counts. Stages by innermost frame: benchmarks/stages.py.",
+        "",
+        *_table(["stage", *(f"{r['level']} user{'s' * (r['level'] != 1)}" for r in runs)], rows),
+    ]
+    warned = [f"- py-spy at {r['level']} users: {w}" for r in runs for w in r.get("warnings", [])]
+    return lines + ([*warned, ""] if warned else [])
 
 
 def pair_section(servers: list[dict[str, Any]]) -> list[str]:

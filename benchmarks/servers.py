@@ -115,7 +115,7 @@ def run_pair(
         return []
     if args.py_spy in ("all", "ours") and plan.levels:
         ours = functools.partial(Server, "ours", argv, ports[0], env, cpus=plan.cpus)
-        rows[0]["py_spy"] = http.profile_run(ours, plan)
+        rows[0] |= http.profile_runs(ours, plan, log=lambda line: print(f"  ours {line}"))
     return [{**row, "ours": True} for row in rows]
 
 

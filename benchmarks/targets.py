@@ -14,11 +14,13 @@ TARGET_ONE_USER_P50_MS = 6.0  # issue #11
 # Issue #12: ours ÷ the `--pair` variant (the one-thread layout), median over rounds, at least
 # this under load: "no worse within noise", with the noise the same run measures beside it.
 PAIR_TOLERANCE = 0.03
+# Issue #23: core time per request outside session.run at 500 users (py-spy, by stage).
+TARGET_CORE_US_500 = 350.0
 
 
 def targets(results: dict[str, Any], reference: str) -> list[dict[str, Any]]:
-    """Every target (the first issue's three, then issue #11's and #12's), each with its measured
-    value and met / missed / not measured."""
+    """Every target (the first issue's three, then issue #11's, #12's and #23's), each with its
+    measured value and met / missed / not measured."""
     servers = {s["name"]: s for s in results.get("http", {}).get("servers", []) if s.get("levels")}
     ours = servers.get(reference)
     top = max(ours["levels"], key=lambda lvl: lvl["concurrency"]) if ours else None
@@ -27,7 +29,8 @@ def targets(results: dict[str, Any], reference: str) -> list[dict[str, Any]]:
         http_vs_engine_target(results, reference),
         seed_speedup_target(servers, top),
     ]
-    return out + issue11_targets(results, ours, top) + idle_path_targets(servers, ours)
+    out += issue11_targets(results, ours, top) + idle_path_targets(servers, ours)
+    return [*out, core_time_target(ours)]
 
 
 def rps_target(top: dict[str, Any] | None, reference: str) -> dict[str, Any]:
@@ -214,3 +217,26 @@ def idle_path_targets(
                 }
             )
     return out
+
+
+def core_time_target(ours: dict[str, Any] | None) -> dict[str, Any]:
+    """Issue #23's: the core time per request outside inference at 500 users, from the py-spy
+    run at the top level (benchmarks/stages.py), with the OS's CPU per request beside it."""
+    spy = (ours or {}).get("py_spy") or {}
+    measured = spy.get("stages")
+    value, detail = None, "no py-spy run by stage"
+    if measured is not None:
+        at_500 = spy["level"] >= 500
+        value = measured["outside_inference"]["us"] if at_500 else None
+        detail = (
+            f"py-spy at {spy['level']} users; server CPU {measured['cpu_us']} µs/request "
+            f"(every thread), run-queue wait {measured['run_queue_us']} µs/request"
+            + ("" if at_500 else "; level 500 not run")
+        )
+    return {
+        "name": "core time per request outside inference at 500 users (µs)",
+        "value": value,
+        "target": f"<= {TARGET_CORE_US_500:g}",
+        "met": None if value is None else value <= TARGET_CORE_US_500,
+        "detail": detail,
+    }

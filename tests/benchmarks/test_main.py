@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import pyspy
 from benchmarks.__main__ import main
 from benchmarks.cli import parse_args
 from tests.benchmarks.test_texts import semeval_root
@@ -78,6 +79,11 @@ def test_quick_run_writes_json_markdown_and_plots(
     assert (
         "Ours beside **ours, SENTIMENT_IDLE_THREADS=1**" in json_path.with_suffix(".md").read_text()
     )
+    if pyspy.binary() is not None:  # issue #23: the top level and one user, by stage
+        ours = results["http"]["servers"][0]
+        assert [ours[k]["level"] for k in ("py_spy_one_user", "py_spy")] == [1, 2]
+        heading = "### Core time per request by stage (µs), 1 and 2 users: ours"
+        assert heading in json_path.with_suffix(".md").read_text()
     plans = engine["service_plan"]
     assert [p["max_batch"] for p in plans] == [1, 16] and all(p["texts_per_s"] > 0 for p in plans)
     limit = results["limit"]  # the tiny graph is fp32: no int8 GEMM, nothing of the rate used

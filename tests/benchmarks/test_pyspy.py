@@ -41,8 +41,14 @@ def test_profile_run_samples_a_live_server(
         "tiny", tiny_server_argv(tiny_bundle, port), {}, port, plan, profile=True,
         log=lambda _: None,
     )  # fmt: skip
-    spy = result["py_spy"]
-    assert "skipped" not in spy, spy.get("skipped")
-    assert spy["level"] == 2 and spy["samples"] > 0
-    assert sum(c["share"] for c in spy["categories"]) == pytest.approx(1.0, abs=0.01)
-    assert len(result["levels"]) == 1  # the profiled run is not one of the counted levels
+    spy, one_user = result["py_spy"], result["py_spy_one_user"]
+    for run, level in ((spy, 2), (one_user, 1)):  # the top level, then one user (issue #23)
+        assert "skipped" not in run, run.get("skipped")
+        assert run["level"] == level and run["samples"] > 0
+        assert sum(c["share"] for c in run["categories"]) == pytest.approx(1.0, abs=0.01)
+        by_stage = run["stages"]
+        assert by_stage["requests"] > 0 and by_stage["cpu_us"] > 0
+        stage_samples = sum(row["samples"] for row in by_stage["stages"])
+        assert stage_samples == by_stage["outside_inference"]["samples"]
+        assert stage_samples + by_stage["inference"]["samples"] == run["samples"]
+    assert len(result["levels"]) == 1  # the profiled runs are not counted levels

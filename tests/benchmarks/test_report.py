@@ -5,6 +5,7 @@ from typing import Any
 
 from benchmarks import plots, report
 from benchmarks.results import compare
+from benchmarks.stages import INFERENCE, RESPONSE, ROUTING, cross_check, per_request
 from benchmarks.targets import targets
 
 
@@ -145,7 +146,7 @@ def test_idle_path_targets_read_the_best_peer_at_one_user_and_the_pair_by_round(
     }  # fmt: skip
     servers += [peer, variant]
     compare(r, "ours")
-    one_user, at_8, at_500 = targets(r, "ours")[6:]
+    one_user, at_8, at_500 = targets(r, "ours")[6:9]
     # the best peer at one user is the fastest one that is not ours (its 1-thread variant is
     # faster here, and not a peer)
     assert one_user["value"] == 3.0 and one_user["target"] == "<= 2.9 (optimum-o3)"
@@ -201,3 +202,50 @@ def test_each_workload_gets_http_over_engine_alone_computed_one_way() -> None:
     del semeval["http"]  # --skip-http: no ratio, no levels, the row still there
     compare(r, "ours")
     assert semeval["http_vs_engine"] is None and "| semeval |" in report.markdown(r)
+
+
+def spy_run(level: int, rps: float, samples: dict[str, int]) -> dict[str, Any]:
+    """An extra py-spy run as http.profile_run stores it (2 s at 100 Hz), by stage."""
+    by_stage = per_request(samples, rate=100, seconds=2, rps=rps)
+    return {
+        "level": level, "rps_while_sampled": rps, "samples": sum(samples.values()),
+        "categories": [], "top_self": [],
+        "stages": by_stage | cross_check(0.4, 0.05, int(rps * 2)),
+    }  # fmt: skip
+
+
+def with_stage_runs(outside: int, top: int = 500) -> dict[str, Any]:
+    """Hand-made results whose ours has py-spy runs at 1 user and at `top`: `outside` samples
+    of routing at the top level (250 rps for 2 s: 20 µs per sample)."""
+    r = results(300.0, 0, 15.0, 350.0)
+    ours = r["http"]["servers"][0]
+    ours["py_spy_one_user"] = spy_run(1, 100.0, {ROUTING: 10, RESPONSE: 4, INFERENCE: 300})
+    ours["py_spy"] = spy_run(top, 250.0, {ROUTING: outside, INFERENCE: 900})
+    return r
+
+
+def test_core_time_target_reads_the_top_level_py_spy_run() -> None:
+    (met,) = [t for t in targets(with_stage_runs(15), "ours") if t["name"].startswith("core")]
+    assert met["value"] == 300.0 and met["target"] == "<= 350" and met["met"] is True
+    assert "server CPU 800.0 µs/request" in met["detail"]  # 0.4 s over 500 answered
+    missed = targets(with_stage_runs(20), "ours")[-1]
+    assert missed["value"] == 400.0 and missed["met"] is False
+    below_500 = targets(with_stage_runs(15, top=64), "ours")[-1]
+    assert below_500["value"] is None and below_500["met"] is None
+    assert "level 500 not run" in below_500["detail"]
+    assert targets(results(300.0, 0, 15.0, 350.0), "ours")[-1]["met"] is None  # no py-spy
+
+
+def test_report_tables_core_time_by_stage_at_one_user_and_the_top_level() -> None:
+    r = with_stage_runs(15)
+    r["targets"] = targets(r, "ours")
+    text = report.markdown(r)
+    assert "### Core time per request by stage (µs), 1 and 500 users: ours" in text
+    assert "| stage | 1 user | 500 users |" in text
+    assert "| routing | 500.0 (10) | 300.0 (15) |" in text  # 10 / 100 Hz over 200 requests
+    assert "| response | 200.0 (4) | 0 (0) |" in text
+    assert "| **outside inference (sum)** | 700.0 (14) | 300.0 (15) |" in text
+    assert "| inference (session.run) | 15,000 (300) | 18,000 (900) |" in text
+    assert "| server CPU, every thread (psutil) | 2,000 | 800.0 |" in text
+    target = "| core time per request outside inference at 500 users (µs) | 300.0 | <= 350 | met |"
+    assert target in text
