@@ -108,9 +108,9 @@ backend replicas
     # Readiness, not liveness: a draining replica answers 503 here while still serving.
     option httpchk GET /ready
     http-check expect status 200
-    # Re-send a request only when it cannot have been answered: the connection failed
-    # (conn-failure: never delivered), or the replica closed it without a byte of answer
-    # (empty-response: killed, or a keep-alive connection closed as the request went out).
+    # Re-send a request only when no answer came back: the connection failed (conn-failure:
+    # never delivered), or the replica closed it without a byte of answer (empty-response:
+    # killed, or a keep-alive connection closed as the request went out).
     # The second may re-send a request a replica had started: safe here because /predict is
     # idempotent (an answer depends only on the request; nothing is stored). Not on a
     # timeout or a 5xx: that would double the load on a service that is already struggling.
