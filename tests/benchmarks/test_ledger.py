@@ -81,6 +81,8 @@ def test_an_entry_at_the_end_of_the_range_lands_in_the_last_step() -> None:
 
     rows = series([Entry(3.0, None, "A")], 0.0, 3.0, 1.0)
     assert len(rows) == 3 and rows[-1]["ok"] == 1
+    assert len(series([], 0.0, 3.0002, 1.0)) == 3  # no empty step for a sliver
+    assert len(series([], 0.0, 3.1, 1.0)) == 4
 
 
 def test_time_never_runs_backwards() -> None:
