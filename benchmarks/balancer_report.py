@@ -79,7 +79,8 @@ def _sigterm(r: dict[str, Any]) -> str:
         f"{_s(r.get('last_answer_after_s'))}, exit {r.get('exit_status')} at "
         f"{_s(r.get('exited_after_s'))}; resets seen by clients: {r.get('client_resets')}; "
         f"HAProxy for it: response errors {c.get('eresp', 0)}, aborts {c.get('srv_abrt', 0)}, "
-        f"connection errors {c.get('econ', 0)}, re-sent {c.get('wretr', 0)}"
+        f"connection errors {c.get('econ', 0)}, re-sent {c.get('wretr', 0)} (redispatched "
+        f"{c.get('wredis', 0)})"
     )
 
 
