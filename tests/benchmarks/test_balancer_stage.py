@@ -101,6 +101,8 @@ def test_the_stage_on_the_service(bundles: tuple[Path, Path]) -> None:
         assert b["new_version"] == a["old_version"]
     else:
         assert b["note"].startswith("reload not supported by this service")
+    if set(b["sighup"].values()) != {"caught"}:  # it would have ended them: never sent
+        assert "none was sent" in b["note"] and "steps" not in b
     assert b["failed"] == 0
     # (c) noticed, back, and the other replica answered meanwhile.
     assert c["down_after_s"] is not None and c["up_after_s"] is not None
