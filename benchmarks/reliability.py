@@ -326,6 +326,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.seconds, args.slow, args.soak, args.balancer_settle = 3.0, 200, 10.0, 2.0
     if args.only and set(args.only) - set(STEPS):
         p.error(f"--only: unknown steps {sorted(set(args.only) - set(STEPS))}; steps: {STEPS}")
+    balancer = "balancer" in args.only if args.only else not args.skip_balancer
+    if balancer and args.rollout_bundle.resolve() == args.bundle.resolve():
+        p.error(
+            "--rollout-bundle must differ from --bundle: a rollout to the same one shows nothing"
+        )
     return args
 
 

@@ -33,6 +33,14 @@ def test_unknown_or_conflicting_steps_are_refused() -> None:
     ]
 
 
+def test_a_rollout_needs_another_bundle() -> None:
+    same = ["--data", "d", "--bundle", "models/x", "--rollout-bundle", "models/x"]
+    with pytest.raises(SystemExit):
+        reliability.parse_args(same)
+    assert reliability.parse_args([*same, "--skip-balancer"]).skip_balancer
+    assert reliability.parse_args([*same, "--only", "soak"]).only == ["soak"]
+
+
 def test_only_the_balancer_without_haproxy(
     tmp_path: Path, tiny_bundle: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
