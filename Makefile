@@ -86,8 +86,10 @@ accuracy-sources: $(VENV)/.all
 bench: $(VENV)/.peers
 	$(PY) -m benchmarks --bundle $(BUNDLE) --data $(DATA) --data-root $(DATA_ROOT) $(BENCH_ARGS)
 
-# Overload goodput, slow clients, bad inputs, SIGTERM and kill -9 under load, an RSS soak:
-# bounded (about 5 min), loopback only, service defaults (benchmarks/reliability.py).
+# Overload goodput, slow clients, bad inputs, SIGTERM and kill -9 under load, an RSS soak, then
+# HAProxy in front of two replicas (rollout, reload, kill -9, SIGTERM; skipped without haproxy):
+# bounded (about 5 min + 2), loopback only, service defaults (benchmarks/reliability.py).
+# RELIABILITY_ARGS="--skip-balancer" leaves the last out, "--only balancer" runs it alone.
 reliability: $(VENV)/.all
 	$(PY) -m benchmarks.reliability --bundle $(BUNDLE) --data $(DATA) $(RELIABILITY_ARGS)
 

@@ -56,6 +56,10 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.closed = False
         self.retry_after = 0.0  # the last response's Retry-After (seconds), 0 if none
+        # The last response's head (lower-cased) and body, for callers that read more than the
+        # status (which model version answered, say).
+        self.head = b""
+        self.body = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
@@ -87,6 +91,7 @@ class _Connection(asyncio.Protocol):
             return
         body = bytes(self.buffer[end + 4 : total])
         del self.buffer[:total]
+        self.head, self.body = head, body
         at = head.find(b"retry-after:")
         self.retry_after = 0.0
         if at >= 0:
@@ -201,11 +206,15 @@ class _Workers:
             async with asyncio.timeout(self.load.timeout):
                 _, conn = await loop.create_connection(_Connection, self.load.host, self.load.port)
         except (OSError, TimeoutError) as exc:
-            if time.perf_counter() >= self.tally.window_start:
-                self.tally.errors[f"connect:{type(exc).__name__}"] += 1
+            self.connect_failed(f"connect:{type(exc).__name__}")
             return None
         self.conns.append(conn)
         return conn
+
+    def connect_failed(self, kind: str) -> None:
+        """Count a connection that could not be opened (in the window)."""
+        if time.perf_counter() >= self.tally.window_start:
+            self.tally.errors[kind] += 1
 
     async def exchange(self, conn: _Connection, payload: bytes) -> str | None:
         """One request and its answer, recorded; the error kind (None: a 200 with a label).

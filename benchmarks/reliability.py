@@ -12,9 +12,13 @@ Scenarios (each against a fresh server unless said otherwise):
 4. bad inputs: malformed requests of every kind; statuses counted (no 5xx allowed);
 5. SIGTERM under load: requests lost (sent on an open connection, never answered);
 6. kill -9 of one of two workers: time until two workers serve again, requests lost;
-7. soak: RSS while 64 clients run for a minute.
+7. soak: RSS while 64 clients run for a minute;
+8. balancer: HAProxy in front of two replicas under a steady 200-connection load: a rolling
+   rollout of another bundle, a reload by SIGHUP, kill -9 and SIGTERM of one replica
+   (benchmarks/balancer_stage.py; skipped with a message when haproxy is not installed).
 
 Run: python -m benchmarks.reliability --bundle models/sentiment-binary --data DIR [--quick]
+     [--skip-balancer | --only balancer]
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from typing import Any
 import psutil
 
 from benchmarks import http
+from benchmarks.balancer_report import markdown
+from benchmarks.balancer_stage import StageOptions, run_stage
 from benchmarks.client import build_requests
 from benchmarks.ports import free_port
 from benchmarks.server_process import Server, python_module
@@ -272,7 +278,24 @@ def soak(args: argparse.Namespace, requests: list[bytes], port: int) -> dict[str
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def balancer(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+    """The load-balancer stage, its JSON and Markdown written beside reliability.json."""
+    options = StageOptions(
+        bundles=(args.bundle, args.rollout_bundle),
+        connections=args.balancer_connections,
+        settle_s=args.balancer_settle,
+    )
+    result = run_stage(texts, options)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "balancer.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "balancer.md").write_text(markdown(result))
+    if "skipped" in result:
+        print(f"  {result['skipped']}", flush=True)
+    print(f"  wrote {args.out / 'balancer.json'} and balancer.md", flush=True)
+    return result
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.reliability", description=__doc__)
     p.add_argument("--bundle", type=Path, default=Path("models/sentiment-binary"))
     p.add_argument("--data", type=Path, required=True)
@@ -280,10 +303,51 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slow", type=int, default=2000, help="stalled slow-client connections")
     p.add_argument("--soak", type=float, default=60.0, help="soak seconds")
     p.add_argument("--out", type=Path, default=Path("reports/reliability"))
-    p.add_argument("--quick", action="store_true", help="3 s levels, 200 slow clients, 10 s soak")
+    p.add_argument(
+        "--quick", action="store_true", help="3 s levels, 200 slow clients, 10 s soak, 2 s settle"
+    )
+    p.add_argument(
+        "--rollout-bundle",
+        type=Path,
+        default=Path("models/sentiment-3class"),
+        help="the bundle the balancer stage rolls out over --bundle (must differ from it)",
+    )
+    p.add_argument("--balancer-connections", type=int, default=200)
+    p.add_argument(
+        "--balancer-settle", type=float, default=5.0, help="steady seconds around each scenario"
+    )
+    steps = p.add_mutually_exclusive_group()
+    steps.add_argument("--skip-balancer", action="store_true", help="leave out the balancer stage")
+    steps.add_argument(
+        "--only", type=lambda v: v.split(","), help=f"comma-separated steps of: {', '.join(STEPS)}"
+    )
     args = p.parse_args(argv)
     if args.quick:
-        args.seconds, args.slow, args.soak = 3.0, 200, 10.0
+        args.seconds, args.slow, args.soak, args.balancer_settle = 3.0, 200, 10.0, 2.0
+    if args.only and set(args.only) - set(STEPS):
+        p.error(f"--only: unknown steps {sorted(set(args.only) - set(STEPS))}; steps: {STEPS}")
+    balancer = "balancer" in args.only if args.only else not args.skip_balancer
+    if balancer and args.rollout_bundle.resolve() == args.bundle.resolve():
+        p.error(
+            "--rollout-bundle must differ from --bundle: a rollout to the same one shows nothing"
+        )
+    return args
+
+
+STEPS = (
+    "overload",
+    "slow_clients",
+    "slow_headers",
+    "bad_inputs",
+    "sigterm_under_load",
+    "kill_9_one_of_two_workers",
+    "soak",
+    "balancer",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     bundle = load_bundle(args.bundle)
     tweets, _ = load_tweets(args.data, limit=500)
     port = free_port()
@@ -303,12 +367,20 @@ def main(argv: list[str] | None = None) -> int:
         ("sigterm_under_load", lambda: sigterm_under_load(args, requests, port)),
         ("kill_9_one_of_two_workers", lambda: kill_a_worker(args, requests, port)),
         ("soak", lambda: soak(args, requests, port)),
+        ("balancer", lambda: balancer(args, [t.text for t in tweets])),
     ]
+    chosen = args.only or [n for n in STEPS if not (args.skip_balancer and n == "balancer")]
     for name, step in steps:
+        if name not in chosen:
+            continue
         print(f"{name}:", flush=True)
         results[name] = step()
-        print(f"  {results[name]}", flush=True)
+        if name != "balancer":  # it prints its own lines
+            print(f"  {results[name]}", flush=True)
     results["elapsed_s"] = round(time.perf_counter() - started, 1)
+    if args.only:  # a partial run leaves the full report as it is
+        print(f"done: {', '.join(args.only)} ({results['elapsed_s']} s)")
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "reliability.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out / 'reliability.json'} ({results['elapsed_s']} s)")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from benchmarks.balancer import Checks
 from service.lifecycle import EXECUTOR_GRACE_S
 from service.settings import PREFIX, Settings
 from tests.deploy.conftest import K8S, REPO, Dockerfile
@@ -167,7 +168,6 @@ def test_grace_period_covers_prestop_and_the_drain(manifests: dict[str, dict[str
     settings = Settings.from_env(literal_env(manifests))
     pre_stop = container(manifests)["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pre_stop >= 3, "endpoint removal needs a few seconds to reach every node"
-    assert settings.drain_delay_s == Settings().drain_delay_s, "the default drain delay"
     needed = (
         pre_stop
         + settings.drain_delay_s
@@ -176,6 +176,35 @@ def test_grace_period_covers_prestop_and_the_drain(manifests: dict[str, dict[str
         + SHUTDOWN_MARGIN_S
     )
     assert pod["terminationGracePeriodSeconds"] >= needed
+
+
+def readiness_checks(manifests: dict[str, dict[str, Any]]) -> Checks:
+    """The readiness probe as the balancer stage's health checks (period = inter)."""
+    probe = container(manifests)["readinessProbe"]
+    return Checks(
+        inter_ms=probe["periodSeconds"] * 1000,
+        fall=probe["failureThreshold"],
+        rise=probe.get("successThreshold", 1),
+        timeout_ms=probe["timeoutSeconds"] * 1000,
+    )
+
+
+def test_the_drain_outlasts_the_readiness_probe(manifests: dict[str, dict[str, Any]]) -> None:
+    """/ready stays 503 after SIGTERM until a prober has seen it fail (failureThreshold x
+    periodSeconds) plus one late probe, the rule the balancer stage sizes HAProxy's drain by."""
+    settings = Settings.from_env(literal_env(manifests))
+    checks = readiness_checks(manifests)
+    assert container(manifests)["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert checks.timeout_ms <= checks.inter_ms, "a probe ends before the next one starts"
+    assert settings.drain_delay_s >= checks.drain_delay_s > checks.down_within_s
+
+
+def test_a_rollout_replaces_one_pod_at_a_time(manifests: dict[str, dict[str, Any]]) -> None:
+    """What the balancer stage's rollout did: a new pod Ready before an old one drains."""
+    strategy = manifests["Deployment"]["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    assert strategy["rollingUpdate"]["maxSurge"] == 1
 
 
 def test_kustomization_covers_every_manifest(manifests: dict[str, dict[str, Any]]) -> None:
