@@ -5,6 +5,7 @@ binding the port (exit 2 with a clear message if one is missing or altered, or t
 name), then runs uvicorn
 with uvloop and httptools. SIGTERM: /ready turns 503, the listener closes after
 SENTIMENT_DRAIN_DELAY_S, every accepted request is answered, then the process exits 0.
+SIGHUP: every worker reloads its bundles in place (service/reload.py).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
 
 from service.bundle import BundleError
+from service.lifecycle import HangupLatch
 from service.logs import logging_config
 from service.metrics import MULTIPROC_ENV
 from service.registry import load_bundles
 from service.settings import PREFIX, Settings, SettingsError
+from service.workers import ReloadingMultiprocess
 
 log = logging.getLogger("service")
 
@@ -57,6 +59,9 @@ def _http_protocol(settings: Settings) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A reload asked for before the models serve happens once they do (the lifespan reads
+    # the latch): SIGHUP's default action would end the process.
+    signal.signal(signal.SIGHUP, HangupLatch())
     args = _parse_args(argv)
     for name in ("workers", "host", "port"):  # via the environment: worker processes read it too
         if getattr(args, name) is not None:
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if multi:
-            Multiprocess(config, sockets=[config.bind_socket()]).run()
+            ReloadingMultiprocess(config, sockets=[config.bind_socket()]).run()
             return 0
         server = uvicorn.Server(config)
         for sig in (signal.SIGTERM, signal.SIGINT):

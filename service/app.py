@@ -20,6 +20,7 @@ from importlib import metadata
 from time import perf_counter
 from typing import Any
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -37,6 +38,7 @@ from service.metrics import Metrics
 from service.openapi import ModelDoc, build_openapi
 from service.payload import check_content_type, check_entities, read_body
 from service.registry import Model, Registry
+from service.reload import Reloader, ReloadFailed
 from service.scheduler import Closed, Overloaded, QueueTimeout
 from service.schema import Parsed, Schema
 from service.settings import Settings
@@ -46,6 +48,7 @@ access_log = logging.getLogger("service.access")
 VERSION = "0.1.0"
 INLINE_TOKENIZE_CHARS = 1024  # ~0.4 ms of tokenizing; above it, a thread keeps the loop free
 ROUTES = frozenset({"/predict", "/health", "/ready", "/metrics", "/info", "/openapi.json", "/docs"})  # fmt: skip
+ADMIN_ROUTES = frozenset({"/admin/reload"})  # routed only when an API key is set
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RETRY_AFTER = {"Retry-After": "1"}  # not loaded yet (an overload gets `state.retry_after`)
 MODEL_KEY = "sentiment.model"  # scope key: the handler's chosen model, for the request counter
@@ -68,6 +71,7 @@ class ServiceState:
         self.verified = bundles  # already verified by the caller: the lifespan skips re-hashing
         self.registry: Registry | None = None
         self.schema: Schema | None = None  # the request types of the loaded models
+        self.reloader: Reloader | None = None  # set by the lifespan once the models serve
         self.ready = False
         self.draining = False
         self.api_key = settings.api_key.encode() if settings.api_key else None
@@ -75,9 +79,11 @@ class ServiceState:
         self._info: bytes | None = None
 
     def load(self, registry: Registry) -> None:
-        """Serve `registry`'s models: validate requests with their schema."""
+        """Serve `registry`'s models: validate requests with their schema, and describe them
+        anew in /info and /openapi.json (a reload replaces them)."""
         self.registry = registry
         self.schema = Schema(self.settings.max_texts, model_docs(registry))
+        self._openapi = self._info = None
 
     def openapi(self) -> bytes:
         if self._openapi is not None:
@@ -165,7 +171,14 @@ class Handlers:
             Route("/info", self.info, methods=["GET"]),
             Route("/openapi.json", self.openapi, methods=["GET"]),
             *docs_routes(),
+            *self.admin_routes(),
         ]
+
+    def admin_routes(self) -> list[Route]:
+        """Only behind an API key: without one, /admin/reload is a 404 like any unknown path."""
+        if self.state.api_key is None:
+            return []
+        return [Route("/admin/reload", self.reload, methods=["POST"])]
 
     def authorize(self, request: Request) -> None:
         api_key = self.state.api_key
@@ -209,8 +222,11 @@ class Handlers:
         predictions = model.render(probs, encoded)
         if parsed.single:
             predictions[0]["model"] = model.name
-            return _json(predictions[0])
-        return _json({"model": model.name, "predictions": predictions})
+            response = _json(predictions[0])
+        else:
+            response = _json({"model": model.name, "predictions": predictions})
+        response.raw_headers.append(model.version)  # x-model-version, built at load time
+        return response
 
     async def health(self, request: Request) -> Response:  # liveness: 503 once it cannot answer
         state = self.state
@@ -239,6 +255,23 @@ class Handlers:
 
     async def openapi(self, request: Request) -> Response:
         return Response(self.state.openapi(), media_type="application/json")
+
+    async def reload(self, request: Request) -> Response:
+        """Reload the configured bundles (service/reload.py); 409 if one is refused."""
+        self.authorize(request)
+        reloader = self.state.reloader
+        if reloader is None:
+            raise ApiError(503, "models are not loaded yet", type="not_ready", headers=RETRY_AFTER)
+        if self.state.draining:
+            raise ApiError(503, "server is shutting down", type="shutting_down")
+        try:  # shielded: a client that hangs up does not cancel the reload
+            result = await asyncio.shield(reloader.request())
+        except ReloadFailed as exc:
+            message = f"reload refused, the old models keep serving: {exc}"
+            raise ApiError(409, message, type="reload_failed") from None
+        except Exception:  # logged once by the reloader
+            raise ApiError(500, "internal error (logged on the server)") from None
+        return Response(msgspec.json.encode(result), media_type="application/json")
 
 
 def _reject(state: ServiceState, model: Model, reason: str, message: str) -> ApiError:
@@ -283,6 +316,7 @@ class ObserveMiddleware:
         self.app = app
         self.metrics = state.metrics
         self.log_requests = state.settings.access_log
+        self.routes = ROUTES | ADMIN_ROUTES if state.api_key else ROUTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -305,7 +339,7 @@ class ObserveMiddleware:
             metrics.in_progress.dec()
             elapsed = perf_counter() - start
             path: str = scope["path"]
-            route = path if path in ROUTES else _unlisted(path)
+            route = path if path in self.routes else _unlisted(path)
             method: str = scope["method"]
             verb = method if method in METHODS else "other"
             metrics.requests.labels(route, verb, status, scope.get(MODEL_KEY, "")).inc()

@@ -1,9 +1,11 @@
-"""The process around the app: start-up, drain on SIGTERM/SIGINT, the watchdog and the exit.
+"""The process around the app: start-up, drain on SIGTERM/SIGINT, reload on SIGHUP, the
+watchdog and the exit.
 
 The lifespan builds the model registry on its own inference thread pool, installs the drain
-handlers and only then reports ready; the watchdog turns a stuck inference into 503s and a
-shutdown; the shutdown waits for the inference threads a bounded time and, after an internal
-failure or a stuck thread, ends the process with a failure status (a supervisor restarts it).
+and reload handlers and only then reports ready; the watchdog turns a stuck inference into 503s
+and a shutdown; the shutdown waits for the inference threads a bounded time and, after an
+internal failure or a stuck thread, ends the process with a failure status (a supervisor
+restarts it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from starlette.applications import Starlette
 
 from service.bundle import BundleError
 from service.refusal import STATE_KEY, Refusal
-from service.registry import Registry, build_registry
+from service.registry import build_registry
+from service.reload import Reloader
 from service.settings import Settings, available_cpus
 
 if TYPE_CHECKING:  # app.py imports this module for its lifespan
@@ -95,26 +98,30 @@ async def lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[dict[st
     settings = state.settings
     state.draining = False  # an app may be started again after a shutdown (tests do)
     executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="sentiment-infer")
-    try:
-        registry = await build_registry(settings, state.verified, executor, state.metrics)
+    try:  # held by the state alone: a reload replaces it, and the old models must be freed
+        state.load(await build_registry(settings, state.verified, executor, state.metrics))
     except BaseException as exc:
         executor.shutdown(wait=False)
         if isinstance(exc, BundleError):
             log.critical("refusing to start: %s", exc)
         raise
     _warn_if_oversubscribed(settings)
-    state.load(registry)
     previous = _install_drain(state)
+    reloader = state.reloader = Reloader(state, executor)
+    hangup = _install_reload(reloader)
     state.ready = True  # only now: every model verified, loaded, warm and scheduling
-    _log_ready(settings, registry)
-    watchdog = asyncio.get_running_loop().create_task(_watch(state, registry), name="watchdog")
+    _log_ready(settings, state)
+    watchdog = asyncio.get_running_loop().create_task(_watch(state, reloader), name="watchdog")
     try:
         yield {STATE_KEY: Refusal(state)}
     finally:
         state.ready = False
         state.draining = True
         watchdog.cancel()
-        await registry.aclose()
+        _remove_reload(hangup)
+        await reloader.aclose()  # no swap after this: the registry closed next is the last
+        assert state.registry is not None
+        await state.registry.aclose()
         stuck = not await _shutdown(executor, EXECUTOR_GRACE_S)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -126,13 +133,52 @@ async def lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[dict[st
             state.supervisor.exit(EXIT_FAILED)
 
 
-async def _watch(state: ServiceState, registry: Registry) -> None:
+class HangupLatch:
+    """SIGHUP's handler until the lifespan can reload (`python -m service` installs it first
+    thing): it remembers that one came, where SIGHUP's default action would end the process."""
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.asked = True
+
+
+def _install_reload(reloader: Reloader) -> tuple[Any, bool] | None:
+    """SIGHUP reloads the models (with several workers the parent passes it on to each). One
+    that came during start-up reloads now: caught by a HangupLatch, or held blocked (a worker
+    starts with it blocked: service/workers.py). Main thread only. Returns what
+    `_remove_reload` restores: the previous handler, and whether SIGHUP was blocked."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    handler = signal.getsignal(signal.SIGHUP)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.on_signal)
+    blocked = signal.SIGHUP in signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+    if isinstance(handler, HangupLatch) and handler.asked:
+        reloader.on_signal()
+    return handler, blocked
+
+
+def _remove_reload(installed: tuple[Any, bool] | None) -> None:
+    """At shutdown: SIGHUP as it was before the lifespan (a late one reloads nothing)."""
+    if installed is None:
+        return
+    handler, blocked = installed
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+    if handler is not None:
+        signal.signal(signal.SIGHUP, handler)
+
+
+async def _watch(state: ServiceState, reloader: Reloader) -> None:
     """Turn an internal failure (a stuck inference) into /ready and /health 503 and a shutdown
     with a failure status, instead of a process that is up but answers nothing (or at half
-    capacity) until someone notices."""
+    capacity) until someone notices. Replaced models still answering are watched too."""
     while state.failed is None:
         await asyncio.sleep(WATCHDOG_S)
-        for model in registry.loaded:
+        assert state.registry is not None
+        for model in (*state.registry.loaded, *reloader.retiring):
             problem = model.scheduler.problem()
             if problem is not None:
                 state.failed = f"model {model.name}: {problem}"
@@ -175,7 +221,9 @@ def _warn_if_oversubscribed(settings: Settings) -> None:
         )
 
 
-def _log_ready(settings: Settings, registry: Registry) -> None:
+def _log_ready(settings: Settings, state: ServiceState) -> None:
+    registry = state.registry
+    assert registry is not None
     models = [
         {"model": m.name, "bundle_sha256": m.sha256, "max_batch": m.max_batch,
          "batch_drift": m.batch_drift, "layout": m.layout}

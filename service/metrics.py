@@ -131,6 +131,14 @@ class Metrics:
             ["model", "model_name", "bundle_sha256", "labels", "max_length"],
             "livemax",
         )
+        self.reloads = self._counter(
+            "sentiment_reloads",
+            "Model reloads (SIGHUP or POST /admin/reload) by outcome: ok (swapped in, or "
+            "nothing changed) or failed (refused: the old models kept serving).",
+            ["outcome"],
+        )
+        for outcome in ("ok", "failed"):  # both series from the start, at 0
+            self.reloads.labels(outcome)
 
     def _counter(self, name: str, documentation: str, labels: Sequence[str]) -> Counter:
         return Counter(name, documentation, labels, registry=self.registry)
@@ -183,10 +191,25 @@ class ModelMetrics:
     def loaded(self, bundle: Bundle, sha256: str, drift: float) -> None:
         """Publish what was loaded: model info (the bundle and each of its views) and the
         measured batch drift."""
-        for name, labels in ((self.name, bundle.labels), *bundle.views.items()):
-            info = (name, bundle.model_name, sha256, ",".join(labels), str(bundle.max_length))
+        for info in self._infos(bundle, sha256):
             self._metrics.model.labels(*info).set(1)
         self._metrics.drift.labels(self.name).set(drift)
+
+    def unloaded(self, bundle: Bundle, sha256: str) -> None:
+        """Retract a replaced bundle's model info: removed, or 0 in multiprocess mode (where
+        series cannot be removed; another worker may still serve it: the live max says so)."""
+        for info in self._infos(bundle, sha256):
+            if self._metrics.multiprocess:
+                self._metrics.model.labels(*info).set(0)
+            else:
+                self._metrics.model.remove(*info)
+
+    def _infos(self, bundle: Bundle, sha256: str) -> list[tuple[str, ...]]:
+        """The model info labels of the bundle and each of its views."""
+        return [
+            (name, bundle.model_name, sha256, ",".join(labels), str(bundle.max_length))
+            for name, labels in ((self.name, bundle.labels), *bundle.views.items())
+        ]
 
     def queue_depth(self, texts: int) -> None:
         self._depth.set(texts)

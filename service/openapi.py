@@ -14,6 +14,12 @@ from service.settings import Settings
 __all__ = ["ModelDoc", "build_openapi"]
 
 JSON = "application/json"
+MODEL_VERSION = {
+    "description": "The model that answered and its bundle: `<model>@<first 12 hex digits of "
+    "its bundle_sha256>` (/info); it changes when a reload swaps in a new bundle",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^.+@[0-9a-f]{12}$"},
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -63,6 +69,7 @@ def _predict(settings: Settings, schema: Schema, auth: dict[str, Any]) -> dict[s
         "responses": {
             "200": {
                 "description": "Predictions (a `Prediction` for `text`, `Predictions` for `texts`)",
+                "headers": {"x-model-version": MODEL_VERSION},
                 "content": {JSON: {"schema": {"oneOf": [_ref("Prediction"), _ref("Predictions")]}}},
             },
             "400": _error("Body is not valid UTF-8 JSON"),
@@ -82,6 +89,27 @@ def _get(op: str, summary: str, ok: dict[str, Any], extra: dict[str, Any]) -> di
     return {"get": {"operationId": op, "summary": summary, "responses": {"200": ok, **extra}}}
 
 
+def _reload(auth: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "operationId": "reload",
+        "summary": "Reload the configured bundles without a restart (as SIGHUP does)",
+        "description": (
+            "Every configured bundle folder is read again and verified against its manifest; "
+            "a changed one is loaded and warmed while the service answers, then swapped in "
+            "(requests already running finish on the old model). A bundle that fails, or "
+            "that would change a model name, refuses the whole reload: 409, the old models "
+            "keep serving. Reloads run one at a time. Only routed when an API key is set."
+        ),
+        **auth["security"],
+        "responses": {
+            "200": _ok("Reloaded", "Every model name as it serves now"),
+            **auth["401"],
+            "409": _error("A bundle was refused (the message names it and why)"),
+            "503": _retry_error("Models not loaded yet, or shutting down"),
+        },
+    }
+
+
 def _paths(settings: Settings, schema: Schema, auth: dict[str, Any]) -> dict[str, Any]:
     info = _get(
         "info",
@@ -90,6 +118,7 @@ def _paths(settings: Settings, schema: Schema, auth: dict[str, Any]) -> dict[str
         {**auth.get("401", {}), "503": _retry_error("Model not loaded yet")},
     )
     info["get"].update(auth.get("security", {}))
+    admin = {"/admin/reload": {"post": _reload(auth)}} if auth else {}
     return {
         "/predict": {"post": _predict(settings, schema, auth)},
         "/health": _get("health", "Liveness", _ok("Status", "Process is alive"), {}),
@@ -109,6 +138,7 @@ def _paths(settings: Settings, schema: Schema, auth: dict[str, Any]) -> dict[str
         "/openapi.json": _get(
             "openapi", "This document", {"description": "OpenAPI 3.1", "content": {JSON: {}}}, {}
         ),
+        **admin,
     }
 
 
@@ -124,7 +154,7 @@ def build_openapi(
             "security": {"security": [{"bearer": []}]},
             "401": {"401": _error("Missing or wrong API key")},
         }
-    components: dict[str, Any] = {"schemas": schema.components()}
+    components: dict[str, Any] = {"schemas": schema.components(admin=bool(auth))}
     if auth:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return {

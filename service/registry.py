@@ -13,8 +13,10 @@ import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from service import api
 from service.bundle import Bundle, BundleError, load_bundle
@@ -27,6 +29,19 @@ from service.settings import Settings
 log = logging.getLogger("service")
 LAYOUT_BUDGET_S = 0.6  # start-up measurement of the lone-run layouts, per model
 LAYOUT_GAIN = 0.05  # the idle session is kept only if it is at least this much faster
+VERSION_HEADER = b"x-model-version"
+Header = tuple[bytes, bytes]
+
+
+def version_header(name: str, sha256: str) -> Header:
+    """`x-model-version: <name>@<first 12 hex of the bundle sha256>`, built once per model so
+    a response only attaches it (a name's non-ASCII characters are percent-encoded)."""
+    return VERSION_HEADER, f"{quote(name, safe='-._~+!*()')}@{sha256[:12]}".encode("ascii")
+
+
+def utc_now() -> str:
+    """ISO 8601, UTC, to the millisecond: when a model was loaded."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +54,8 @@ class Model:
     metrics: ModelMetrics
     sha256: str
     layout: dict[str, Any]  # threads per run alone and under load, and why
+    loaded_at: str  # UTC ISO 8601: when this bundle was loaded, warmed and probed
+    version: Header  # the x-model-version header of this name's answers
 
     @property
     def name(self) -> str:
@@ -77,7 +94,18 @@ class Model:
 
     def views(self) -> list[Model]:
         """This bundle's views: the same engine, scheduler and metrics, other labels."""
-        return [replace(self, model=view) for view in self.model.views()]
+        return [
+            replace(self, model=view, version=version_header(view.name, self.sha256))
+            for view in self.model.views()
+        ]
+
+    def publish(self) -> None:
+        """Show this model in /metrics (model info and batch drift)."""
+        self.metrics.loaded(self.bundle, self.sha256, self.batch_drift)
+
+    def unpublish(self) -> None:
+        """Take this model's info series out of /metrics (it was replaced)."""
+        self.metrics.unloaded(self.bundle, self.sha256)
 
     def facts(self) -> dict[str, Any]:
         """What /info says about this model."""
@@ -89,6 +117,7 @@ class Model:
             "max_length": self.bundle.max_length,
             "text_pair": self.bundle.text_pair,
             "bundle_sha256": self.sha256,
+            "loaded_at": self.loaded_at,
             "manifest": {k: v for k, v in self.bundle.manifest.items() if k != "files"},
             "max_batch": self.max_batch,
             "batch_drift": self.batch_drift,
@@ -162,13 +191,17 @@ async def build_registry(
     one model high). `bundles` were verified by the caller; None: verify `settings.bundles`."""
     if bundles is None:
         bundles = await asyncio.to_thread(load_bundles, settings.bundles)
-    models = [await _load_model(settings, bundle, executor, metrics) for bundle in bundles]
+    models = [await load_model(settings, bundle, executor, metrics) for bundle in bundles]
+    for model in models:
+        model.publish()
     return Registry(models)
 
 
-async def _load_model(
+async def load_model(
     settings: Settings, bundle: Bundle, executor: Executor, metrics: Metrics
 ) -> Model:
+    """One verified bundle loaded, probed, warmed and scheduled, its blocking steps in threads
+    (a reload runs this while the service answers). Not yet in /metrics: `Model.publish`."""
     idle = settings.idle_threads or settings.cores_per_worker
     model = await asyncio.to_thread(
         api.Model.from_bundle, bundle, threads=settings.threads, settings=settings,
@@ -180,9 +213,9 @@ async def _load_model(
     layout = await asyncio.to_thread(choose_layout, settings, engine)
     sha256 = await asyncio.to_thread(lambda: bundle.sha256)
     observer = metrics.for_model(bundle.model_name)
-    observer.loaded(bundle, sha256, model.batch_drift)
     scheduler = make_scheduler(settings, engine, executor, observer, max_batch)
-    return Model(model, scheduler, observer, sha256, layout)
+    version = version_header(bundle.model_name, sha256)
+    return Model(model, scheduler, observer, sha256, layout, utc_now(), version)
 
 
 def choose_layout(settings: Settings, engine: Engine) -> dict[str, Any]:

@@ -196,6 +196,11 @@ class Scheduler:
         self._closed = True
         await self._idle.wait()
 
+    async def drained(self) -> None:
+        """Wait until nothing admitted is left, still taking new work: a replaced model
+        answers whoever chose it before the swap."""
+        await self._idle.wait()
+
     def _submit(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         self._executor.submit(self._execute, job, loop)
 

@@ -79,6 +79,25 @@ class Status(Struct):
     status: str
 
 
+LoadedAt = Annotated[str, Meta(description="When the model was loaded (UTC, ISO 8601)")]
+
+
+class ReloadedModel(Struct):
+    """One model name after a reload: what now answers under it."""
+
+    name: str
+    bundle_sha256: str
+    loaded_at: LoadedAt
+    changed: Annotated[bool, Meta(description="This reload swapped in a new bundle")]
+
+
+class Reloaded(Struct):
+    """POST /admin/reload: every model name as it serves now (`changed`: any of them)."""
+
+    changed: bool
+    models: list[ReloadedModel]
+
+
 class ModelInfo(Struct):
     """One loaded model, as /info lists it."""
 
@@ -87,6 +106,7 @@ class ModelInfo(Struct):
     max_length: int
     text_pair: bool
     bundle_sha256: str
+    loaded_at: LoadedAt
     manifest: dict[str, Any]
     max_batch: int
     batch_drift: float
@@ -249,9 +269,11 @@ class Schema:
 
     # ------------------------------------------------------------------------------ document
 
-    def components(self) -> dict[str, Any]:
-        """JSON Schema 2020-12 components of every request and response type."""
+    def components(self, admin: bool = False) -> dict[str, Any]:
+        """JSON Schema 2020-12 components of every request and response type (`admin`: the
+        admin routes' too)."""
         types = [self.one, self.many, self.prediction, self.predictions, Error, Status, Info]
+        types += [Reloaded] if admin else []
         _, components = msgspec.json.schema_components(
             types, ref_template="#/components/schemas/{name}"
         )

@@ -89,6 +89,18 @@ def test_the_served_document_is_the_one_tested(client: TestClient) -> None:
     assert set(served["paths"]) >= {"/predict", "/health", "/ready", "/metrics", "/info"}
     secured = build_openapi(SECURED, VERSION, TINY)
     assert "401" in secured["paths"]["/predict"]["post"]["responses"]
+    assert "x-model-version" in responses["200"]["headers"]
+
+
+def test_the_reload_route_is_documented_only_behind_a_key() -> None:
+    assert "/admin/reload" not in build_openapi(SETTINGS, VERSION, TINY)["paths"]
+    assert "Reloaded" not in build_openapi(SETTINGS, VERSION, TINY)["components"]["schemas"]
+    secured = build_openapi(SECURED, VERSION, TINY)
+    reload = secured["paths"]["/admin/reload"]["post"]
+    assert set(reload["responses"]) == {"200", "401", "409", "503"}
+    assert reload["security"] == [{"bearer": []}]
+    reloaded = secured["components"]["schemas"]["ReloadedModel"]
+    assert set(reloaded["required"]) == {"name", "bundle_sha256", "loaded_at", "changed"}
 
 
 @schema.parametrize()

@@ -1,7 +1,7 @@
 """The real thing: `python -m service` (uvicorn, uvloop, httptools) on a free loopback port.
 
-Concurrency, overload, SIGTERM draining, several workers and refusing to start, all checked
-from the outside as a client sees them. Nothing here asserts a timing.
+Concurrency, overload, SIGTERM draining, SIGHUP reloads, several workers and refusing to start,
+all checked from the outside as a client sees them. Nothing here asserts a timing.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from benchmarks.ports import free_port
 from service.backoff import CEILING_S
 from service.bundle import load_bundle
 from service.engine import Engine
+from tests.service.test_reload import NEW_LABELS, replace_bundle, version
 from tests.service.tiny_bundle import build_bundle
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]  # real server processes
@@ -101,19 +102,21 @@ def start(
             stderr=subprocess.STDOUT,
         )
     server = Server(process, port, log)
-    if wait:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"server exited {process.returncode}:\n{server.logs()}")
-            try:
-                if httpx.get(server.url + "/ready", timeout=1).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        pytest.fail(f"server not ready:\n{server.logs()}")
-    return server
+    return wait_ready(server) if wait else server
+
+
+def wait_ready(server: Server) -> Server:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"server exited {server.process.returncode}:\n{server.logs()}")
+        try:
+            if httpx.get(server.url + "/ready", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"server not ready:\n{server.logs()}")
 
 
 @pytest.fixture
@@ -400,3 +403,86 @@ def test_refuses_to_start_on_two_bundles_with_one_name_or_disagreeing_settings(
     server = start(tmp_path, twin, wait=False, SENTIMENT_BUNDLES=str(tiny_bundle))
     assert server.process.wait(timeout=60) == 2
     assert "disagree: set only SENTIMENT_BUNDLES" in server.logs()
+
+
+# ------------------------------------------------------------------------- reload (SIGHUP)
+
+
+def wait_for_log(server: Server, needle: str, count: int = 1) -> None:
+    deadline = time.monotonic() + 60
+    while server.logs().count(needle) < count:
+        assert server.process.poll() is None, f"server exited:\n{server.logs()}"
+        assert time.monotonic() < deadline, f"no {needle!r} x{count}:\n{server.logs()}"
+        time.sleep(0.02)
+
+
+def worker_pids(server: Server) -> set[str]:
+    return set(re.findall(r"Started server process \[(\d+)\]", server.logs()))
+
+
+def test_sighup_swaps_in_a_replaced_bundle_without_a_restart(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    bundle = build_bundle(tmp_path / "bundle")
+    server = start(tmp_path, bundle)
+    servers.append(server)
+    old = version(bundle)
+    (bundle / "model.onnx").write_bytes(b"tampered")  # fails its manifest: refused, logged
+    server.process.send_signal(signal.SIGHUP)
+    wait_for_log(server, "reload refused, the old models keep serving")
+    assert server.settled_metric('sentiment_reloads_total{outcome="failed"}', 1) == 1
+    kept = httpx.post(server.url + "/predict", json={"text": "good"})
+    assert kept.headers["x-model-version"] == old and kept.json()["label"] == "Positive"
+    replace_bundle(bundle, labels=NEW_LABELS)
+    server.process.send_signal(signal.SIGHUP)
+    seen: list[str] = []  # answered all along: the old model until the new one is warm
+    deadline = time.monotonic() + 60
+    while not seen or seen[-1] != version(bundle):
+        assert time.monotonic() < deadline, (seen[-3:], server.logs())
+        response = httpx.post(server.url + "/predict", json={"text": "good"})
+        assert response.status_code == 200, response.text
+        seen.append(response.headers["x-model-version"])
+    assert response.json()["label"] == "Good"
+    assert set(seen) <= {old, version(bundle)} and seen == sorted(seen, key=seen.index)
+    assert server.settled_metric('sentiment_reloads_total{outcome="ok"}', 1) == 1
+    assert worker_pids(server) == {str(server.process.pid)}  # the same process throughout
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0, server.logs()
+
+
+def test_sighup_to_the_parent_reloads_every_worker_in_place(
+    tmp_path: Path, servers: list[Server]
+) -> None:
+    bundle = build_bundle(tmp_path / "bundle")
+    server = start(tmp_path, bundle, "--workers", "2")
+    servers.append(server)
+    wait_for_log(server, '"msg": "ready"', 2)
+    workers = worker_pids(server)
+    replace_bundle(bundle, labels=NEW_LABELS)
+    server.process.send_signal(signal.SIGHUP)
+    wait_for_log(server, '"msg": "reloaded"', 2)  # one per worker
+    assert server.settled_metric('sentiment_reloads_total{outcome="ok"}', 2) == 2
+    bodies: list[dict[str, object]] = [{"text": "good"}] * 40
+    responses = asyncio.run(fire(server.url, bodies, limit=20))
+    assert {r.headers["x-model-version"] for r in responses} == {version(bundle)}
+    assert worker_pids(server) == workers, server.logs()  # reloaded in place, not restarted
+    assert "Terminated child process" not in server.logs()
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0, server.logs()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_sighup_during_start_up_waits_for_the_models(
+    workers: str, tmp_path: Path, sluggish_bundle: Path, servers: list[Server]
+) -> None:
+    """SIGHUP's default action ends a process: one sent while the models load must wait."""
+    server = start(tmp_path, sluggish_bundle, "--workers", workers, wait=False)
+    servers.append(server)
+    wait_for_log(server, "Waiting for application startup", int(workers))
+    assert '"msg": "ready"' not in server.logs(), "loaded too fast to test this"
+    server.process.send_signal(signal.SIGHUP)
+    wait_ready(server)
+    wait_for_log(server, "reload: every bundle unchanged", int(workers))
+    assert len(worker_pids(server)) == int(workers), server.logs()  # none was restarted
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0, server.logs()
