@@ -13,7 +13,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # The served bundles, the first being the default model: every models/*/ folder with a
 # manifest.json. `make docker` passes the list it finds; this default is the shipped set
 # (tests/deploy keeps it equal to the repository's bundles).
-ARG BUNDLES=/app/models/sentiment-binary,/app/models/sentiment-3class
+ARG BUNDLES=/app/models/sentiment-3class,/app/models/sentiment-binary
 
 FROM ${PYTHON_IMAGE} AS builder
 ARG BUNDLES

@@ -10,12 +10,16 @@ DATA_ROOT     ?= ../shared/data
 SOURCES       ?= default
 RUN_3CLASS    ?= runs/3class
 BUNDLE_3CLASS ?= models/sentiment-3class
-# Every bundle under models/ (a folder with a manifest.json), BUNDLE first: the default model.
+# The default model (`make serve`, the image, /predict without "model", the benchmarks) and the
+# run it was exported from (the benchmarks' fp32 graph and TF peer).
+MODEL     ?= $(BUNDLE_3CLASS)
+MODEL_RUN ?= $(RUN_3CLASS)
+# Every bundle under models/ (a folder with a manifest.json), MODEL first: the default model.
 comma  := ,
 empty  :=
 space  := $(empty) $(empty)
 FOUND  := $(sort $(patsubst %/manifest.json,%,$(wildcard models/*/manifest.json)))
-SERVED := $(filter $(BUNDLE),$(FOUND)) $(filter-out $(BUNDLE),$(FOUND))
+SERVED := $(filter $(MODEL),$(FOUND)) $(filter-out $(MODEL),$(FOUND))
 BUNDLES ?= $(subst $(space),$(comma),$(strip $(SERVED)))
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
@@ -84,17 +88,18 @@ accuracy-sources: $(VENV)/.all
 	  --metrics reports/3class/metrics.json --metrics reports/binary/metrics.json --out reports/sources/accuracy
 
 bench: $(VENV)/.peers
-	$(PY) -m benchmarks --bundle $(BUNDLE) --data $(DATA) --data-root $(DATA_ROOT) $(BENCH_ARGS)
+	$(PY) -m benchmarks --bundle $(MODEL) --data $(DATA) --data-root $(DATA_ROOT) \
+	  --fp32-model $(MODEL_RUN)/onnx/model.fp32.fused.onnx --checkpoint $(MODEL_RUN)/model $(BENCH_ARGS)
 
 # Overload goodput, slow clients, bad inputs, SIGTERM and kill -9 under load, an RSS soak, then
 # HAProxy in front of two replicas (rollout, reload, kill -9, SIGTERM; skipped without haproxy):
 # bounded (about 5 min + 2), loopback only, service defaults (benchmarks/reliability.py).
 # RELIABILITY_ARGS="--skip-balancer" leaves the last out, "--only balancer" runs it alone.
 reliability: $(VENV)/.all
-	$(PY) -m benchmarks.reliability --bundle $(BUNDLE) --data $(DATA) $(RELIABILITY_ARGS)
+	$(PY) -m benchmarks.reliability --bundle $(MODEL) --data $(DATA) $(RELIABILITY_ARGS)
 
 load: $(VENV)/.all
-	$(PY) -m benchmarks.load --bundle $(BUNDLE) --data $(DATA) $(LOAD_ARGS)
+	$(PY) -m benchmarks.load --bundle $(MODEL) --data $(DATA) $(LOAD_ARGS)
 
 # Offline scoring of a CSV/TSV/JSONL/Parquet input (service/score.py), rows out with their predictions
 # (SCORE_ARGS="--engine ray" needs the ray extra: make install, or pip install .[ray]):
@@ -102,7 +107,7 @@ load: $(VENV)/.all
 .PHONY: score
 score: $(VENV)/.base
 	@test -n "$(IN)" || { echo "usage: make score IN=file.csv [OUT=out.csv] [SCORE_ARGS=...]" >&2; exit 2; }
-	$(PY) -m service.score $(IN) --model $(BUNDLE) $(if $(OUT),--output $(OUT)) $(SCORE_ARGS)
+	$(PY) -m service.score $(IN) --model $(MODEL) $(if $(OUT),--output $(OUT)) $(SCORE_ARGS)
 
 docker: wheels
 	@test -n "$(FOUND)" || { echo "no bundle under models/: run 'make export' first" >&2; exit 1; }

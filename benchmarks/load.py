@@ -25,7 +25,7 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__)
-    p.add_argument("--bundle", type=Path, default=Path("models/sentiment-binary"))
+    p.add_argument("--bundle", type=Path, default=Path("models/sentiment-3class"))
     p.add_argument("--data", type=Path, default=None, help="data folder; built-in sample if absent")
     p.add_argument("--host", default=None, help="target URL; default: start the service here")
     p.add_argument("--users", type=int, default=500)

@@ -17,7 +17,7 @@ Scenarios (each against a fresh server unless said otherwise):
    rollout of another bundle, a reload by SIGHUP, kill -9 and SIGTERM of one replica
    (benchmarks/balancer_stage.py; skipped with a message when haproxy is not installed).
 
-Run: python -m benchmarks.reliability --bundle models/sentiment-binary --data DIR [--quick]
+Run: python -m benchmarks.reliability --bundle models/sentiment-3class --data DIR [--quick]
      [--skip-balancer | --only balancer]
 """
 
@@ -297,7 +297,7 @@ def balancer(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.reliability", description=__doc__)
-    p.add_argument("--bundle", type=Path, default=Path("models/sentiment-binary"))
+    p.add_argument("--bundle", type=Path, default=Path("models/sentiment-3class"))
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level")
     p.add_argument("--slow", type=int, default=2000, help="stalled slow-client connections")
@@ -309,7 +309,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--rollout-bundle",
         type=Path,
-        default=Path("models/sentiment-3class"),
+        default=Path("models/sentiment-binary"),
         help="the bundle the balancer stage rolls out over --bundle (must differ from it)",
     )
     p.add_argument("--balancer-connections", type=int, default=200)

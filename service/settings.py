@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "SENTIMENT_"
-DEFAULT_BUNDLE = Path("models/sentiment-binary")
+DEFAULT_BUNDLE = Path("models/sentiment-3class")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 

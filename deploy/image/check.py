@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-# Known tweets of models/sentiment-binary: (text, entity, label). Clear cases only: "Huge thanks to
+# Known tweets of the default model (models/sentiment-binary before it): (text, entity, label). Clear cases only: "Huge thanks to
 # the support team, they fixed my account in minutes" (Amazon) was here, but it is a near-tie for the
 # model itself (P(Positive) 0.578 fp32, 0.516 row-wise int8, 0.375 static int8): one of the 0.55 %
 # of test-set answers static int8 changes, which the export gate measures; a smoke test of the image
@@ -264,7 +264,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("image")
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--bundle", type=Path, default=Path("models/sentiment-binary"))
+    parser.add_argument("--bundle", type=Path, default=Path("models/sentiment-3class"))
     args = parser.parse_args()
     port = args.port or free_port()
     base = f"http://127.0.0.1:{port}"

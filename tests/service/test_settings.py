@@ -19,7 +19,7 @@ def eight_cores(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_without_environment(eight_cores: None) -> None:
     settings = Settings.from_env({})
-    assert settings.bundles == (Path("models/sentiment-binary"),) and settings.bundle is None
+    assert settings.bundles == (Path("models/sentiment-3class"),) and settings.bundle is None
     assert (settings.host, settings.port, settings.workers) == ("127.0.0.1", 8000, 1)
     assert settings.max_body_bytes == 65536 and settings.max_texts == 64
     assert settings.api_key is None

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from service import Settings, create_app
 from service.bundle import load_bundle
+from service.settings import DEFAULT_BUNDLE
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(p.parent for p in (REPO / "models").glob("*/manifest.json"))
@@ -36,7 +37,7 @@ def test_the_shipped_bundles_are_the_expected_ones() -> None:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[TestClient]:
-    default = REPO / "models" / "sentiment-binary"
+    default = REPO / DEFAULT_BUNDLE  # what `make serve` and the image put first
     settings = Settings(
         bundles=(default, *(p for p in SHIPPED if p != default)), threads=1, access_log=False
     )
@@ -68,7 +69,7 @@ def test_known_tweets(served: TestClient, bundle: Path) -> None:
 
 def test_info_describes_every_shipped_bundle(served: TestClient) -> None:
     info = served.get("/info").json()
-    assert info["default_model"] == "sentiment-binary"
+    assert info["default_model"] == "sentiment-3class"
     models = {m["name"]: m for m in info["models"]}
     assert set(models) == {p.name for p in SHIPPED}
     for path in SHIPPED:
@@ -80,6 +81,24 @@ def test_info_describes_every_shipped_bundle(served: TestClient) -> None:
         assert model["batch_drift"] <= 1e-5 and model["max_batch"] == info["runtime"]["max_batch"]
     assert models["sentiment-binary"]["text_pair"] is True
     assert models["sentiment-binary"]["labels"] == ["Negative", "Positive"]
+    general = models["sentiment-3class"]
+    assert general["text_pair"] is True and general["labels"] == ["Negative", "Neutral", "Positive"]
+
+
+# The default model reads tweets as tweets (`tweet-1`): emoji by their names, not [UNK].
+TWEETS = [
+    ("so sad 😭💔", "Negative"),
+    ("😍🔥 best day ever", "Positive"),
+    ("The meeting is scheduled for 3pm in room 204.", "Neutral"),
+]
+
+
+@pytest.mark.parametrize("text, label", TWEETS)
+def test_the_default_model_reads_emoji(served: TestClient, text: str, label: str) -> None:
+    response = served.post("/predict", json={"text": text})  # no "model": the default
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert got["model"] == "sentiment-3class" and got["label"] == label, got
 
 
 @pytest.mark.parametrize("bundle", SHIPPED, ids=lambda p: p.name)
