@@ -1,7 +1,7 @@
 """`python -m benchmarks`: engine, HTTP and peer benchmarks in one run, written as JSON + Markdown + PNG.
 
 Example (what `make bench` runs):
-    python -m benchmarks --bundle models/sentiment-binary --data ../shared/data/twitter_entity \\
+    python -m benchmarks --bundle models/sentiment-3class --data ../shared/data/twitter_entity \\
         --data-root ../shared/data
 Development runs: add --quick (small grid, 2 s per level; both workloads).
 
