@@ -17,7 +17,7 @@ import logging
 import platform
 from collections.abc import Sequence
 from importlib import metadata
-from time import perf_counter
+from time import perf_counter, time
 from typing import Any
 
 import msgspec
@@ -34,6 +34,7 @@ from service.docs import docs_routes
 from service.engine import Encoded, EncodeError, Engine, Probs
 from service.errors import EXCEPTION_HANDLERS, ApiError
 from service.lifecycle import Supervisor, lifespan
+from service.logs import AccessEntry, access_writer
 from service.metrics import Metrics
 from service.openapi import ModelDoc, build_openapi
 from service.payload import check_content_type, check_entities, read_body
@@ -316,6 +317,8 @@ class ObserveMiddleware:
         self.app = app
         self.metrics = state.metrics
         self.log_requests = state.settings.access_log
+        self.write_access = access_writer(access_log)  # built after logging is configured
+        self._series: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
         self.routes = ROUTES | ADMIN_ROUTES if state.api_key else ROUTES
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -342,20 +345,30 @@ class ObserveMiddleware:
             route = path if path in self.routes else _unlisted(path)
             method: str = scope["method"]
             verb = method if method in METHODS else "other"
-            metrics.requests.labels(route, verb, status, scope.get(MODEL_KEY, "")).inc()
-            metrics.latency.labels(route).observe(elapsed)
-            if self.log_requests and access_log.isEnabledFor(logging.INFO):
+            self._count((route, verb, status, scope.get(MODEL_KEY, "")), elapsed)
+            if self.log_requests:
                 client = scope.get("client")
-                access_log.info(
-                    "request",
-                    extra={
-                        "method": method,
-                        "path": path,
-                        "status": status,
-                        "ms": round(elapsed * 1000, 2),
-                        "client": client[0] if client else None,
-                    },
-                )
+                ip = client[0] if client else None
+                self._log(AccessEntry(time(), method, path, status, round(elapsed * 1000, 2), ip))
+
+    def _count(self, key: tuple[str, str, int, str], elapsed: float) -> None:
+        """The request counter and latency histogram, through series bound once per label set
+        (a `labels()` lookup per request costs more than the increment)."""
+        series = self._series.get(key)
+        if series is None:
+            metrics = self.metrics
+            series = (metrics.requests.labels(*key), metrics.latency.labels(key[0]))
+            self._series[key] = series
+        series[0].inc()
+        series[1].observe(elapsed)
+
+    def _log(self, entry: AccessEntry) -> None:
+        if self.write_access is not None:  # the JSON-lines writer, without a LogRecord
+            self.write_access(entry)
+        elif access_log.isEnabledFor(logging.INFO):
+            fields = entry._asdict()
+            del fields["created"]
+            access_log.info("request", extra=fields)
 
 
 def _unlisted(path: str) -> str:

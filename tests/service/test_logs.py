@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import logging.config
 import threading
 import time
 
@@ -92,3 +93,44 @@ def test_uvicorn_duplicate_of_a_logged_500_is_filtered() -> None:
     keep = logs.DropServerDuplicate()
     assert not keep.filter(record("Exception in ASGI application\n"))
     assert keep.filter(record("Started server process [%d]"))
+
+
+def test_an_access_entry_is_the_line_its_log_record_would_be() -> None:
+    entry = logs.AccessEntry(1764650000.0421, "POST", '/predict"x', 200, 3.21, "127.0.0.1")
+    made = logging.LogRecord(logs.ACCESS_LOGGER, logging.INFO, __file__, 1, "request", None, None)
+    made.created, made.msecs = entry.created, (entry.created % 1) * 1000
+    fields = entry._asdict()
+    del fields["created"]
+    made.__dict__.update(fields)
+    assert json.loads(entry.json()) == json.loads(logs.JsonFormatter().format(made))
+    assert entry.json() == logs.JsonFormatter().format(made)  # same keys, same order
+
+
+def test_the_access_log_skips_log_records_only_where_nothing_else_would_see_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logs.sys, "stderr", io.StringIO())
+    names = ("service", "service.access", "uvicorn", "uvicorn.error", "uvicorn.access", "")
+    saved = {n: dict(vars(logging.getLogger(n))) for n in names}
+    for state in saved.values():  # dictConfig empties these lists in place
+        state["handlers"], state["filters"] = list(state["handlers"]), list(state["filters"])
+    try:
+        logging.config.dictConfig(logs.logging_config("info"))
+        access = logging.getLogger(logs.ACCESS_LOGGER)
+        writer = logs.access_writer(access)
+        (handler,) = logging.getLogger("service").handlers
+        assert isinstance(handler, logs.QueueStderrHandler) and writer == handler.enqueue
+        access.addFilter(logging.Filter("elsewhere"))  # a filter must see every record
+        assert logs.access_writer(access) is None
+        access.filters.clear()
+        logging.getLogger("service").addHandler(logging.NullHandler())  # a second reader
+        assert logs.access_writer(access) is None
+        logging.config.dictConfig(logs.logging_config("warning"))  # INFO lines are off
+        assert logs.access_writer(access) is None
+    finally:
+        for name, state in saved.items():
+            logger = logging.getLogger(name)
+            for made in logger.handlers:
+                if made not in state["handlers"]:
+                    made.close()
+            vars(logger).update(state)
