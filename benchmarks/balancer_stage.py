@@ -39,6 +39,7 @@ from benchmarks.observers import ReadyProbe, StatsWatcher, disposition
 from benchmarks.ports import free_port
 from benchmarks.server_process import Server, python_module
 from benchmarks.steady_load import SteadyLoad
+from service.bundle import load_bundle
 
 NOT_INSTALLED = "haproxy is not installed (Debian: apt-get install haproxy): stage skipped"
 LINK_NAME = "sentiment"  # the served folder's name: the model name in every answer
@@ -240,6 +241,15 @@ def reload(stage: Stage) -> dict[str, Any]:
             "reload not supported by this service: SIGHUP is not handled "
             f"({', '.join(f'{k}: {v}' for k, v in handled.items())}; default would end the "
             "process), so none was sent"
+        )
+        stage.settle()
+        return {**out, **stage.window(start, now())}
+    names = {load_bundle(b).model_name for b in stage.bundles}
+    if len(names) > 1:
+        out["note"] = (
+            f"no reload: the two bundles are different models ({', '.join(sorted(names))}); a "
+            "reload keeps the served model names, so a new model takes a restart as in (a). "
+            "Pass --rollout-bundle a new version of the same model to measure a reload"
         )
         stage.settle()
         return {**out, **stage.window(start, now())}
