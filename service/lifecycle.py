@@ -106,6 +106,7 @@ async def lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[dict[st
             log.critical("refusing to start: %s", exc)
         raise
     _warn_if_oversubscribed(settings)
+    _lower_loop_priority(executor, settings)
     previous = _install_drain(state)
     reloader = state.reloader = Reloader(state, executor)
     hangup = _install_reload(reloader)
@@ -131,6 +132,28 @@ async def lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[dict[st
         log.info("stopped")
         if state.failed or stuck:
             state.supervisor.exit(EXIT_FAILED)
+
+
+def _lower_loop_priority(executor: ThreadPoolExecutor, settings: Settings) -> None:
+    """Give the event loop thread a lower priority than the inference threads (nice + N).
+
+    With every core running a session.run, the loop's thread is one more runnable thread, and
+    Linux shares the cores by weight: at equal priority, clients that retry refused requests
+    at once keep the loop busy and take a third of the CPU from the answers. At +5 the loop
+    weighs a third of an inference thread, so overload costs the answers less, while an idle
+    core still runs it at once (`make reliability`; README, *Reliability*). The pool's threads
+    are started first, because a thread takes the priority of the thread that starts it.
+    """
+    if settings.loop_nice == 0:
+        return
+    started = threading.Barrier(settings.pool_size)
+    for future in [executor.submit(started.wait, 10.0) for _ in range(settings.pool_size)]:
+        future.result()
+    inference = executor.submit(os.getpriority, os.PRIO_PROCESS, 0).result()  # 0: this thread
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, inference + settings.loop_nice))
+    except OSError as exc:  # not permitted here (a seccomp profile): run at equal priority
+        log.warning("could not lower the event loop's priority: %s", exc)
 
 
 class HangupLatch:

@@ -56,6 +56,9 @@ class Settings:
     # 0 = auto (the worker's cores, kept only if a start-up measurement shows it is faster
     # than `threads`), 1 = never, N = always N (no measurement).
     idle_threads: int = 0
+    # The event loop thread's nice value above the inference threads': under overload its work
+    # (parsing, refusing) takes a smaller share of the cores than the answers (0 = equal).
+    loop_nice: int = 5
     max_batch: int = 16  # rows per session.run (a request's texts, cut by length)
     max_tokens: int = 2048  # rows x padded length per session.run
     batch_tolerance: float = 1e-4  # max |Δprob| batching may cause, else rows run one by one
@@ -124,6 +127,7 @@ class Settings:
             (self.workers >= 1, "SENTIMENT_WORKERS must be >= 1"),
             (self.threads >= 1, "SENTIMENT_THREADS must be >= 1"),
             (self.idle_threads >= 0, "SENTIMENT_IDLE_THREADS must be >= 0 (0 = auto)"),
+            (0 <= self.loop_nice <= 19, "SENTIMENT_LOOP_NICE must be in 0..19"),
             (self.pool_size >= 1, "SENTIMENT_POOL_SIZE must be >= 1"),
             (self.max_batch >= 1, "SENTIMENT_MAX_BATCH must be >= 1"),
             (self.max_tokens >= 1, "SENTIMENT_MAX_TOKENS must be >= 1"),
@@ -246,6 +250,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "workers": _int,
     "threads": _int,
     "idle_threads": _int,
+    "loop_nice": _int,
     "pool_size": _int,
     "spin": _bool,
     "max_batch": _int,

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -730,3 +731,26 @@ def test_an_overloaded_service_refuses_before_reading_the_body(
     assert status == 503 and headers["retry-after"] == "1"
     assert json.loads(body)["error"]["type"] == "overloaded"
     assert elapsed < 1  # not the 5 s body timeout: the body was never awaited
+
+
+def test_the_event_loop_runs_below_the_inference_threads(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Under overload the loop's parsing and refusing must not take the answers' cores at equal
+    weight: once started, its thread is `loop_nice` above the pool's (which keep the process's)."""
+    seen: dict[str, Any] = {}
+
+    async def go() -> None:
+        app = create_app(make_settings(pool_size=2, loop_nice=5))
+        async with app.router.lifespan_context(app):
+            seen["loop"] = os.getpriority(os.PRIO_PROCESS, 0)  # this (the loop's) thread
+            executor: Any = app.state.service.reloader.executor
+            seen["pool"] = {executor.submit(os.getpriority, os.PRIO_PROCESS, 0).result()}
+            seen["threads"] = len(executor._threads)
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    thread = threading.Thread(target=asyncio.run, args=(go(),))  # keeps pytest's own priority
+    thread.start()
+    thread.join(60)
+    assert seen["pool"] == {base} and seen["threads"] == 2
+    assert seen["loop"] == min(19, base + 5)
