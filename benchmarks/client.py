@@ -172,7 +172,7 @@ class _Workers:
 
     async def run(self) -> Tally:
         tasks = [asyncio.create_task(self.worker(i * 7919)) for i in range(self.load.concurrency)]
-        await asyncio.sleep(max(0.0, self.tally.window_end - time.perf_counter()))
+        await self.window_closed()
         self.tally.unfinished = self.inflight
         for task in tasks:
             task.cancel()
@@ -180,6 +180,10 @@ class _Workers:
         for conn in self.conns:
             conn.close()
         return self.tally
+
+    async def window_closed(self) -> None:
+        """Return when the measurement window ends (a fixed one here)."""
+        await asyncio.sleep(max(0.0, self.tally.window_end - time.perf_counter()))
 
     async def worker(self, offset: int) -> None:
         """Send the next request as soon as the last one returned, until the window closes."""

@@ -27,17 +27,9 @@ class _Recording(_Workers):
         self.ledger = ledger
         self.stopped = asyncio.Event()
 
-    async def run(self) -> Tally:
-        tasks = [asyncio.create_task(self.worker(i * 7919)) for i in range(self.load.concurrency)]
+    async def window_closed(self) -> None:
         await self.stopped.wait()
         self.tally.window_end = time.perf_counter()
-        self.tally.unfinished = self.inflight
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for conn in self.conns:
-            conn.close()
-        return self.tally
 
     def connect_failed(self, kind: str) -> None:
         super().connect_failed(kind)

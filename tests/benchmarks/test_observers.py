@@ -136,10 +136,13 @@ def test_signal_disposition_from_proc_status() -> None:
 def test_disposition_of_a_live_process() -> None:
     from benchmarks.observers import disposition
 
-    previous = signal.signal(signal.SIGHUP, lambda *_: None)
+    previous = signal.signal(signal.SIGHUP, lambda *_: None)  # as run (nohup ignores it)
     try:
         assert disposition(os.getpid(), signal.SIGHUP) == "caught"
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        assert disposition(os.getpid(), signal.SIGHUP) == "default"
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        assert disposition(os.getpid(), signal.SIGHUP) == "ignored"
     finally:
         signal.signal(signal.SIGHUP, previous)
-    assert disposition(os.getpid(), signal.SIGHUP) == "default"
     assert disposition(2**22 + 12345, signal.SIGHUP) == "unknown"
