@@ -21,7 +21,6 @@ service sends it and in the answers' labels when it does not.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -32,158 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.balancer import Balancer, Checks, delta, find_haproxy
+from benchmarks.balancer import Balancer, Checks, find_haproxy
 from benchmarks.client import build_requests
-from benchmarks.ledger import Ledger
 from benchmarks.observers import ReadyProbe, StatsWatcher, disposition
 from benchmarks.ports import free_port
-from benchmarks.server_process import Server, python_module
+from benchmarks.replicas import LINK_NAME, Replica, Stage, now, point, replica_env, seconds_since
 from benchmarks.steady_load import SteadyLoad
 from service.bundle import load_bundle
 
 NOT_INSTALLED = "haproxy is not installed (Debian: apt-get install haproxy): stage skipped"
-LINK_NAME = "sentiment"  # the served folder's name: the model name in every answer
-
-
-def now() -> float:
-    return time.perf_counter()
-
-
-def point(link: Path, target: Path) -> None:
-    """Make `link` a symlink to `target`, atomically: a process that reads the folder sees
-    the old bundle or the new one, never a missing or half-copied folder."""
-    link.parent.mkdir(parents=True, exist_ok=True)
-    staged = link.with_name(link.name + ".next")
-    with contextlib.suppress(FileNotFoundError):
-        staged.unlink()
-    staged.symlink_to(target.resolve(), target_is_directory=True)
-    os.replace(staged, link)
-
-
-def replica_env(port: int, link: Path, checks: Checks) -> dict[str, str]:
-    """A replica's settings: one core's worth (one worker, one single-threaded run at a time,
-    so two replicas fill the two cores), and a drain sized to the balancer's checks."""
-    return {
-        "SENTIMENT_BUNDLES": str(link),
-        "SENTIMENT_BUNDLE": str(link),  # the same single bundle: a caller's own value cannot clash
-        "SENTIMENT_PORT": str(port),
-        "SENTIMENT_HOST": "127.0.0.1",
-        "SENTIMENT_WORKERS": "1",
-        "SENTIMENT_THREADS": "1",
-        "SENTIMENT_POOL_SIZE": "1",
-        # The idle path would run a lone request on both cores: it never triggers under this
-        # load, and its start-up timing would run beside the other, loaded replica.
-        "SENTIMENT_IDLE_THREADS": "1",
-        "SENTIMENT_DRAIN_DELAY_S": f"{checks.drain_delay_s:g}",
-    }
-
-
-@dataclass
-class Replica:
-    """One `python -m service` process behind the balancer, serving the bundle its link
-    points at."""
-
-    name: str
-    port: int
-    link: Path
-    server: Server
-
-    @classmethod
-    def create(
-        cls, name: str, folder: Path, bundle: Path, opts: StageOptions, taken: Sequence[int] = ()
-    ) -> Replica:
-        port = free_port()
-        while port in taken:  # free now, but handed out for a replica not started yet
-            port = free_port()
-        link = folder / name / LINK_NAME
-        point(link, bundle)
-        env = replica_env(port, link, opts.checks)
-        argv = list(opts.replica_argv) or python_module("service")
-        server = Server(f"replica-{name}", argv, port, env, startup_timeout=opts.startup_timeout_s)
-        return cls(name, port, link, server)
-
-    @property
-    def pid(self) -> int:
-        return self.server.pid
-
-    def alive(self) -> bool:
-        return self.server.process is not None and self.server.process.poll() is None
-
-
-@dataclass
-class Stage:
-    """Everything a scenario acts on and reads: the replicas, the balancer's stats over time,
-    the ledger of answers, the two bundles and the timing knobs."""
-
-    replicas: list[Replica]
-    watch: StatsWatcher
-    load: SteadyLoad
-    bundles: tuple[Path, Path]  # (old, new): served at start, rolled out in (a)
-    checks: Checks
-    settle_s: float
-    step_s: float
-    switch_timeout_s: float
-    served: Path = field(init=False)  # what the links point at now
-
-    def __post_init__(self) -> None:
-        self.served = self.bundles[0]
-
-    @property
-    def ledger(self) -> Ledger:
-        return self.load.ledger
-
-    def settle(self) -> None:
-        """Steady traffic, nothing done: the before and after of every scenario."""
-        time.sleep(self.settle_s)
-
-    def point_all(self, bundle: Path) -> None:
-        for replica in self.replicas:
-            point(replica.link, bundle)
-        self.served = bundle
-
-    def window(self, start: float, end: float) -> dict[str, Any]:
-        """The ledger over [start, end): counts, and the per-step series."""
-        return {
-            "seconds": round(end - start, 2),
-            **self.ledger.summary(start, end),
-            "series_step_s": self.step_s,
-            "series": self.ledger.series(start, end, self.step_s),
-        }
-
-    def counters(self, name: str, start: float, end: float) -> dict[str, int]:
-        """How HAProxy's counters for replica `name` grew over [start, end]."""
-        before, after = self.watch.at(start).get(name), self.watch.at(end).get(name)
-        return delta(before, after) if before and after else {}
-
-    def start_again(self, replica: Replica, since: float) -> dict[str, float | None]:
-        """Start `replica` (blocks until /ready is 200), then wait for HAProxy to mark it UP;
-        both times from `since`."""
-        started = now()
-        replica.server.start()
-        ready = now()
-        up = self.watch.wait_for(replica.name, "UP", since, self.checks.up_within_s * 4 + 5)
-        return {
-            "start_after_s": _rel(started, since),
-            "ready_after_s": _rel(ready, since),
-            "up_after_s": _rel(up, since),
-        }
-
-    def wait_answer(self, since: float, server: str, timeout: float) -> float | None:
-        """Block until `server` has answered a request after `since` (or `timeout` s pass)."""
-        deadline = now() + timeout
-        while now() < deadline:
-            seen = self.ledger.first(since, server=server)
-            if seen is not None:
-                return seen
-            time.sleep(0.05)
-        return self.ledger.first(since, server=server)
-
-
-def _rel(t: float | None, since: float) -> float | None:
-    return None if t is None else round(t - since, 3)
-
-
-# ------------------------------------------------------------------------------ scenarios
 
 
 def rollout(stage: Stage) -> dict[str, Any]:
@@ -203,8 +59,8 @@ def rollout(stage: Stage) -> dict[str, Any]:
         down = stage.watch.became(replica.name, "DOWN", term)
         step = {
             "replica": replica.name,
-            "down_after_s": _rel(down, term),
-            "exited_after_s": _rel(exited, term),
+            "down_after_s": seconds_since(down, term),
+            "exited_after_s": seconds_since(exited, term),
             "down_before_exit": down is not None and down <= exited,
             **stage.start_again(replica, term),
         }
@@ -220,8 +76,8 @@ def rollout(stage: Stage) -> dict[str, Any]:
         "old_version": old,
         "new_version": new,
         "switched": bool(old and new and old != new and set(after["versions"]) == {new}),
-        "first_new_answer_s": _rel(first_new, start),
-        "last_old_answer_s": _rel(last_old, start),
+        "first_new_answer_s": seconds_since(first_new, start),
+        "last_old_answer_s": seconds_since(last_old, start),
         "steps": steps,
         **stage.window(start, end),
     }
@@ -289,8 +145,10 @@ def _reload_one(stage: Stage, replica: Replica, old: str | None) -> dict[str, An
         time.sleep(0.05)
     step: dict[str, Any] = {
         "replica": replica.name,
-        "switched_after_s": _rel(switched, sent),
-        "last_old_answer_s": _rel(stage.ledger.last(now(), version=old, server=replica.name), sent),
+        "switched_after_s": seconds_since(switched, sent),
+        "last_old_answer_s": seconds_since(
+            stage.ledger.last(now(), version=old, server=replica.name), sent
+        ),
     }
     if not replica.alive():
         step["ended_by_sighup"] = True
@@ -321,10 +179,10 @@ def kill_one(stage: Stage) -> dict[str, Any]:
         "replica": victim.name,
         "in_flight_at_kill_haproxy": in_flight.scur if in_flight else None,
         "in_flight_at_kill_clients_total": client_in_flight,
-        "down_after_s": _rel(down, killed),
+        "down_after_s": seconds_since(down, killed),
         "down_bound_s": stage.checks.down_within_s,
         **timing,
-        "first_answer_after_up_s": _rel(back, up) if up else None,
+        "first_answer_after_up_s": seconds_since(back, up) if up else None,
         "outage": {
             "ok": outage["ok"],
             "failed": outage["failed"],
@@ -383,11 +241,11 @@ def _sigterm(stage: Stage, victim: Replica, drain: float, start: float) -> dict[
     return {
         "replica": victim.name,
         "drain_delay_s": drain,
-        "ready_503_after_s": _rel(ready_503, term),
-        "down_after_s": _rel(down, term),
-        "listener_closed_after_s": _rel(closed, term),
-        "last_answer_after_s": _rel(last_answer, term),
-        "exited_after_s": _rel(exited, term),
+        "ready_503_after_s": seconds_since(ready_503, term),
+        "down_after_s": seconds_since(down, term),
+        "listener_closed_after_s": seconds_since(closed, term),
+        "last_answer_after_s": seconds_since(last_answer, term),
+        "exited_after_s": seconds_since(exited, term),
         "exit_status": status,
         "order_ok": bool(ready_503 and down and closed and ready_503 <= down <= closed),
         "client_resets": sum(around["failed_by_kind"].get("connection", {}).values()),

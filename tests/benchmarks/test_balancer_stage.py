@@ -16,13 +16,8 @@ import pytest
 from benchmarks import balancer_stage
 from benchmarks.balancer import Checks, find_haproxy
 from benchmarks.balancer_report import markdown
-from benchmarks.balancer_stage import (
-    NOT_INSTALLED,
-    StageOptions,
-    point,
-    replica_env,
-    run_stage,
-)
+from benchmarks.balancer_stage import NOT_INSTALLED, StageOptions, run_stage
+from benchmarks.replicas import point, replica_env
 from service.settings import Settings
 from tests.service.tiny_bundle import build_bundle
 
