@@ -38,6 +38,7 @@ from service.logs import AccessEntry, access_writer
 from service.metrics import Metrics
 from service.openapi import ModelDoc, build_openapi
 from service.payload import check_content_type, check_entities, read_body
+from service.refusal import MESSAGE, REASON, refused
 from service.registry import Model, Registry
 from service.reload import Reloader, ReloadFailed
 from service.scheduler import Closed, Overloaded, QueueTimeout
@@ -206,16 +207,14 @@ class Handlers:
         registry, schema = self.loaded()
         check_content_type(request.headers.get("content-type"))
         if registry.full():  # overloaded: refuse before reading, parsing or tokenizing
-            raise _reject(
-                state, registry.default, "overloaded", "server is at capacity, retry shortly"
-            )
+            raise _reject(state, registry.default, REASON, MESSAGE)
         body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
         parsed = schema.parse(body)
         model = registry.pick(parsed.model)
         request.scope[MODEL_KEY] = model.name
         check_entities(parsed, model.engine.text_pair, model.name)
         if not model.scheduler.has_room(len(parsed.texts)):
-            raise _reject(state, model, "overloaded", "server is at capacity, retry shortly")
+            raise _reject(state, model, REASON, MESSAGE)
         encoded = await _encode(model.engine, parsed)
         probs = await _infer(state, model, encoded)
         state.retry_after.answered()
@@ -276,11 +275,8 @@ class Handlers:
 
 
 def _reject(state: ServiceState, model: Model, reason: str, message: str) -> ApiError:
-    model.metrics.rejected(reason)
-    wait = state.retry_after.refused()
-    headers = {"Retry-After": wait}
-    if int(wait) >= state.settings.keepalive_s:  # it would be closed as idle meanwhile: a client
-        headers["Connection"] = "close"  # sending on it just then would get a reset
+    wait, close = refused(state, model, reason)
+    headers = {"Retry-After": wait, **({"Connection": "close"} if close else {})}
     return ApiError(503, message, type=reason, headers=headers)
 
 
@@ -300,7 +296,7 @@ async def _infer(state: ServiceState, model: Model, encoded: list[Encoded]) -> P
     try:
         return await model.scheduler.predict([enc.ids for enc in encoded])
     except Overloaded:
-        raise _reject(state, model, "overloaded", "server is at capacity, retry shortly") from None
+        raise _reject(state, model, REASON, MESSAGE) from None
     except QueueTimeout:
         raise _reject(state, model, "timeout", "request timed out waiting for the model") from None
     except Closed:

@@ -43,17 +43,20 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
 }
 
 
+def line_head(created: float, msecs: int, level: str, logger: str, msg: str) -> dict[str, Any]:
+    """The keys every line starts with, in order (`created`: seconds since the epoch)."""
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+    return {"ts": f"{ts}.{msecs:03d}Z", "level": level, "logger": logger, "msg": msg}
+
+
 class JsonFormatter(logging.Formatter):
     """`{"ts": ..., "level": ..., "logger": ..., "msg": ..., <extra>...}`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+        entry = line_head(
+            record.created, int(record.msecs), record.levelname.lower(), record.name,
+            record.getMessage(),
+        )  # fmt: skip
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
@@ -74,12 +77,8 @@ class AccessEntry(NamedTuple):
 
     def json(self) -> str:
         """The line JsonFormatter writes for the equivalent LogRecord."""
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self.created))
-        entry = {
-            "ts": f"{ts}.{int(self.created % 1 * 1000):03d}Z",
-            "level": "info",
-            "logger": ACCESS_LOGGER,
-            "msg": "request",
+        msecs = int(self.created % 1 * 1000)
+        entry = line_head(self.created, msecs, "info", ACCESS_LOGGER, "request") | {
             "method": self.method,
             "path": self.path,
             "status": self.status,

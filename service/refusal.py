@@ -21,6 +21,7 @@ from service.errors import error_body
 
 if TYPE_CHECKING:
     from service.app import ServiceState
+    from service.registry import Model
 
 STATE_KEY = "sentiment.refusal"  # where the lifespan hands it to the protocol (ASGI state)
 PATH = b"/predict"
@@ -32,6 +33,15 @@ HEAD = (
     + str(len(BODY)).encode()
     + b"\r\nretry-after: "
 )
+
+
+def refused(state: ServiceState, model: Model, reason: str) -> tuple[str, bool]:
+    """Count one refusal (the app's or the connection's): the `Retry-After` value, and whether
+    the connection must close (a wait past keep-alive: the server would close it as idle just
+    as the client sends its retry, a reset)."""
+    model.metrics.rejected(reason)
+    wait = state.retry_after.refused()
+    return wait, int(wait) >= state.settings.keepalive_s
 
 
 def is_predict(method: bytes, url: bytes) -> bool:
@@ -54,9 +64,8 @@ class Refusal:
         registry = state.registry
         if registry is None or state.draining or not registry.full():
             return None
-        registry.default.metrics.rejected(REASON)
         self._requests.inc()
-        wait = state.retry_after.refused()
-        keep = keep_alive and int(wait) < state.settings.keepalive_s
+        wait, close = refused(state, registry.default, REASON)
+        keep = keep_alive and not close
         tail = b"\r\n\r\n" if keep else b"\r\nconnection: close\r\n\r\n"
         return HEAD + wait.encode() + tail + BODY, keep

@@ -103,10 +103,11 @@ class Reloader:
         if not replaced:
             log.info("reload: every bundle unchanged")
             return _result(registry, set())
-        self._swap(Registry(fresh), replaced)
+        serving = Registry(fresh)
+        self._swap(serving, replaced)
         news = [{"model": new.name, "bundle_sha256": new.sha256} for _, new in replaced]
         log.info("reloaded", extra={"models": news})
-        return _result(self.state.registry or registry, {new.name for _, new in replaced})
+        return _result(serving, {new.name for _, new in replaced})
 
     async def _verify(self, path: Path, old: Model) -> Bundle | None:
         """The bundle at `path`, verified as at start-up; None when it is the one served."""

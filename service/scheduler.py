@@ -194,7 +194,7 @@ class Scheduler:
     async def aclose(self) -> None:
         """Refuse new work, finish everything admitted, then return."""
         self._closed = True
-        await self._idle.wait()
+        await self.drained()
 
     async def drained(self) -> None:
         """Wait until nothing admitted is left, still taking new work: a replaced model
