@@ -126,6 +126,11 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
         root, sources, config.labels, seed=config.seed, dev_fraction=config.dev_fraction,
         test_fraction=args.test_fraction, max_dev=args.max_dev,
     )  # fmt: skip
+    unknown = sorted(
+        set(config.source_weights) - set(corpus.tests) - {r.source for r in corpus.train}
+    )
+    if unknown:
+        raise SpecError(f"--source-weights: no source named {', '.join(unknown)} in this run")
     summary = corpus.summary()
     log.info("data: %s", json.dumps({k: summary[k] for k in ("train", "dev")}))
     for name, part in summary["per_source"].items():

@@ -46,6 +46,9 @@ class TrainConfig:
     text_pair: bool = True  # "[CLS] entity [SEP] text [SEP]": the labels are toward the entity
     soup: int = 3  # average this many runs (data-order seeds seed, seed+1, ...); 1 = one run
     preprocess: str | None = None  # a service.preprocess name (e.g. "tweet-1"); None: raw text
+    # Loss weight per source name (others 1), rescaled to mean 1 over the training rows so the
+    # step size stays the unweighted recipe's: a source's share of the gradient, not of the time.
+    source_weights: dict[str, float] = field(default_factory=dict)
 
     def checkpoint_info(self) -> CheckpointInfo:
         """How this config fed the model: the facts export and the service must not guess."""
@@ -123,6 +126,7 @@ def _fine_tune_one(
     train = _encode(tokenizer, train_rows, config)
     dev = _encode(tokenizer, dev_rows, config)
     lengths = [len(x) for x in train.ids]
+    weights = row_weights(train_rows, config.source_weights)
     train_step = _train_step(model, config, math.ceil(len(train) / config.batch_size))
     rng = np.random.default_rng(seed)
     history = History()
@@ -131,7 +135,7 @@ def _fine_tune_one(
     for epoch in range(1, config.epochs + 1):
         batches = batch_indices(lengths, config.batch_size, rng)
         desc = f"epoch {epoch}/{config.epochs}"
-        losses = _train_epoch(train_step, train, batches, pad_id, desc, progress)
+        losses = _train_epoch(train_step, train, weights, batches, pad_id, desc, progress)
         history.step_loss.extend(losses)
         report = evaluate_split(model, dev, config.labels, pad_id)
         history.epochs.append(_epoch_record(epoch, losses, report, started))
@@ -147,6 +151,14 @@ def _fine_tune_one(
         model.set_weights(best_weights)
     history.seconds = time.perf_counter() - started
     return model, tokenizer, history
+
+
+def row_weights(rows: Sequence[Row], source_weights: dict[str, float]) -> np.ndarray:
+    """Each training row's loss weight: its source's, rescaled so the rows average 1."""
+    weights = np.array([source_weights.get(r.source, 1.0) for r in rows], dtype=np.float32)
+    if len(weights) and weights.min() <= 0:
+        raise ValueError("source weights must be positive")
+    return weights / weights.mean() if len(weights) else weights
 
 
 def _seeded_model(config: TrainConfig, seed: int) -> tuple[Any, Any]:
@@ -182,11 +194,13 @@ def _train_step(model: Any, config: TrainConfig, steps_per_epoch: int) -> Any:
     loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     spec = tf.TensorSpec([None, None], tf.int32)
 
-    @tf.function(input_signature=[spec, spec, tf.TensorSpec([None], tf.int32)])
-    def train_step(input_ids: Any, mask: Any, y: Any) -> Any:
+    rows = tf.TensorSpec([None], tf.int32)
+
+    @tf.function(input_signature=[spec, spec, rows, tf.TensorSpec([None], tf.float32)])
+    def train_step(input_ids: Any, mask: Any, y: Any, weight: Any) -> Any:
         with tf.GradientTape() as tape:
             logits = model(input_ids=input_ids, attention_mask=mask, training=True).logits
-            loss = loss_fn(y, logits)
+            loss = loss_fn(y, logits, sample_weight=weight)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
@@ -197,6 +211,7 @@ def _train_step(model: Any, config: TrainConfig, steps_per_epoch: int) -> Any:
 def _train_epoch(
     train_step: Any,
     train: Encoded,
+    weights: np.ndarray,
     batches: list[np.ndarray],
     pad_id: int,
     desc: str,
@@ -210,7 +225,7 @@ def _train_epoch(
     losses: list[float] = []
     for idx in bar:
         input_ids, mask = pad([train.ids[i] for i in idx], pad_id)
-        losses.append(float(train_step(input_ids, mask, train.labels[idx])))
+        losses.append(float(train_step(input_ids, mask, train.labels[idx], weights[idx])))
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     return losses
 
