@@ -71,10 +71,12 @@ def test_sources_dev_only_never_scores_a_test_split(
     monkeypatch.setattr(general, "encode", spy_encode)
     out = tmp_path / "run"
     args = ["--data", str(root), "--sources", "semeval2017,apple", "--out", str(out),
-            "--base-model", str(tiny_base), "--dev-only", *TINY[:1], "1", *TINY[2:]]  # fmt: skip
+            "--base-model", str(tiny_base), "--dev-only", "--source-weights", "apple=3",
+            *TINY[:1], "1", *TINY[2:]]  # fmt: skip
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"] is None and set(metrics["dev_by_source"]) == {"semeval2017", "apple"}
+    assert metrics["config"]["source_weights"] == {"apple": 3.0}  # the recipe is on record
     assert seen and not any("test" in text for text in seen)  # fixture test texts say "test"
 
 
@@ -94,6 +96,28 @@ def test_bad_user_files_end_in_one_line(
     assert main(["--data", str(data), "--out", str(tmp_path / "run"), *args]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("spec", ["apple=0", "apple", "apple=-1", "=2", "apple=inf"])
+def test_bad_source_weights_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--data", str(tmp_path), "--sources", "apple", "--out", str(tmp_path / "run"),
+              "--source-weights", spec])  # fmt: skip
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "expected NAME=W with W > 0" in err and "Traceback" not in err
+
+
+def test_a_weight_for_a_source_not_in_the_run_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_source_root(tmp_path / "data")
+    args = ["--data", str(root), "--sources", "apple", "--out", str(tmp_path / "run"),
+            "--source-weights", "semeval2017=2"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--source-weights: no source named semeval2017" in err and err.count("\n") == 1
 
 
 def test_noncommercial_sources_need_the_opt_in(

@@ -12,6 +12,8 @@ from tests.conftest import train_tiny, train_until_learned
 from training.batching import batch_indices, pad
 from training.checkpoint import CheckpointInfo
 from training.cli import main
+from training.data import Row
+from training.train import row_weights
 
 
 def test_batches_are_length_bucketed_and_cover_every_row() -> None:
@@ -129,3 +131,13 @@ def test_dev_only_run_never_scores_the_test_set(
     assert metrics["test"] is None and metrics["leaky"] is None and "baselines" not in metrics
     assert metrics["dev"]["n"] > 0 and "dev only" in metrics["protocol"]
     assert scored and not any(ids & test_ids for ids in scored)
+
+
+def test_source_weights_rescale_to_mean_one() -> None:
+    rows = [Row(i, "", "Negative", "t", source) for i, source in enumerate("aaab")]
+    weights = row_weights(rows, {"a": 2.0})
+    assert weights.mean() == pytest.approx(1.0)
+    assert weights[0] == pytest.approx(2 * weights[3])  # a's rows weigh twice b's
+    assert row_weights(rows, {}).tolist() == [1.0] * 4  # no weights: the plain mean loss
+    with pytest.raises(ValueError, match="positive"):
+        row_weights(rows, {"b": 0.0})
