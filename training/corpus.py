@@ -6,12 +6,15 @@
 - Every test text of every source is removed from every training and dev split (normalised
   text); the count is reported per source.
 - Dev is pooled across sources and decides everything; each test split is scored once.
+- A source's dev may instead be whole files of its training data (`dev_files`, e.g. one year of
+  SemEval held out, so dev is drawn the way a later test set is); they are then not trained on,
+  nor is any training row that shares a split key with them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from service.bundle import sha256_file
 from training.data import Row
 from training.protocol import build_splits, split_groups
 from training.reader import normalise, read_source_file
-from training.sources import SOURCES, TWITTER_ENTITY, Source, SourceReport
+from training.sources import SOURCES, TWITTER_ENTITY, Source, SourceReport, SpecError
 
 
 @dataclass
@@ -72,15 +75,24 @@ def build_corpus(
     dev_fraction: float = 0.1,
     test_fraction: float = 0.15,
     max_dev: int = 2000,
+    dev_files: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Corpus:
     """Train/dev pools and one test split per source, decontaminated across sources."""
     corpus = Corpus(labels=tuple(labels))
+    held = dict(dev_files or {})
     for source in sources:
         if source == TWITTER_ENTITY:
+            if held.pop(TWITTER_ENTITY, None):
+                raise SpecError(f"--dev-files: {TWITTER_ENTITY} keeps its clean protocol's dev")
             _add_twitter_entity(corpus, root / TWITTER_ENTITY, labels, seed, dev_fraction)
             continue
         spec = SOURCES[source] if isinstance(source, str) else source
-        _add_source(corpus, root, spec, labels, seed, dev_fraction, test_fraction, max_dev)
+        dev = None
+        if spec.name in held:
+            dev = _held_dev(corpus, root, spec, held.pop(spec.name), labels, seed, max_dev)
+        _add_source(corpus, root, spec, labels, seed, dev_fraction, test_fraction, max_dev, dev)
+    if held:
+        raise SpecError(f"--dev-files: no source named {', '.join(sorted(held))} in this run")
     _remove_test_copies(corpus)
     return corpus
 
@@ -109,25 +121,79 @@ def _add_source(
     dev_fraction: float,
     test_fraction: float,
     max_dev: int,
+    held_dev: _HeldDev | None = None,
 ) -> None:
-    pool = _read(corpus, root, spec, spec.train_files, labels)
-    pool, dropped = dedupe_by_key(pool)
+    files = spec.train_files
+    if held_dev is not None:
+        files = tuple(f for f in files if f not in held_dev.files)
+    pool, dropped = dedupe_by_key(_read(corpus, root, spec, files, labels))
     corpus.duplicates_removed[spec.name] = dropped
     key = f"by {spec.id_col}" if spec.id_col else "by normalised text"
+    dev_share = _dev_share(pool, dev_fraction, max_dev)
+    dev_rule = f"dev {key}"
+    if held_dev is not None:
+        kept = [r for r in pool if r.tweet_id not in held_dev.keys]
+        dev_share, dev_rule = (
+            0.0,
+            (
+                f"dev = held-out files {list(held_dev.files)} ({held_dev.sampled}), "
+                f"{len(pool) - len(kept)} training rows sharing their keys removed"
+            ),
+        )
+        pool = kept
     if spec.test_files:
         test = _read(corpus, root, spec, spec.test_files, labels)
-        fractions = (_dev_share(pool, dev_fraction, max_dev), 0.0)
-        corpus.split_rules[spec.name] = f"official test {list(spec.test_files)}; dev {key}"
+        fractions = (dev_share, 0.0)
+        corpus.split_rules[spec.name] = f"official test {list(spec.test_files)}; {dev_rule}"
     else:
         test = []
-        fractions = (_dev_share(pool, dev_fraction, max_dev), test_fraction)
+        fractions = (dev_share, test_fraction)
+        dev_part = dev_rule if held_dev is not None else f"dev {dev_share:.3f}"
         corpus.split_rules[spec.name] = (
-            f"seeded stratified split {key} (seed {seed}): dev {fractions[0]:.3f}, test {test_fraction}"
+            f"seeded stratified split {key} (seed {seed}): {dev_part}, test {test_fraction}"
         )
     train, dev, held = split_groups(pool, fractions, seed)
     corpus.train += train
-    corpus.dev += dev
+    corpus.dev += held_dev.rows if held_dev is not None else dev
     corpus.tests[spec.name] = test or held
+
+
+@dataclass
+class _HeldDev:
+    """A source's dev taken from whole training files: its rows, and every split key of those
+    files (none of them may be trained on, sampled into dev or not)."""
+
+    files: tuple[str, ...]
+    rows: list[Row]
+    keys: set[int | str]
+
+    @property
+    def sampled(self) -> str:
+        n = len({r.tweet_id for r in self.rows})
+        return f"all {n} keys" if n == len(self.keys) else f"{n} of {len(self.keys)} keys, sampled"
+
+
+def _held_dev(
+    corpus: Corpus,
+    root: Path,
+    spec: Source,
+    files: tuple[str, ...],
+    labels: Sequence[str],
+    seed: int,
+    max_dev: int,
+) -> _HeldDev:
+    """`files` read as the source's dev: at most `max_dev` keys, a seeded stratified sample."""
+    unknown = [f for f in files if f not in spec.train_files]
+    if unknown:
+        raise SpecError(
+            f"--dev-files: {spec.name} has no training file {', '.join(unknown)} "
+            f"(its files: {', '.join(spec.train_files)})"
+        )
+    rows, _ = dedupe_by_key(_read(corpus, root, spec, files, labels))
+    keys = {r.tweet_id for r in rows}
+    if len(keys) > max_dev:
+        rows = split_groups(rows, (max_dev / len(keys), 0.0), seed)[1]
+    return _HeldDev(files, rows, keys)
 
 
 def _read(

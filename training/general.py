@@ -74,6 +74,14 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-fraction", type=float, default=0.15, help="sources without a test file")
     g.add_argument("--max-dev", type=int, default=2000, help="at most this many dev rows a source")
     g.add_argument(
+        "--dev-files",
+        type=dev_files_arg,
+        default={},
+        metavar="NAME=FILE[+FILE],...",
+        help="a source's dev = these training files, held out whole (e.g. "
+        "'semeval2017=twitter-2016test-A.csv': dev drawn the way a later test set is)",
+    )
+    g.add_argument(
         "--calibration",
         choices=("temperature", "off"),
         default="temperature",
@@ -85,6 +93,18 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: fold a dev-chosen logit shift for macro recall into the head (training.prior)",
     )
+
+
+def dev_files_arg(text: str) -> dict[str, tuple[str, ...]]:
+    """'a=x.csv+y.csv,b=z.csv' -> {'a': ('x.csv', 'y.csv'), 'b': ('z.csv',)}."""
+    out: dict[str, tuple[str, ...]] = {}
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        name, _, files = part.partition("=")
+        names = tuple(f.strip() for f in files.split("+") if f.strip())
+        if not name.strip() or not names:
+            raise argparse.ArgumentTypeError(f"expected NAME=FILE[+FILE], got {part!r}")
+        out[name.strip()] = names
+    return out
 
 
 def is_general(args: argparse.Namespace) -> bool:
@@ -124,7 +144,7 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
     root, sources = sources_from_args(args)
     corpus = build_corpus(
         root, sources, config.labels, seed=config.seed, dev_fraction=config.dev_fraction,
-        test_fraction=args.test_fraction, max_dev=args.max_dev,
+        test_fraction=args.test_fraction, max_dev=args.max_dev, dev_files=args.dev_files,
     )  # fmt: skip
     unknown = sorted(
         set(config.source_weights) - set(corpus.tests) - {r.source for r in corpus.train}

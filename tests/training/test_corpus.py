@@ -110,3 +110,61 @@ def test_real_sources_protocol() -> None:  # pragma: no cover - needs ../shared
         "Negative": 3972, "Neutral": 5937, "Positive": 2375}  # fmt: skip
     every_test = set().union(*(texts(rows) for rows in corpus.tests.values()))
     assert not texts(corpus.train) & every_test and not texts(corpus.dev) & every_test
+
+
+HELD = "twitter-2016test-A.csv"
+
+
+@pytest.fixture
+def held_root(tmp_path: Path) -> Path:
+    """The fixture sources, plus one 2013 training row that re-uses a 2016-test tweet id."""
+    root = write_source_root(tmp_path)
+    [path] = SOURCES["semeval2017"].paths(root, (HELD,))
+    held_id = path.read_text().splitlines()[1].split(",")[0]
+    [other] = SOURCES["semeval2017"].paths(root, ("twitter-2013train-A.csv",))
+    other.write_text(other.read_text() + f"{held_id},positive,the same tweet once more\n")
+    return root
+
+
+def test_dev_files_are_held_out_whole(held_root: Path) -> None:
+    plain = build_corpus(held_root, ["semeval2017", "apple"], CLASSES)
+    corpus = build_corpus(
+        held_root, ["semeval2017", "apple"], CLASSES, dev_files={"semeval2017": (HELD,)}
+    )
+    [path] = SOURCES["semeval2017"].paths(held_root, (HELD,))
+    held_ids = {line.split(",")[0] for line in path.read_text().splitlines()[1:]}
+    dev = [r for r in corpus.dev if r.source == "semeval2017"]
+    train_ids = {r.tweet_id for r in corpus.train if r.source == "semeval2017"}
+    assert {r.tweet_id for r in dev} == held_ids  # the whole file, nothing else
+    assert not train_ids & held_ids  # neither its rows nor a row sharing an id is trained on
+    rule = corpus.summary()["per_source"]["semeval2017"]["split"]
+    assert HELD in rule and f"all {len(held_ids)} keys" in rule and "1 training rows" in rule
+    # the other source is split as without the option
+    assert [r for r in corpus.dev if r.source == "apple"] == [
+        r for r in plain.dev if r.source == "apple"
+    ]
+
+
+def test_dev_files_are_sampled_down_to_max_dev(held_root: Path) -> None:
+    corpus = build_corpus(held_root, ["semeval2017"], CLASSES, dev_files={"semeval2017": (HELD,)}, max_dev=10)  # fmt: skip
+    [path] = SOURCES["semeval2017"].paths(held_root, (HELD,))
+    held_ids = {line.split(",")[0] for line in path.read_text().splitlines()[1:]}
+    n = len(corpus.dev)  # stratified: each label's share rounded, so about max_dev
+    assert 8 <= n <= 10 and {r.tweet_id for r in corpus.dev} <= held_ids
+    assert not {r.tweet_id for r in corpus.train} & held_ids  # the unsampled rest is not trained on
+    assert f"{n} of 30 keys, sampled" in corpus.summary()["per_source"]["semeval2017"]["split"]
+
+
+@pytest.mark.parametrize(
+    ("dev_files", "message"),
+    [
+        ({"semeval2017": ("twitter-2017test-A.csv",)}, "semeval2017 has no training file twitter-2017test-A.csv"),
+        ({"apple": (HELD,)}, "no source named apple"),
+        ({"twitter_entity": ("twitter_validation.csv",)}, "twitter_entity keeps its clean protocol"),
+    ],
+)  # fmt: skip
+def test_bad_dev_files_are_refused(
+    root: Path, dev_files: dict[str, tuple[str, ...]], message: str
+) -> None:
+    with pytest.raises(SpecError, match=message):
+        build_corpus(root, ["semeval2017", "twitter_entity"], CLASSES, dev_files=dev_files)

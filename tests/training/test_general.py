@@ -109,6 +109,17 @@ def test_bad_source_weights_are_usage_errors(
     assert stop.value.code == 2 and "expected NAME=W with W > 0" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("spec", ["semeval2017", "semeval2017=", "=a.csv", "semeval2017=+"])
+def test_bad_dev_files_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(["--data", str(tmp_path), "--sources", "apple", "--out", str(tmp_path / "run"),
+              "--dev-files", spec])  # fmt: skip
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "expected NAME=FILE[+FILE]" in err and "Traceback" not in err
+
+
 def test_a_weight_for_a_source_not_in_the_run_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
