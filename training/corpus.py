@@ -133,14 +133,11 @@ def _add_source(
     dev_rule = f"dev {key}"
     if held_dev is not None:
         kept = [r for r in pool if r.tweet_id not in held_dev.keys]
-        dev_share, dev_rule = (
-            0.0,
-            (
-                f"dev = held-out files {list(held_dev.files)} ({held_dev.sampled}), "
-                f"{len(pool) - len(kept)} training rows sharing their keys removed"
-            ),
+        removed, pool, dev_share = len(pool) - len(kept), kept, 0.0
+        dev_rule = (
+            f"dev = held-out files {list(held_dev.files)} ({held_dev.sampled}), "
+            f"{removed} training rows sharing their keys removed"
         )
-        pool = kept
     if spec.test_files:
         test = _read(corpus, root, spec, spec.test_files, labels)
         fractions = (dev_share, 0.0)
