@@ -98,26 +98,24 @@ def test_bad_user_files_end_in_one_line(
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-@pytest.mark.parametrize("spec", ["apple=0", "apple", "apple=-1", "=2", "apple=inf"])
-def test_bad_source_weights_are_usage_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str
+WEIGHTS, DEV_FILES = "expected NAME=W with W > 0", "expected NAME=FILE[+FILE]"
+
+
+@pytest.mark.parametrize(
+    ("flag", "spec", "message"),
+    [
+        *[("--source-weights", spec, WEIGHTS) for spec in ("apple=0", "apple", "apple=-1", "=2", "apple=inf")],
+        *[("--dev-files", spec, DEV_FILES) for spec in ("semeval2017", "semeval2017=", "=a.csv", "semeval2017=+")],
+    ],
+)  # fmt: skip
+def test_bad_recipe_knobs_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, spec: str, message: str
 ) -> None:
     with pytest.raises(SystemExit) as stop:
         main(["--data", str(tmp_path), "--sources", "apple", "--out", str(tmp_path / "run"),
-              "--source-weights", spec])  # fmt: skip
+              flag, spec])  # fmt: skip
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and "expected NAME=W with W > 0" in err and "Traceback" not in err
-
-
-@pytest.mark.parametrize("spec", ["semeval2017", "semeval2017=", "=a.csv", "semeval2017=+"])
-def test_bad_dev_files_are_usage_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], spec: str
-) -> None:
-    with pytest.raises(SystemExit) as stop:
-        main(["--data", str(tmp_path), "--sources", "apple", "--out", str(tmp_path / "run"),
-              "--dev-files", spec])  # fmt: skip
-    err = capsys.readouterr().err
-    assert stop.value.code == 2 and "expected NAME=FILE[+FILE]" in err and "Traceback" not in err
+    assert stop.value.code == 2 and message in err and "Traceback" not in err
 
 
 def test_a_weight_for_a_source_not_in_the_run_is_refused(
