@@ -82,14 +82,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="average the weights of N runs that differ in data order (N times the training time)",
     )
     p.add_argument(
-        "--source-weights",
-        type=_source_weights,
-        default={},
-        metavar="NAME=W,...",
-        help="many sources: loss weight per source (others 1), e.g. 'semeval2017=2'; rescaled "
-        "to mean 1, so it moves a source's share of the gradient, not the training time",
-    )
-    p.add_argument(
         "--no-leaky",
         action="store_true",
         help="skip the second, leaky run (it doubles training time)",
@@ -105,21 +97,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
-
-
-def _source_weights(text: str) -> dict[str, float]:
-    """'a=2,b=0.5' -> {'a': 2.0, 'b': 0.5}, or a usage error naming the bad pair."""
-    out: dict[str, float] = {}
-    for part in filter(None, (x.strip() for x in text.split(","))):
-        name, _, value = part.partition("=")
-        try:
-            weight = float(value)
-        except ValueError:
-            weight = 0.0
-        if not name.strip() or not weight > 0 or weight == float("inf"):
-            raise argparse.ArgumentTypeError(f"expected NAME=W with W > 0, got {part!r}")
-        out[name.strip()] = weight
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

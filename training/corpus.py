@@ -80,21 +80,27 @@ def build_corpus(
     """Train/dev pools and one test split per source, decontaminated across sources."""
     corpus = Corpus(labels=tuple(labels))
     held = dict(dev_files or {})
+    _check_dev_files(held, [s if isinstance(s, str) else s.name for s in sources])
     for source in sources:
         if source == TWITTER_ENTITY:
-            if held.pop(TWITTER_ENTITY, None):
-                raise SpecError(f"--dev-files: {TWITTER_ENTITY} keeps its clean protocol's dev")
             _add_twitter_entity(corpus, root / TWITTER_ENTITY, labels, seed, dev_fraction)
             continue
         spec = SOURCES[source] if isinstance(source, str) else source
         dev = None
         if spec.name in held:
-            dev = _held_dev(corpus, root, spec, held.pop(spec.name), labels, seed, max_dev)
+            dev = _held_dev(corpus, root, spec, held[spec.name], labels, seed, max_dev)
         _add_source(corpus, root, spec, labels, seed, dev_fraction, test_fraction, max_dev, dev)
-    if held:
-        raise SpecError(f"--dev-files: no source named {', '.join(sorted(held))} in this run")
     _remove_test_copies(corpus)
     return corpus
+
+
+def _check_dev_files(held: Mapping[str, tuple[str, ...]], names: Sequence[str]) -> None:
+    """Refuse, before any file is read, held-out dev files the run cannot honour."""
+    if TWITTER_ENTITY in held:
+        raise SpecError(f"--dev-files: {TWITTER_ENTITY} keeps its clean protocol's dev")
+    unknown = sorted(set(held) - set(names))
+    if unknown:
+        raise SpecError(f"--dev-files: no source named {', '.join(unknown)} in this run")
 
 
 def _add_twitter_entity(
@@ -129,9 +135,9 @@ def _add_source(
     pool, dropped = dedupe_by_key(_read(corpus, root, spec, files, labels))
     corpus.duplicates_removed[spec.name] = dropped
     key = f"by {spec.id_col}" if spec.id_col else "by normalised text"
-    dev_share = _dev_share(pool, dev_fraction, max_dev)
-    dev_rule = f"dev {key}"
-    if held_dev is not None:
+    if held_dev is None:
+        dev_share, dev_rule = _dev_share(pool, dev_fraction, max_dev), f"dev {key}"
+    else:
         kept = [r for r in pool if r.tweet_id not in held_dev.keys]
         removed, pool, dev_share = len(pool) - len(kept), kept, 0.0
         dev_rule = (

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,14 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--test-fraction", type=float, default=0.15, help="sources without a test file")
     g.add_argument("--max-dev", type=int, default=2000, help="at most this many dev rows a source")
     g.add_argument(
+        "--source-weights",
+        type=source_weights_arg,
+        default={},
+        metavar="NAME=W,...",
+        help="loss weight per source (others 1), e.g. 'semeval2017=2'; rescaled to mean 1, so it "
+        "moves a source's share of the gradient, not the training time",
+    )
+    g.add_argument(
         "--dev-files",
         type=dev_files_arg,
         default={},
@@ -95,16 +104,50 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def split_pairs(text: str) -> list[tuple[str, str]]:
+    """'a=1, b=2' -> [('a', '1'), ('b', '2')]; a part without '=' is a ValueError naming it."""
+    pairs = []
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(part)
+        pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def source_weights_arg(text: str) -> dict[str, float]:
+    """'a=2,b=0.5' -> {'a': 2.0, 'b': 0.5}, or a usage error naming the bad pair."""
+    return _named(text, "NAME=W with W > 0", _positive)
+
+
 def dev_files_arg(text: str) -> dict[str, tuple[str, ...]]:
     """'a=x.csv+y.csv,b=z.csv' -> {'a': ('x.csv', 'y.csv'), 'b': ('z.csv',)}."""
-    out: dict[str, tuple[str, ...]] = {}
-    for part in filter(None, (x.strip() for x in text.split(","))):
-        name, _, files = part.partition("=")
-        names = tuple(f.strip() for f in files.split("+") if f.strip())
-        if not name.strip() or not names:
-            raise argparse.ArgumentTypeError(f"expected NAME=FILE[+FILE], got {part!r}")
-        out[name.strip()] = names
+    return _named(
+        text, "NAME=FILE[+FILE]", lambda v: tuple(filter(None, map(str.strip, v.split("+"))))
+    )
+
+
+def _named(text: str, form: str, convert: Callable[[str], Any]) -> dict[str, Any]:
+    """NAME=VALUE pairs with a name and a value `convert` accepts (a falsy result is refused)."""
+    out: dict[str, Any] = {}
+    try:
+        pairs = split_pairs(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected {form}, got {exc.args[0]!r}") from None
+    for name, value in pairs:
+        converted = convert(value)
+        if not name or not converted:
+            raise argparse.ArgumentTypeError(f"expected {form}, got {name + '=' + value!r}")
+        out[name] = converted
     return out
+
+
+def _positive(value: str) -> float | None:
+    try:
+        weight = float(value)
+    except ValueError:
+        return None
+    return weight if weight > 0 and math.isfinite(weight) else None
 
 
 def is_general(args: argparse.Namespace) -> bool:
@@ -130,10 +173,12 @@ def _user_flags(args: argparse.Namespace) -> dict[str, Any]:
         for k in ("text_col", "label_col", "id_col", "entity_col", "format", "encoding")
     }
     if args.label_map:
-        pairs = [p.split("=", 1) for p in args.label_map.split(",") if p.strip()]
-        if any(len(p) != 2 for p in pairs):
-            raise SpecError(f"--label-map: expected raw=Class pairs, got {args.label_map!r}")
-        flags["label_map"] = {k.strip(): v.strip() for k, v in pairs}
+        try:
+            flags["label_map"] = dict(split_pairs(args.label_map))
+        except ValueError:
+            raise SpecError(
+                f"--label-map: expected raw=Class pairs, got {args.label_map!r}"
+            ) from None
     if args.drop_labels:
         flags["drop_labels"] = tuple(x.strip() for x in args.drop_labels.split(","))
     return flags
@@ -142,15 +187,14 @@ def _user_flags(args: argparse.Namespace) -> dict[str, Any]:
 def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
     started = time.perf_counter()
     root, sources = sources_from_args(args)
+    names = [str(getattr(s, "name", s)) for s in sources]
+    unknown = sorted(set(config.source_weights) - set(names))
+    if unknown:
+        raise SpecError(f"--source-weights: no source named {', '.join(unknown)} in this run")
     corpus = build_corpus(
         root, sources, config.labels, seed=config.seed, dev_fraction=config.dev_fraction,
         test_fraction=args.test_fraction, max_dev=args.max_dev, dev_files=args.dev_files,
     )  # fmt: skip
-    unknown = sorted(
-        set(config.source_weights) - set(corpus.tests) - {r.source for r in corpus.train}
-    )
-    if unknown:
-        raise SpecError(f"--source-weights: no source named {', '.join(unknown)} in this run")
     summary = corpus.summary()
     log.info("data: %s", json.dumps({k: summary[k] for k in ("train", "dev")}))
     for name, part in summary["per_source"].items():
@@ -201,7 +245,7 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
         dev_by_source=dev_by_source,
         prior_correction=prior,
         calibration=calibration,
-        sources=[str(getattr(s, "name", s)) for s in sources],
+        sources=names,
     )
     write_run(args.out, metrics, history, baseline)
     log.info("wrote %s", args.out)
