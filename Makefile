@@ -76,7 +76,7 @@ accuracy: $(VENV)/.all
 # multi-source protocol (training.corpus), tweet-1 normalisation, the entity where a source has one;
 # a soup of two 1-epoch runs, prior correction and temperature from dev.
 train-3class: $(VENV)/.all
-	$(PY) -m training --data $(DATA_ROOT) --sources $(SOURCES) --out $(RUN_3CLASS) --epochs 1 --soup 2 --entity-pair $(TRAIN_ARGS)
+	$(PY) -m training --data $(DATA_ROOT) --sources $(SOURCES) --out $(RUN_3CLASS) --epochs 1 --soup 2 --entity-pair --prior-correction 0.25 $(TRAIN_ARGS)
 
 export-3class: $(VENV)/.all
 	$(PY) -m export --checkpoint $(RUN_3CLASS)/model --data $(DATA_ROOT) --sources $(SOURCES) --out $(BUNDLE_3CLASS) --keep-intermediate $(RUN_3CLASS)/onnx $(EXPORT_ARGS)

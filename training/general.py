@@ -98,10 +98,25 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--prior-correction",
-        choices=("auto", "off"),
+        type=prior_correction_arg,
         default="auto",
-        help="auto: fold a dev-chosen logit shift for macro recall into the head (training.prior)",
+        metavar="{auto,off,TAU}",
+        help="auto: fold a dev-chosen logit shift for macro recall into the head (training.prior); "
+        "a number: that tau, chosen elsewhere (the pooled dev's table is still recorded)",
     )
+
+
+def prior_correction_arg(text: str) -> str | float:
+    """'auto', 'off' or a tau in [0, 2]."""
+    if text in ("auto", "off"):
+        return text
+    try:
+        tau = float(text)
+    except ValueError:
+        tau = -1.0
+    if not 0.0 <= tau <= 2.0:
+        raise argparse.ArgumentTypeError(f"expected auto, off or a tau in [0, 2], got {text!r}")
+    return tau
 
 
 def split_pairs(text: str) -> list[tuple[str, str]]:
@@ -206,8 +221,9 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
     )
     logits = predict_logits(model, dev_data, pad_id=tokenizer.pad_token_id or 0)
     prior = None
-    if args.prior_correction == "auto":
-        shift, prior = _correct_prior(model, train, logits, dev_data.labels, config)
+    if args.prior_correction != "off":
+        fixed = None if args.prior_correction == "auto" else args.prior_correction
+        shift, prior = _correct_prior(model, train, logits, dev_data.labels, config, fixed)
         logits = logits + shift  # what the model now computes: the shift is in its bias
     temperature, calibration = 1.0, None
     if args.calibration == "temperature":
@@ -253,12 +269,17 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
 
 
 def _correct_prior(
-    model: Any, train: Sequence[Row], logits: np.ndarray, y: np.ndarray, config: TrainConfig
+    model: Any,
+    train: Sequence[Row],
+    logits: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    fixed: float | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Choose the shift on the dev logits and fold it into the model's head."""
+    """Choose the shift on the dev logits (or take `fixed`) and fold it into the model's head."""
     index = {label: i for i, label in enumerate(config.labels)}
     prior = class_prior(np.array([index[r.label] for r in train]), len(config.labels))
-    shift, info = choose_shift(logits, y, prior)
+    shift, info = choose_shift(logits, y, prior, fixed=fixed)
     fold_into_bias(model, shift)
     log.info(
         "prior correction: tau %.2f (dev macro recall by tau %s)",

@@ -28,9 +28,17 @@ def macro_recall(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> floa
 
 
 def choose_shift(
-    dev_logits: np.ndarray, dev_labels: np.ndarray, prior: np.ndarray, taus: Sequence[float] = TAUS
+    dev_logits: np.ndarray,
+    dev_labels: np.ndarray,
+    prior: np.ndarray,
+    taus: Sequence[float] = TAUS,
+    fixed: float | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The logit shift with the best dev macro recall (ties: the smaller tau, 0 = no change)."""
+    """The logit shift with the best dev macro recall (ties: the smaller tau, 0 = no change).
+
+    `fixed` imposes a tau chosen elsewhere (e.g. on a held-out year, whose class mix differs from
+    the training years the pooled dev is drawn from); the dev table is still recorded beside it.
+    """
     n = dev_logits.shape[1]
     table, trade = {}, {}
     best_tau, best = 0.0, -1.0
@@ -46,6 +54,9 @@ def choose_shift(
         }
         if score > best + 1e-12:
             best_tau, best = tau, score
+    rule = "highest pooled-dev macro recall over tau in " + str(list(taus))
+    if fixed is not None:
+        best_tau, rule = fixed, "fixed by the recipe (--prior-correction)"
     shift = (-best_tau * np.log(prior)).astype(np.float32)
     shift -= shift.mean()  # logits are shift-invariant; keep the bias centred
     return shift, {
@@ -54,7 +65,7 @@ def choose_shift(
         "logit_shift": shift.round(6).tolist(),
         "dev_macro_recall_by_tau": table,
         "dev_tradeoff_by_tau": trade,
-        "rule": "highest pooled-dev macro recall over tau in " + str(list(taus)),
+        "rule": rule,
     }
 
 

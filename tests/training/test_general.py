@@ -39,7 +39,7 @@ def test_user_csv_trains_three_classes(tmp_path: Path, tiny_base: Path) -> None:
     code = main(
         ["--data", str(data), "--text-col", "tweet", "--label-col", "mood", "--label-map",
          "neg=Negative,neutral=Neutral,pos=Positive", "--out", str(out), "--base-model", str(tiny_base),
-         *TINY]
+         "--prior-correction", "0.5", *TINY]
     )  # fmt: skip
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -48,7 +48,9 @@ def test_user_csv_trains_three_classes(tmp_path: Path, tiny_base: Path) -> None:
     assert test["n"] == metrics["data"]["per_source"]["mine"]["test"]["rows"] >= 20  # ~15 %
     assert test["macro_recall"] >= 0.6  # chance: 0.33
     assert set(metrics["baselines"]["tfidf_svm"]["test"]) == {"mine"}
-    assert metrics["prior_correction"]["tau"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    correction = metrics["prior_correction"]  # imposed, with the dev's own table beside it
+    assert correction["tau"] == 0.5 and correction["rule"].startswith("fixed")
+    assert set(correction["dev_macro_recall_by_tau"]) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
     assert metrics["data"]["load_reports"][0]["dropped"] == {"empty text": 1}
     info = json.loads((out / "model" / "sentiment.json").read_text())
     assert info["labels"] == ["Negative", "Neutral", "Positive"] and info["text_pair"] is False
@@ -106,6 +108,7 @@ WEIGHTS, DEV_FILES = "expected NAME=W with W > 0", "expected NAME=FILE[+FILE]"
     [
         *[("--source-weights", spec, WEIGHTS) for spec in ("apple=0", "apple", "apple=-1", "=2", "apple=inf")],
         *[("--dev-files", spec, DEV_FILES) for spec in ("semeval2017", "semeval2017=", "=a.csv", "semeval2017=+")],
+        *[("--prior-correction", spec, "expected auto, off or a tau in [0, 2]") for spec in ("-0.5", "3", "on", "nan")],
     ],
 )  # fmt: skip
 def test_bad_recipe_knobs_are_usage_errors(

@@ -43,3 +43,14 @@ def test_fold_into_bias_adds_the_shift() -> None:
     model = SimpleNamespace(classifier=SimpleNamespace(bias=Bias()))
     fold_into_bias(model, np.array([1.0, -1.0], dtype=np.float32))
     assert model.classifier.bias.value.tolist() == [1.5, -1.5]
+
+
+def test_a_fixed_tau_is_imposed_and_the_dev_table_still_recorded() -> None:
+    y = np.array([0, 1, 2, 0, 1, 2])
+    logits = np.eye(3)[y] * 5.0  # dev alone would choose tau 0
+    prior = class_prior(np.array([0, 0, 0, 0, 1, 2]), 3)
+    shift, info = choose_shift(logits, y, prior, fixed=0.25)
+    expected = -0.25 * np.log(prior)
+    assert info["tau"] == 0.25 and info["rule"].startswith("fixed")
+    assert np.allclose(shift, expected - expected.mean(), atol=1e-6)
+    assert set(info["dev_macro_recall_by_tau"]) == {"0.0", "0.25", "0.5", "0.75", "1.0"}
