@@ -74,7 +74,8 @@ accuracy: $(VENV)/.all
 
 # The general model: every source whose terms allow an Apache-2.0 release (training.sources), the
 # multi-source protocol (training.corpus), tweet-1 normalisation, the entity where a source has one;
-# a soup of two 1-epoch runs, prior correction and temperature from dev.
+# a soup of two 1-epoch runs; the prior correction's tau chosen on a held-out SemEval year
+# (reports/experiments.md, twelfth and thirteenth sessions), the temperature on dev.
 train-3class: $(VENV)/.all
 	$(PY) -m training --data $(DATA_ROOT) --sources $(SOURCES) --out $(RUN_3CLASS) --epochs 1 --soup 2 --entity-pair --prior-correction 0.25 $(TRAIN_ARGS)
 
