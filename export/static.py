@@ -170,12 +170,12 @@ def quantize_static(
             scale, zero = uint8_params(*ranges[x])
             s, z = const(f"staticq/{x}/scale", scale), const(f"staticq/{x}/zp", zero)
             codes = f"staticq/{x}/codes"
-            if x in divisors:  # per channel: scale * s_j, one zero point
-                sv = const(f"staticq/{x}/scales", scale * divisors[x])
-                zv = const(f"staticq/{x}/zps", np.full(divisors[x].shape, zero, np.uint8))
-                nodes.append(helper.make_node("QuantizeLinear", [x, sv, zv], [codes], axis=-1))
-            else:
-                nodes.append(helper.make_node("QuantizeLinear", [x, s, z], [codes]))
+            source = x
+            if x in divisors:  # x / s as one Mul: ORT's per-axis QuantizeLinear is ~30x slower
+                source = f"staticq/{x}/smoothed"
+                inverse = const(f"staticq/{x}/inverse", (1.0 / divisors[x]).astype(np.float32))
+                nodes.append(helper.make_node("Mul", [x, inverse], [source]))
+            nodes.append(helper.make_node("QuantizeLinear", [source, s, z], [codes]))
             quantized[x] = (codes, s, z)
         return quantized[x]
 
