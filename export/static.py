@@ -150,9 +150,9 @@ def quantize_static(
     divisors: Divisors | None = None,
 ) -> int:
     """Rewrite every `targets` node of the fused graph but `fp32_nodes` to static int8, in
-    place, with the activation `ranges` (of x / s for a tensor with smoothing `divisors`: its
-    QuantizeLinear then scales per channel, and the weight rows are multiplied by s); returns
-    how many nodes were rewritten."""
+    place, with the activation `ranges` (of x / s for a tensor with smoothing `divisors`: a Mul
+    by 1 / s precedes its per-tensor QuantizeLinear, and the weight rows are multiplied by s);
+    returns how many nodes were rewritten."""
     divisors = divisors or {}
     weights = {i.name: i for i in model.graph.initializer}
     inits = set(weights)

@@ -142,7 +142,7 @@ def test_smoothing_keeps_the_product_and_rescues_small_channels() -> None:
         assert static.quantize_static(model, ranges, divisors=divisors) == 1
         quantize = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
         scale = next(i for i in model.graph.initializer if i.name == quantize.input[1])
-        assert list(scale.dims) == []  # per tensor: smoothing is a Mul before it, not a per-axis scale
+        assert list(scale.dims) == []  # per tensor: smoothing is a Mul before it
         assert sum(n.op_type == "Mul" for n in model.graph.node) == (alpha is not None)
         got = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
         errors[alpha] = float(np.abs(got - exact).mean())
