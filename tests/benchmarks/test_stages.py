@@ -213,12 +213,12 @@ def test_the_os_cross_check_is_per_request_answered() -> None:
 def test_a_window_reads_this_process_cpu_and_run_queue() -> None:
     window = proctimes.Window()
     window.open(os.getpid())
-    deadline = time.process_time() + 0.05
+    deadline = time.process_time() + 0.1
     while time.process_time() < deadline:
         pass
     window.close()
     assert window.processes == [psutil.Process()]
-    assert 0.04 <= window.cpu_s < 5
+    assert 0.05 <= window.cpu_s < 5  # psutil counts in clock ticks (10 ms): leave them room
     if Path("/proc/self/schedstat").is_file():
         assert window.run_queue_s is not None and window.run_queue_s >= 0
 
