@@ -1,7 +1,7 @@
 """Training on many labelled sources: one model, each source's test split scored once.
 
 The flow is the seed's (fine-tune, choose on dev, score test once, TF-IDF baseline beside it),
-on the multi-source protocol of training.corpus, plus a dev-chosen prior correction for macro
+on the multi-source protocol of training.corpus, plus a prior correction for macro
 recall (training.prior).
 """
 
@@ -222,7 +222,7 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
     logits = predict_logits(model, dev_data, pad_id=tokenizer.pad_token_id or 0)
     prior = None
     if args.prior_correction != "off":
-        fixed = None if args.prior_correction == "auto" else args.prior_correction
+        fixed = args.prior_correction if isinstance(args.prior_correction, float) else None
         shift, prior = _correct_prior(model, train, logits, dev_data.labels, config, fixed)
         logits = logits + shift  # what the model now computes: the shift is in its bias
     temperature, calibration = 1.0, None

@@ -3,8 +3,9 @@
 Macro recall (SemEval-2017's metric) weighs every class alike, whatever its share. The
 Bayes-optimal rule for it divides the model's posterior by the training prior, i.e. adds
 -tau * log(prior) to the logits (Menon et al., "Long-tail learning via logit adjustment", 2021).
-tau is chosen on the pooled dev set and folded into the classifier's bias, so the exported graph
-and the service need nothing new.
+tau is chosen on the pooled dev set, or imposed by the recipe when a better-matched dev chose it
+(a held-out year), and folded into the classifier's bias, so the exported graph and the service
+need nothing new.
 """
 
 from __future__ import annotations
