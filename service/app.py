@@ -13,28 +13,25 @@ import asyncio
 import contextlib
 import hmac
 import json
-import logging
 import platform
 from collections.abc import Sequence
 from importlib import metadata
-from time import perf_counter, time
 from typing import Any
 
 import msgspec
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
+from service.asgi import MODEL_KEY, ObserveMiddleware, PredictFirst
 from service.backoff import RetryAfter
 from service.bundle import Bundle
 from service.docs import docs_routes
 from service.engine import Encoded, EncodeError, Engine, Probs
 from service.errors import EXCEPTION_HANDLERS, ApiError
 from service.lifecycle import Supervisor, lifespan
-from service.logs import AccessEntry, access_writer
 from service.metrics import Metrics
 from service.openapi import ModelDoc, build_openapi
 from service.payload import check_content_type, check_entities, read_body
@@ -45,15 +42,9 @@ from service.scheduler import Closed, Overloaded, QueueTimeout
 from service.schema import Parsed, Schema
 from service.settings import Settings
 
-access_log = logging.getLogger("service.access")
-
 VERSION = "0.1.0"
 INLINE_TOKENIZE_CHARS = 1024  # ~0.4 ms of tokenizing; above it, a thread keeps the loop free
-ROUTES = frozenset({"/predict", "/health", "/ready", "/metrics", "/info", "/openapi.json", "/docs"})  # fmt: skip
-ADMIN_ROUTES = frozenset({"/admin/reload"})  # routed only when an API key is set
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 RETRY_AFTER = {"Retry-After": "1"}  # not loaded yet (an overload gets `state.retry_after`)
-MODEL_KEY = "sentiment.model"  # scope key: the handler's chosen model, for the request counter
 
 
 class ServiceState:
@@ -303,75 +294,6 @@ async def _infer(state: ServiceState, model: Model, encoded: list[Encoded]) -> P
         raise _reject(state, model, "shutting_down", "server is shutting down") from None
 
 
-# ------------------------------------------------------------------------------- middleware
-
-
-class ObserveMiddleware:
-    """Counts, times and logs every HTTP request (pure ASGI: no per-request task overhead)."""
-
-    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
-        self.app = app
-        self.metrics = state.metrics
-        self.log_requests = state.settings.access_log
-        self.write_access = access_writer(access_log)  # built after logging is configured
-        self._series: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
-        self.routes = ROUTES | ADMIN_ROUTES if state.api_key else ROUTES
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = perf_counter()
-        status = 500  # what the client gets if the app raises before responding
-
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        metrics = self.metrics
-        metrics.in_progress.inc()
-        try:
-            await self.app(scope, receive, send_observed)
-        finally:
-            metrics.in_progress.dec()
-            elapsed = perf_counter() - start
-            path: str = scope["path"]
-            route = path if path in self.routes else _unlisted(path)
-            method: str = scope["method"]
-            verb = method if method in METHODS else "other"
-            self._count((route, verb, status, scope.get(MODEL_KEY, "")), elapsed)
-            if self.log_requests:
-                client = scope.get("client")
-                ip = client[0] if client else None
-                self._log(AccessEntry(time(), method, path, status, round(elapsed * 1000, 2), ip))
-
-    def _count(self, key: tuple[str, str, int, str], elapsed: float) -> None:
-        """The request counter and latency histogram, through series bound once per label set
-        (a `labels()` lookup per request costs more than the increment)."""
-        series = self._series.get(key)
-        if series is None:
-            metrics = self.metrics
-            series = (metrics.requests.labels(*key), metrics.latency.labels(key[0]))
-            self._series[key] = series
-        series[0].inc()
-        series[1].observe(elapsed)
-
-    def _log(self, entry: AccessEntry) -> None:
-        if self.write_access is not None:  # the JSON-lines writer, without a LogRecord
-            self.write_access(entry)
-        elif access_log.isEnabledFor(logging.INFO):
-            fields = entry._asdict()
-            del fields["created"]
-            access_log.info("request", extra=fields)
-
-
-def _unlisted(path: str) -> str:
-    """The metrics label of a path that is not a route of its own."""
-    return "/docs/assets" if path.startswith("/docs/assets/") else "unmatched"
-
-
 def create_app(
     settings: Settings,
     bundles: Sequence[Bundle] | None = None,
@@ -381,14 +303,27 @@ def create_app(
     `bundles` (one per `settings.bundles`) when they were just verified with
     `registry.load_bundles`, so each model is hashed once."""
     state = ServiceState(settings, bundles, supervisor)
-    app = Starlette(
-        routes=Handlers(state).routes(),
-        middleware=[Middleware(ObserveMiddleware, state=state)],
-        exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=lambda app: lifespan(state, app),
-    )
+    app = Service(state, Handlers(state))
     app.state.service = state
     return app
+
+
+class Service(Starlette):
+    """Starlette with every request observed first and `POST /predict` sent straight to its
+    handler (service/asgi.py); the other routes take Starlette's stack."""
+
+    def __init__(self, state: ServiceState, handlers: Handlers) -> None:
+        super().__init__(
+            routes=handlers.routes(),
+            exception_handlers=EXCEPTION_HANDLERS,
+            lifespan=lambda app: lifespan(state, app),
+        )
+        self.service = state
+        self.predict = handlers.predict
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = PredictFirst(super().build_middleware_stack(), self.predict)
+        return ObserveMiddleware(stack, self.service)
 
 
 def app_from_env() -> Starlette:

@@ -60,7 +60,7 @@ def error_response(
     return Response(body, status, headers=headers, media_type="application/json")
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
+async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.type, exc.message, exc.headers)
 
@@ -77,9 +77,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(status, _TYPES.get(status, "error"), message, exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
+async def unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal error (logged on the server)")
 
 
-EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected}
+EXCEPTION_HANDLERS = {ApiError: api_error, HTTPException: _http_error, Exception: unexpected}
