@@ -185,25 +185,31 @@ def profile_runs(
     new_server: Callable[[], Server], plan: Plan, log: Callable[[str], object] = print
 ) -> dict[str, Any]:
     """The extra py-spy runs, at the plan's top level (`py_spy`) and at one user
-    (`py_spy_one_user`, when the top level is above one), each against a fresh server."""
-    out = {"py_spy": profile_run(new_server, plan)}
-    if max(plan.levels) > ONE_USER:
-        out["py_spy_one_user"] = profile_run(new_server, plan, level=ONE_USER)
+    (`py_spy_one_user`, when the top level is above one), each against a fresh server; and the
+    same two sampling only the thread holding the GIL (`py_spy_gil`, `py_spy_gil_one_user`)."""
+    out = {}
+    for gil in (False, True):
+        key = "py_spy_gil" if gil else "py_spy"
+        out[key] = profile_run(new_server, plan, gil=gil)
+        if max(plan.levels) > ONE_USER:
+            out[f"{key}_one_user"] = profile_run(new_server, plan, level=ONE_USER, gil=gil)
     for run in out.values():
         cats = ", ".join(f"{c['category']} {c['share']:.0%}" for c in run.get("categories", [])[:5])
         per_request = run.get("stages", {}).get("outside_inference", {}).get("us")
-        log(f"py-spy c={run.get('level')}: {cats}{run.get('skipped', '')}"
+        log(f"py-spy{' --gil' if run.get('gil') else ''} c={run.get('level')}: {cats}"
+            f"{run.get('skipped', '')}"
             + (f"; outside inference {per_request} µs/request" if per_request else ""))  # fmt: skip
     return out
 
 
 def profile_run(
-    new_server: Callable[[], Server], plan: Plan, level: int | None = None
+    new_server: Callable[[], Server], plan: Plan, level: int | None = None, gil: bool = False
 ) -> dict[str, Any]:
     """An extra, uncounted run at `level` (default: the plan's top level) against a fresh
     server (from `new_server`, started and stopped here), with py-spy sampling it during the
     window: shares by category and function, and the core time per request by stage
-    (benchmarks/stages.py) beside the server's CPU and run-queue time in the same window."""
+    (benchmarks/stages.py) beside the server's CPU and run-queue time in the same window
+    (`gil`: py-spy samples only the thread holding the GIL, benchmarks/pyspy.py)."""
     if pyspy.binary() is None:
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
     server = new_server()
@@ -214,7 +220,7 @@ def profile_run(
 
     def open_window() -> None:
         window.open(server.pid)  # before py-spy starts: its start-up is not the server's
-        sampler.append(pyspy.start(server.pid, duration, raw))
+        sampler.append(pyspy.start(server.pid, duration, raw, gil=gil))
 
     try:
         server.start()
@@ -227,6 +233,7 @@ def profile_run(
             return {"skipped": f"py-spy failed: {err[-300:]}"}
         return {
             "level": level,
+            "gil": gil,
             "rps_while_sampled": row["rps"],
             **pyspy.summarize(raw),
             "stages": stage_times(raw, duration, row, window),
@@ -248,4 +255,4 @@ def stage_times(
     """Core µs per request by stage from the samples, at the window's rate, and the server's
     CPU and run-queue time per request answered in the window (the OS's cross-check)."""
     out = stages.profile(raw, pyspy.RATE, pyspy.sampled_seconds(duration), row["rps"])
-    return out | stages.cross_check(window.cpu_s, window.run_queue_s, row["ok"])
+    return out | stages.cross_check(window.cpu_s, window.run_queue_s, row["ok"], window.loop_cpu_s)

@@ -1,6 +1,7 @@
 """What a server's process tree spent in a window, read from the OS (no sampling): CPU time
-(psutil, every thread, native ones included) and the time its threads waited for a core
-(Linux schedstat): the two figures py-spy's per-stage samples are checked against."""
+(psutil, every thread, native ones included; the event loop's main thread on its own) and the
+time its threads waited for a core (Linux schedstat): what py-spy's per-stage samples are
+checked against."""
 
 from __future__ import annotations
 
@@ -46,6 +47,18 @@ def run_queue_seconds(processes: Sequence[psutil.Process], proc: Path = PROC) ->
     return total if seen else None
 
 
+def main_thread_seconds(processes: Sequence[psutil.Process]) -> float:
+    """User + system CPU seconds of each process's main thread: the service's event loop (a
+    worker process's too; a supervising parent's main thread idles)."""
+    total = 0.0
+    for proc in processes:
+        with contextlib.suppress(psutil.Error):
+            for thread in proc.threads():
+                if thread.id == proc.pid:
+                    total += thread.user_time + thread.system_time
+    return total
+
+
 @dataclass
 class Window:
     """CPU and run-queue seconds of a process tree between `open` and `close` (the tree as it
@@ -54,6 +67,7 @@ class Window:
     processes: list[psutil.Process] = field(default_factory=list)
     start: tuple[float, float | None] = (0.0, None)
     end: tuple[float, float | None] = (0.0, None)
+    loop: tuple[float, float] = (0.0, 0.0)  # main threads' CPU seconds at open and at close
 
     def read(self) -> tuple[float, float | None]:
         return cpu_seconds(self.processes), run_queue_seconds(self.processes)
@@ -61,9 +75,16 @@ class Window:
     def open(self, pid: int) -> None:
         self.processes = tree(pid)
         self.start = self.read()
+        self.loop = (main_thread_seconds(self.processes), 0.0)
 
     def close(self) -> None:
         self.end = self.read()
+        self.loop = (self.loop[0], main_thread_seconds(self.processes))
+
+    @property
+    def loop_cpu_s(self) -> float:
+        """The event loop threads' CPU seconds in the window (the main threads)."""
+        return max(0.0, self.loop[1] - self.loop[0])
 
     @property
     def cpu_s(self) -> float:

@@ -41,19 +41,24 @@ def sampled_seconds(seconds: float) -> int:
     return max(1, round(seconds))
 
 
-def start(pid: int, seconds: float, out: Path, rate: int = RATE) -> subprocess.Popen[bytes]:
+def start(
+    pid: int, seconds: float, out: Path, rate: int = RATE, gil: bool = False
+) -> subprocess.Popen[bytes]:
     """Sample `pid` and its children for `seconds` without pausing them (raw collapsed stacks).
 
     Idle threads are left out (no `--idle`): py-spy counts a thread as idle unless the OS shows
     it running or runnable (state R in /proc), so a sample is a thread on a core or waiting
-    for one. Threads without Python frames (ONNX Runtime's pool, tokenizers') are never seen.
+    for one. With `gil`, a tick samples only the thread holding the GIL: the Python work of
+    every thread without the time runnable threads wait for a core (a holder preempted while
+    holding it still counts). Threads without Python frames (ONNX Runtime's pool, tokenizers')
+    are never seen.
     """
     exe = binary()
     if exe is None:
         raise FileNotFoundError("py-spy is not installed")
     argv = [exe, "record", "--pid", str(pid), "--duration", str(sampled_seconds(seconds)),
             "--rate", str(rate), "--format", "raw", "--output", str(out), "--nonblocking",
-            "--subprocesses"]  # fmt: skip
+            "--subprocesses", *(["--gil"] if gil else [])]  # fmt: skip
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -184,13 +184,17 @@ def py_spy_section(server: dict[str, Any]) -> list[str]:
     return lines
 
 
+STAGE_RUNS = ("py_spy_one_user", "py_spy_gil_one_user", "py_spy", "py_spy_gil")
+
+
 def stages_section(server: dict[str, Any]) -> list[str]:
     """Issue #23: a server's core time per request by stage, at one user and at the top level
-    (its extra py-spy runs, benchmarks/stages.py), beside the OS's totals for the same window."""
-    runs = [r for r in (server.get("py_spy_one_user"), server.get("py_spy")) if r and "stages" in r]
+    (its extra py-spy runs, benchmarks/stages.py), sampled two ways, beside the OS's totals for
+    the same window."""
+    runs = [r for r in map(server.get, STAGE_RUNS) if r and "stages" in r]
     if not runs:
         return []
-    users = " and ".join(str(r["level"]) for r in runs)
+    users = " and ".join(sorted({str(r["level"]) for r in runs}, key=int))
     by_run = [r["stages"] for r in runs]
 
     def cells(pick: Any) -> list[str]:
@@ -201,6 +205,8 @@ def stages_section(server: dict[str, Any]) -> list[str]:
         ["**outside inference (sum)**", *cells(lambda st: st["outside_inference"])],
         ["inference (session.run)", *cells(lambda st: st["inference"])],
         ["server CPU, every thread (psutil)", *(_fmt(st["cpu_us"]) for st in by_run)],
+        ["event loop thread's CPU (psutil, main thread)",
+         *(_fmt(st.get("loop_cpu_us")) for st in by_run)],
         ["server threads waiting for a core (schedstat)",
          *(_fmt(st["run_queue_us"]) for st in by_run)],
         ["requests sampled (RPS × seconds)", *(_fmt(st["requests"]) for st in by_run)],
@@ -210,16 +216,24 @@ def stages_section(server: dict[str, Any]) -> list[str]:
         f"### Core time per request by stage (µs), {users} users: {server['name']}",
         "",
         f"Extra, uncounted runs sampled by py-spy ({first['rate']:g} Hz, {first['seconds']:g} s):"
-        " a stage's samples ÷ rate ÷ requests answered while sampling, µs (samples). A sample is"
-        " a Python thread running or waiting for a core (py-spy's non-idle test is the OS state"
-        " R), so a stage includes its run-queue wait; threads without Python frames (ONNX"
-        " Runtime's intra-op pool, tokenizers' Rust threads) are never sampled, so the sum can"
-        " miss CPU the psutil row counts. Stages by innermost frame: benchmarks/stages.py.",
+        " a stage's samples ÷ rate ÷ requests answered while sampling, µs (samples). In a"
+        " *running* column a sample is a Python thread running or waiting for a core (py-spy's"
+        " non-idle test is the OS state R), so a stage includes its run-queue wait; in a *GIL*"
+        " column (`py-spy --gil`, a run of its own) a sample is the one thread holding the GIL:"
+        " Python work without the waits of threads that do not hold it. Threads without Python"
+        " frames (ONNX Runtime's intra-op pool, tokenizers' Rust threads) are never sampled, so"
+        " the sums can miss CPU the psutil rows count. Stages by innermost frame:"
+        " benchmarks/stages.py.",
         "",
-        *_table(["stage", *(f"{r['level']} user{'s' * (r['level'] != 1)}" for r in runs)], rows),
+        *_table(["stage", *(_run_name(r) for r in runs)], rows),
     ]
     warned = [f"- py-spy at {r['level']} users: {w}" for r in runs for w in r.get("warnings", [])]
     return lines + ([*warned, ""] if warned else [])
+
+
+def _run_name(run: dict[str, Any]) -> str:
+    level = run["level"]
+    return f"{level} user{'s' * (level != 1)}, {'GIL' if run.get('gil') else 'running'}"
 
 
 def pair_section(servers: list[dict[str, Any]]) -> list[str]:

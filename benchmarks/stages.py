@@ -172,16 +172,20 @@ def per_request(
     }
 
 
-def cross_check(cpu_s: float, run_queue_s: float | None, answered: int) -> dict[str, Any]:
+def cross_check(
+    cpu_s: float, run_queue_s: float | None, answered: int, loop_cpu_s: float | None = None
+) -> dict[str, Any]:
     """The server's own totals per request in the same window, from the OS: CPU of every
-    thread (native ones py-spy cannot see included) and the time its threads waited for a
-    core (which py-spy's samples count, as the thread is runnable)."""
+    thread (native ones py-spy cannot see included), CPU of the event loop's thread alone, and
+    the time its threads waited for a core (which py-spy's samples count, as the thread is
+    runnable)."""
     if answered <= 0:
-        return {"cpu_us": None, "run_queue_us": None}
-    return {
-        "cpu_us": round(cpu_s / answered * 1e6, 1),
-        "run_queue_us": None if run_queue_s is None else round(run_queue_s / answered * 1e6, 1),
-    }
+        return {"cpu_us": None, "loop_cpu_us": None, "run_queue_us": None}
+
+    def us(seconds: float | None) -> float | None:
+        return None if seconds is None else round(seconds / answered * 1e6, 1)
+
+    return {"cpu_us": us(cpu_s), "loop_cpu_us": us(loop_cpu_s), "run_queue_us": us(run_queue_s)}
 
 
 def profile(raw: Path, rate: float, seconds: float, rps: float) -> dict[str, Any]:

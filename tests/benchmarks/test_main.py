@@ -81,7 +81,8 @@ def test_quick_run_writes_json_markdown_and_plots(
     )
     if pyspy.binary() is not None:  # issue #23: the top level and one user, by stage
         ours = results["http"]["servers"][0]
-        assert [ours[k]["level"] for k in ("py_spy_one_user", "py_spy")] == [1, 2]
+        keys = ("py_spy_one_user", "py_spy", "py_spy_gil_one_user", "py_spy_gil")
+        assert [ours[k]["level"] for k in keys] == [1, 2, 1, 2]
         heading = "### Core time per request by stage (µs), 1 and 2 users: ours"
         assert heading in json_path.with_suffix(".md").read_text()
     plans = engine["service_plan"]

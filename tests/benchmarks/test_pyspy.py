@@ -41,13 +41,16 @@ def test_profile_run_samples_a_live_server(
         "tiny", tiny_server_argv(tiny_bundle, port), {}, port, plan, profile=True,
         log=lambda _: None,
     )  # fmt: skip
-    spy, one_user = result["py_spy"], result["py_spy_one_user"]
-    for run, level in ((spy, 2), (one_user, 1)):  # the top level, then one user (issue #23)
+    runs = [(result[f"py_spy{kind}{who}"], level, kind == "_gil")
+            for kind in ("", "_gil") for who, level in (("", 2), ("_one_user", 1))]  # fmt: skip
+    for run, level, gil in runs:  # the top level, then one user; running, then GIL (#23)
         assert "skipped" not in run, run.get("skipped")
-        assert run["level"] == level and run["samples"] > 0
+        assert run["level"] == level and run["gil"] is gil and run["samples"] > 0
         assert sum(c["share"] for c in run["categories"]) == pytest.approx(1.0, abs=0.01)
         by_stage = run["stages"]
         assert by_stage["requests"] > 0 and by_stage["cpu_us"] > 0
+        # The loop is one of the threads (both read in 10 ms clock ticks: leave them room).
+        assert 0 < by_stage["loop_cpu_us"] <= 1.25 * by_stage["cpu_us"]
         stage_samples = sum(row["samples"] for row in by_stage["stages"])
         assert stage_samples == by_stage["outside_inference"]["samples"]
         assert stage_samples + by_stage["inference"]["samples"] == run["samples"]

@@ -205,9 +205,14 @@ def test_core_time_per_request_is_samples_over_rate_over_requests() -> None:
 
 
 def test_the_os_cross_check_is_per_request_answered() -> None:
-    assert stages.cross_check(0.5, 0.1, 1000) == {"cpu_us": 500.0, "run_queue_us": 100.0}
-    assert stages.cross_check(0.5, None, 1000) == {"cpu_us": 500.0, "run_queue_us": None}
-    assert stages.cross_check(0.5, 0.1, 0) == {"cpu_us": None, "run_queue_us": None}
+    assert stages.cross_check(0.5, 0.1, 1000, 0.2) == {
+        "cpu_us": 500.0, "loop_cpu_us": 200.0, "run_queue_us": 100.0,
+    }  # fmt: skip
+    assert stages.cross_check(0.5, None, 1000) == {
+        "cpu_us": 500.0, "loop_cpu_us": None, "run_queue_us": None,
+    }  # fmt: skip
+    nothing = {"cpu_us": None, "loop_cpu_us": None, "run_queue_us": None}
+    assert stages.cross_check(0.5, 0.1, 0, 0.2) == nothing
 
 
 def test_a_window_reads_this_process_cpu_and_run_queue() -> None:
@@ -219,6 +224,7 @@ def test_a_window_reads_this_process_cpu_and_run_queue() -> None:
     window.close()
     assert window.processes == [psutil.Process()]
     assert 0.05 <= window.cpu_s < 5  # psutil counts in clock ticks (10 ms): leave them room
+    assert 0.05 <= window.loop_cpu_s <= window.cpu_s + 0.02  # the busy thread is the main one
     if Path("/proc/self/schedstat").is_file():
         assert window.run_queue_s is not None and window.run_queue_s >= 0
 
