@@ -41,9 +41,8 @@ def run_http(
         servers.append(ours_alone(ours_env(args, bundle, port), plan, profile))
     else:
         servers += run_pair(args, ours_env(args, bundle, port), plan, notes)
-    if not args.skip_peers:
-        # The peers are text-only by design and take no API key.
-        peer_plan = replace(plan, headers=None, entities=None)
+    if not args.skip_peers:  # no API key; the entities go to the peers that serve our model
+        peer_plan = replace(plan, headers=None)
         servers += Peers(bundle, peer_plan, port, args.py_spy == "all", notes).run(args)
     for note in notes:
         print(f"  note: {note}")
@@ -121,8 +120,10 @@ def run_pair(
 
 @dataclass
 class Peers:
-    """The peers that can be built here, each measured on `port` with `plan` (text only, no
-    API key); one that cannot be built or started is a note, not a row."""
+    """The peers that can be built here, each measured on `port` with `plan` (no API key); one
+    that cannot be built or started is a note, not a row. The seed reads the text alone, as
+    its API did; the optimum peers serve our trained graph (or the pretrained weights) with
+    its input contract, so they get the entities too and normalise as the bundle declares."""
 
     bundle: Any
     plan: http.Plan
@@ -156,7 +157,7 @@ class Peers:
             "benchmarks.peers.seed_tf", "--checkpoint", str(checkpoint), "--port", str(self.port)
         )
         what = "TF DistilBERT checkpoint, eager call per request in an async handler"
-        return [self.measure("seed-tf", argv, what)]
+        return [self.measure("seed-tf", argv, what, replace(self.plan, entities=None))]
 
     def optimum(
         self, onnx_model: Path | None, checkpoint: Path, built_from: str
@@ -223,17 +224,25 @@ class Peers:
 
     def optimum_server(self, name: str, model_dir: Path, what: str) -> dict[str, Any]:
         """One optimum peer (benchmarks.peers.optimum_ort) on `model_dir`, measured."""
+        bundle = self.bundle
         argv = python_module(
             "benchmarks.peers.optimum_ort",
             "--model-dir", str(model_dir),
-            "--max-length", str(self.bundle.max_length),
+            "--max-length", str(bundle.max_length),
             "--port", str(self.port),
+            *(["--preprocess", bundle.preprocess] if bundle.preprocess else []),
+            *(["--text-pair"] if bundle.text_pair else []),
         )  # fmt: skip
-        return self.measure(name, argv, what)
+        reads = ", ".join(
+            [f"{bundle.preprocess} normalised"] * bool(bundle.preprocess)
+            + ["(entity, text) pairs"] * bool(bundle.text_pair and self.plan.entities)
+        )
+        plan = self.plan if bundle.text_pair else replace(self.plan, entities=None)
+        return self.measure(name, argv, f"{what}; reads {reads or 'the raw text'}", plan)
 
-    def measure(self, name: str, argv: list[str], what: str) -> dict[str, Any]:
-        """A peer's levels, with what it is."""
-        levels = http.bench_server(name, argv, {}, self.port, self.plan, profile=self.profile)
+    def measure(self, name: str, argv: list[str], what: str, plan: http.Plan) -> dict[str, Any]:
+        """A peer's levels on `plan`, with what it is."""
+        levels = http.bench_server(name, argv, {}, self.port, plan, profile=self.profile)
         return {**levels, "what": what}
 
 

@@ -2,7 +2,8 @@
 
 `POST /predict {"text": ...}` calls the predictor inline in the async handler (blocking the
 event loop, as the seed's FastAPI handler did) and answers `{"label", "score", "scores"}`;
-`GET /ready` answers 200 once the model is loaded and warmed. Bad input gets a JSON 4xx.
+`GET /ready` answers 200 once the model is loaded and warmed. Bad input gets a JSON 4xx. A peer
+that serves an entity-pair model reads `{"text", "entity"}` as ours does (`PairPredictor`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,16 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 Predictor = Callable[[str], dict[str, Any]]
+PairPredictor = Callable[[str, str | None], dict[str, Any]]  # (text, entity or None)
 MAX_TEXT_CHARS = 10_000
 
 
-def make_app(predictor: Predictor) -> Starlette:
-    """A Starlette app (FastAPI's core) with the peers' common /predict and /ready routes."""
+def make_app(predictor: Predictor | None = None, pairs: PairPredictor | None = None) -> Starlette:
+    """A Starlette app (FastAPI's core) with the peers' common /predict and /ready routes: on
+    `predictor` (text only: a body with an entity is a 422), or on `pairs`, which also gets
+    the body's optional `"entity"`."""
+    if (predictor is None) == (pairs is None):
+        raise ValueError("give predictor or pairs")
 
     async def predict(request: Request) -> JSONResponse:
         try:
@@ -34,7 +40,11 @@ def make_app(predictor: Predictor) -> Starlette:
             return JSONResponse({"error": "'text' must be a non-empty string"}, status_code=422)
         if len(text) > MAX_TEXT_CHARS:
             return JSONResponse({"error": "text too long"}, status_code=413)
-        return JSONResponse(predictor(text))
+        entity = payload.get("entity")
+        if entity is not None and (pairs is None or not isinstance(entity, str)):
+            why = "'entity' must be a string" if pairs else "this server takes no entity"
+            return JSONResponse({"error": why}, status_code=422)
+        return JSONResponse(pairs(text, entity) if pairs else predictor(text))  # type: ignore[misc]
 
     async def ready(request: Request) -> JSONResponse:
         return JSONResponse({"ready": True})

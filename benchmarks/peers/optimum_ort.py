@@ -7,7 +7,12 @@ weights (benchmarks/peers/pretrained.py), together with a transformers config.js
 bundle's tokenizer. `prepare_model_dir` builds that folder; what the peer was built from is
 recorded in the results.
 
-Run: python -m benchmarks.peers.optimum_ort --model-dir DIR --max-length 128 --port 8002
+It serves the model's input contract as ours does, or its answers would not be the model's: the
+bundle's text normalisation (`--preprocess`, service/preprocess.py) and, for an entity-pair
+model (`--text-pair`), "[CLS] entity [SEP] text [SEP]" with the text cut to fit.
+
+Run: python -m benchmarks.peers.optimum_ort --model-dir DIR --max-length 128 --port 8002 \
+    [--preprocess tweet-1] [--text-pair]
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from benchmarks.peers.common import Predictor, base_parser, make_app, scores_to_result, serve
+from benchmarks.peers.common import PairPredictor, base_parser, make_app, scores_to_result, serve
+from service.preprocess import preprocessor
 
 PEER_DEPS_HINT = (
     "optimum peer needs the `peers` extra: pip install torch==2.13.0 'optimum[onnxruntime]==2.1.0' "
@@ -112,8 +118,12 @@ def optimize_and_quantize(model_dir: Path, out: Path, level: str = "O3") -> dict
     }
 
 
-def load_predictor(model_dir: Path, max_length: int) -> Predictor:
-    """ORTModelForSequenceClassification + text-classification pipeline, warmed with one call."""
+def load_predictor(
+    model_dir: Path, max_length: int, preprocess: str | None = None, text_pair: bool = False
+) -> PairPredictor:
+    """ORTModelForSequenceClassification + text-classification pipeline, warmed with one call:
+    (text, entity or None) -> scores, the text normalised by `preprocess` first, and read with
+    its entity (empty when None) by a `text_pair` model."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from optimum.onnxruntime import ORTModelForSequenceClassification
     from transformers import PreTrainedTokenizerFast, pipeline
@@ -133,8 +143,13 @@ def load_predictor(model_dir: Path, max_length: int) -> Predictor:
     classify = pipeline("text-classification", model=model, tokenizer=tokenizer, top_k=None)
     labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
 
-    def predict(text: str) -> dict[str, object]:
-        out = classify(text, truncation=True, max_length=max_length)
+    normalise = preprocessor(preprocess)
+    truncation = "only_second" if text_pair else True  # as ours: the entity is kept whole
+
+    def predict(text: str, entity: str | None = None) -> dict[str, object]:
+        text = normalise(text) if normalise else text
+        inputs: Any = {"text": entity or "", "text_pair": text} if text_pair else text
+        out = classify(inputs, truncation=truncation, max_length=max_length)
         ranked = out[0] if out and isinstance(out[0], list) else out
         by_label = {item["label"]: float(item["score"]) for item in ranked}
         return scores_to_result(labels, [by_label[label] for label in labels])
@@ -150,8 +165,11 @@ def main() -> None:
     parser = base_parser(__doc__ or "")
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--preprocess", default=None, help="the bundle's text normalisation")
+    parser.add_argument("--text-pair", action="store_true", help="an entity-pair model")
     args = parser.parse_args()
-    serve(make_app(load_predictor(args.model_dir, args.max_length)), args.host, args.port)
+    predict = load_predictor(args.model_dir, args.max_length, args.preprocess, args.text_pair)
+    serve(make_app(pairs=predict), args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from benchmarks import engine
 from benchmarks.peers.common import make_app, scores_to_result
 from benchmarks.peers.optimum_ort import peer_deps_missing, prepare_model_dir
 from service.bundle import load_bundle
-from service.engine import pad_right
+from service.engine import Engine, pad_right
+from tests.service.tiny_bundle import build_bundle
 
 LABELS = ["Negative", "Positive"]
 
@@ -49,15 +50,33 @@ def test_handler_rejects_bad_input_with_json_4xx() -> None:
         assert response.status_code == status and "error" in response.json()
     assert call(app, "POST", "/predict", json={"text": "x" * 10_001}).status_code == 413
     assert call(app, "GET", "/ready").status_code == 200
+    with_entity = call(app, "POST", "/predict", json={"text": "hi", "entity": "Nvidia"})
+    assert with_entity.status_code == 422  # a text-only peer does not drop what it cannot read
 
 
-def reference_probabilities(bundle_dir: Path, text: str) -> list[float]:
-    bundle = load_bundle(bundle_dir)
-    tokenizer = engine.load_tokenizer(bundle.tokenizer_path, bundle.max_length)
-    session = engine.make_session(bundle.model_path, 1)
-    logits = session.run(
-        None, engine.make_feed(session, *pad_right([tokenizer.encode(text).ids], 0))
-    )
+def test_a_pair_peer_gets_the_entity_or_none() -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    def pairs(text: str, entity: str | None) -> dict[str, Any]:
+        seen.append((text, entity))
+        return scores_to_result(LABELS, [0.5, 0.5])
+
+    app = make_app(pairs=pairs)
+    assert call(app, "POST", "/predict", json={"text": "hi", "entity": "Nvidia"}).is_success
+    assert call(app, "POST", "/predict", json={"text": "hi"}).is_success
+    assert seen == [("hi", "Nvidia"), ("hi", None)]
+    bad = call(app, "POST", "/predict", json={"text": "hi", "entity": 3})
+    assert bad.status_code == 422 and "entity" in bad.json()["error"]
+    with pytest.raises(ValueError):
+        make_app()
+
+
+def reference_probabilities(bundle_dir: Path, text: str, entity: str | None = None) -> list[float]:
+    """What our engine computes for the text (with its entity, normalised as declared)."""
+    engine_ = Engine(load_bundle(bundle_dir), threads=1)
+    ids = engine_.encode([text], None if entity is None else [entity])[0].ids
+    session = engine.make_session(engine_.bundle.model_path, 1)
+    logits = session.run(None, engine.make_feed(session, *pad_right([ids], 0)))
     exp = np.exp(logits[0][0] - logits[0][0].max())
     return [float(p) for p in exp / exp.sum()]
 
@@ -76,10 +95,32 @@ def test_optimum_peer_matches_the_onnx_model(tiny_bundle: Path, tmp_path: Path) 
     )
     predict = load_predictor(folder, max_length=32)
     for text in ("I love this game", "worst update, I hate it"):
-        result = predict(text)
+        result = predict(text, None)
         expected = reference_probabilities(tiny_bundle, text)
         assert [result["scores"][label] for label in LABELS] == pytest.approx(expected, abs=1e-5)
         assert result["label"] == LABELS[int(np.argmax(expected))]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(peer_deps_missing() is not None, reason=str(peer_deps_missing()))
+def test_the_optimum_peer_serves_the_bundles_input_contract(tmp_path: Path) -> None:
+    """Normalised text, read with its entity (an empty one when none), cut to fit: the same
+    ids as our engine, so the same answers."""
+    from benchmarks.peers.optimum_ort import load_predictor
+
+    bundle = build_bundle(tmp_path / "b", text_pair=True, preprocess="tweet-1", max_length=12)
+    folder = prepare_model_dir(
+        bundle / "model.onnx", bundle / "tokenizer.json", LABELS, None, tmp_path / "optimum"
+    )
+    predict = load_predictor(folder, 12, preprocess="tweet-1", text_pair=True)
+    cases = [
+        ("I love this game http://t.co/x @bob", "game"),
+        ("worst update, I hate it &amp; bad bad bad bad bad bad bad", None),  # cut to 12
+    ]
+    for text, entity in cases:
+        result = predict(text, entity)
+        expected = reference_probabilities(bundle, text, entity)
+        assert [result["scores"][label] for label in LABELS] == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.slow
