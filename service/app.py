@@ -323,7 +323,9 @@ class Service(Starlette):
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = PredictFirst(super().build_middleware_stack(), self.predict)
-        return ObserveMiddleware(stack, self.service)
+        state = self.service
+        admin = state.api_key is not None
+        return ObserveMiddleware(stack, state.metrics, state.settings.access_log, admin)
 
 
 def app_from_env() -> Starlette:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter, time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,9 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import ApiError, api_error, unexpected
 from service.logs import AccessEntry, access_writer
-
-if TYPE_CHECKING:
-    from service.app import ServiceState
+from service.metrics import Metrics
 
 access_log = logging.getLogger("service.access")
 
@@ -62,13 +60,13 @@ class PredictFirst:
 class ObserveMiddleware:
     """Counts, times and logs every HTTP request (pure ASGI: no per-request task overhead)."""
 
-    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, log_requests: bool, admin: bool) -> None:
         self.app = app
-        self.metrics = state.metrics
-        self.log_requests = state.settings.access_log
+        self.metrics = metrics
+        self.log_requests = log_requests
         self.write_access = access_writer(access_log)  # built after logging is configured
         self._series: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
-        self.routes = ROUTES | ADMIN_ROUTES if state.api_key else ROUTES
+        self.routes = ROUTES | ADMIN_ROUTES if admin else ROUTES  # admin: an API key is set
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

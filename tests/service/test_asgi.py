@@ -43,7 +43,14 @@ def starlette_stack(settings: Settings) -> Starlette:
     state = ServiceState(settings, None, None)
     app = Starlette(
         routes=Handlers(state).routes(),
-        middleware=[Middleware(ObserveMiddleware, state=state)],
+        middleware=[
+            Middleware(
+                ObserveMiddleware,
+                metrics=state.metrics,
+                log_requests=settings.access_log,
+                admin=state.api_key is not None,
+            )
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lambda app: lifespan(state, app),
     )
