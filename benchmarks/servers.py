@@ -9,6 +9,7 @@ import functools
 import importlib.util
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,15 @@ from benchmarks.server_process import Server, ServerError, python_module
 
 
 def run_http(
-    args: argparse.Namespace, bundle: Any, texts: list[str], entities: list[str] | None
+    args: argparse.Namespace,
+    bundle: Any,
+    texts: list[str],
+    entities: list[str] | None,
+    after_ours: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
-    """Ours (alone, or beside its `--pair` variant), then the peers (unless `--skip-peers`):
-    their rows, and a note for each server that could not run."""
+    """Ours (alone, or beside its `--pair` variant), then `after_ours` (the engine measured
+    again), then the peers (unless `--skip-peers`): their rows, and a note for each server
+    that could not run."""
     notes: list[str] = []
     servers: list[dict[str, Any]] = []
     plan = http_plan(args, texts, entities)
@@ -41,6 +47,8 @@ def run_http(
         servers.append(ours_alone(ours_env(args, bundle, port), plan, profile))
     else:
         servers += run_pair(args, ours_env(args, bundle, port), plan, notes)
+    if after_ours is not None:
+        after_ours()
     if not args.skip_peers:  # no API key; the entities go to the peers that serve our model
         peer_plan = replace(plan, headers=None)
         servers += Peers(bundle, peer_plan, port, args.py_spy == "all", notes).run(args)

@@ -55,9 +55,8 @@ def http_vs_engine(part: dict[str, Any], reference: str) -> dict[str, Any] | Non
     are computed, for the targets and for every workload. None where either part is missing."""
     engine = part.get("engine", {})
     ceiling = max((r["texts_per_s"] for r in engine.get("real_texts", [])), default=None)
-    single = next(
-        (p["texts_per_s"] for p in engine.get("service_plan", []) if p["max_batch"] == 1), None
-    )
+    readings = plan_readings(engine)
+    single = sum(readings) / len(readings) if readings else None
     servers = part.get("http", {}).get("servers", [])
     ours = next((s for s in servers if s["name"] == reference and s.get("levels")), None)
     if ours is None or not ceiling:
@@ -71,7 +70,16 @@ def http_vs_engine(part: dict[str, Any], reference: str) -> dict[str, Any] | Non
         "errors": top["errors"],
         "engine_texts_per_s": ceiling,
         "plan_texts_per_s": single,
+        **({"plan_readings": readings} if len(readings) > 1 else {}),
     }
+
+
+def plan_readings(engine: dict[str, Any]) -> list[float]:
+    """The engine in the service's plan, one text per run, texts/s: before HTTP, and after it
+    when it was measured again (`service_plan_after`)."""
+    before = [p["texts_per_s"] for p in engine.get("service_plan", []) if p["max_batch"] == 1]
+    after = engine.get("service_plan_after")
+    return before[:1] + ([after["texts_per_s"]] if after else [])
 
 
 def http_vs_engine_target(results: dict[str, Any], reference: str) -> dict[str, Any]:

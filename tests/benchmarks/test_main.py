@@ -87,6 +87,12 @@ def test_quick_run_writes_json_markdown_and_plots(
         assert heading in json_path.with_suffix(".md").read_text()
     plans = engine["service_plan"]
     assert [p["max_batch"] for p in plans] == [1, 16] and all(p["texts_per_s"] > 0 for p in plans)
+    after = engine["service_plan_after"]  # measured again once our HTTP levels were done
+    assert after["max_batch"] == 1 and after["texts_per_s"] > 0
+    assert results["workloads"]["runs"][0]["http_vs_engine"]["plan_readings"] == [
+        plans[0]["texts_per_s"],
+        after["texts_per_s"],
+    ]
     limit = results["limit"]  # the tiny graph is fp32: no int8 GEMM, nothing of the rate used
     assert limit["int8_gemms"] == 0 and limit["fraction_of_gemm_rate"] == 0
     assert limit["gemm"]["best_gmacs_per_s"] > 0 and limit["texts_per_s"] > 0

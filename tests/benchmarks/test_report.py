@@ -189,14 +189,19 @@ def test_each_workload_gets_http_over_engine_alone_computed_one_way() -> None:
         "ratio": 0.9, "ratio_to_plan": 450.0 / 640.0, "http_rps": 450.0, "concurrency": 500,
         "errors": 0, "engine_texts_per_s": 500.0, "plan_texts_per_s": 640.0,
     }  # fmt: skip
+    semeval["engine"]["service_plan_after"] = plan_row(560.0)  # measured again, slower
+    compare(r, "ours")
+    assert semeval["http_vs_engine"]["plan_texts_per_s"] == 600.0  # the mean of both readings
+    assert semeval["http_vs_engine"]["ratio_to_plan"] == 0.75
+    assert semeval["http_vs_engine"]["plan_readings"] == [640.0, 560.0]
     target = next(t for t in r["targets"] if t["name"].startswith("HTTP RPS / engine"))
     assert target["value"] == main["http_vs_engine"]["ratio"]
     text = report.markdown(r)
     assert "## Workloads: HTTP ÷ engine alone" in text and "- other workload skipped: why" in text
     row = "| twitter-entity | s | yes | 550.0 | 400.0 | 300.0 (c=500, errors 0) | 0.75 | 0.545 |"
     assert row in text
-    assert "| semeval | semeval file, 3 texts, text only | no | 640.0 | 500.0 |" in text
     assert "ours on the semeval workload:" in text and "| ours | 500 | 450.0 |" in text
+    assert "| semeval | semeval file, 3 texts, text only | no | 640.0 / 560.0 | 500.0 |" in text
     semeval["http"]["servers"][0]["levels"][1]["other_heavy_jobs"] = ["export"]
     assert "Levels affected: ours c=500 (semeval)." in report.markdown(r)
     del semeval["http"]  # --skip-http: no ratio, no levels, the row still there
