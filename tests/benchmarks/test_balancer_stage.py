@@ -22,7 +22,9 @@ from service.settings import Settings
 from tests.service.tiny_bundle import build_bundle
 
 TEXTS = ["love the game", "awful update", "great", "hate this", "the best game"]
-FAST = Checks(inter_ms=200, fall=2, rise=2, timeout_ms=1000)
+# Checks fast enough that a killed replica is seen DOWN (2 x 100 ms) before its restart is ready
+# (a tiny replica is ready again 0.4-0.6 s after the kill on 2 cores; at 2 x 200 ms it raced).
+FAST = Checks(inter_ms=100, fall=2, rise=2, timeout_ms=1000)
 FAKE_REPLICA = Path(__file__).with_name("fake_replica.py")
 
 
