@@ -12,6 +12,7 @@ This module only wires the parts: the flags (cli.py), the engine suite (suite.py
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_engine:
         results["engine"] = run_engine(args, bundle, texts, entities)
     if not args.skip_http:
-        again = None if args.skip_engine else plan_again(args, bundle, main_load, results["engine"])
+        again = None
+        if not args.skip_engine:
+            again = functools.partial(plan_after, args, bundle, main_load, results["engine"])
         results["http"] = pinned(args, run_http, bundle, texts, entities, again)
     results["workloads"]["runs"] += [further_workload(args, bundle, w) for w in others]
     compare(results, args.reference)
@@ -76,30 +79,24 @@ def further_workload(args: argparse.Namespace, bundle: Any, workload: Workload) 
     if not args.skip_http:
         run["http"] = pinned(args, run_ours, bundle, workload.texts, workload.entities)
         if not args.skip_engine:
-            plan_again(args, bundle, workload, run["engine"])()
+            plan_after(args, bundle, workload, run["engine"])
     return run
 
 
-def plan_again(
+def plan_after(
     args: argparse.Namespace, bundle: Any, workload: Workload, part: dict[str, Any]
-) -> Callable[[], None]:
+) -> None:
     """The engine in the service's plan measured once more, right after ours over HTTP, into
     `part["service_plan_after"]`: the VM's speed drifts within minutes, and the HTTP ÷ engine
     ratio reads the mean of the readings before and after (benchmarks/targets.py)."""
-
-    def measure() -> None:
-        print(f"the service's plan again, after HTTP ({workload.name}):")
-        me = psutil.Process()
-        pinned_to = me.cpu_affinity()
-        me.cpu_affinity([])  # every core, as the first reading had, even inside a pinned part
-        try:
-            part["service_plan_after"] = service_plan(
-                args, bundle, workload.texts, workload.entities
-            )
-        finally:
-            me.cpu_affinity(pinned_to)
-
-    return measure
+    print(f"the service's plan again, after HTTP ({workload.name}):")
+    me = psutil.Process()
+    pinned_to = me.cpu_affinity()
+    me.cpu_affinity([])  # every core, as the first reading had, even inside a pinned part
+    try:
+        part["service_plan_after"] = service_plan(args, bundle, workload.texts, workload.entities)
+    finally:
+        me.cpu_affinity(pinned_to)
 
 
 def pinned(

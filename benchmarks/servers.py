@@ -241,12 +241,13 @@ class Peers:
             *(["--preprocess", bundle.preprocess] if bundle.preprocess else []),
             *(["--text-pair"] if bundle.text_pair else []),
         )  # fmt: skip
-        reads = ", ".join(
-            [f"{bundle.preprocess} normalised"] * bool(bundle.preprocess)
-            + ["(entity, text) pairs"] * bool(bundle.text_pair and self.plan.entities)
-        )
-        plan = self.plan if bundle.text_pair else replace(self.plan, entities=None)
-        return self.measure(name, argv, f"{what}; reads {reads or 'the raw text'}", plan)
+        reads = []  # the plan carries entities only for an entity-pair bundle (texts.py)
+        if bundle.preprocess:
+            reads.append(f"{bundle.preprocess} normalised")
+        if self.plan.entities:
+            reads.append("(entity, text) pairs")
+        what = f"{what}; reads {', '.join(reads) or 'the raw text'}"
+        return self.measure(name, argv, what, self.plan)
 
     def measure(self, name: str, argv: list[str], what: str, plan: http.Plan) -> dict[str, Any]:
         """A peer's levels on `plan`, with what it is."""

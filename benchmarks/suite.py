@@ -57,7 +57,7 @@ def engine_alone(
     """What a workload's HTTP figures are held to, on its texts: real texts end to end per
     batch size (the best is the engine-alone ceiling) and the service's own plan."""
     print("real texts:")
-    n = 64 if args.quick else 512
+    n = sample_size(args)
     real = engine.real_text_throughput(
         bundle,
         texts[:n],
@@ -75,6 +75,11 @@ def engine_alone(
     return {"real_texts": real, "service_plan": plans}
 
 
+def sample_size(args: argparse.Namespace) -> int:
+    """How many of a workload's texts the engine-alone measurements run."""
+    return 64 if args.quick else 512
+
+
 def service_plan(
     args: argparse.Namespace,
     bundle: Any,
@@ -84,7 +89,7 @@ def service_plan(
 ) -> dict[str, Any]:
     """The engine in the service's plan with its default settings (no HTTP) on the workload's
     first texts, `max_batch` rows per run at most (1: what one-text requests run)."""
-    n = 64 if args.quick else 512
+    n = sample_size(args)
     row = limit.service_plan(
         bundle,
         texts[:n],

@@ -233,8 +233,9 @@ def core_time_target(ours: dict[str, Any] | None) -> dict[str, Any]:
     waits the running-thread samples count; that run's figure when it is the only one), with
     the OS's CPU per request and the event loop thread's beside it (benchmarks/stages.py)."""
     ours = ours or {}
-    gil_run = (ours.get("py_spy_gil") or {}).get("stages") and ours["py_spy_gil"]
-    spy = gil_run or ours.get("py_spy") or {}
+    sampled = [r for r in (ours.get("py_spy_gil"), ours.get("py_spy")) if r and r.get("stages")]
+    spy = sampled[0] if sampled else {}
+    gil_run = spy.get("gil", False)
     measured = spy.get("stages")
     value, detail = None, "no py-spy run by stage"
     if measured is not None:

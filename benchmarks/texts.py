@@ -124,7 +124,7 @@ def load_workloads(args: argparse.Namespace, text_pair: bool) -> tuple[list[Work
     notes: list[str] = []
     if "twitter-entity" in chosen:
         tweets, source = load_tweets(args.data, limit=args.texts)
-        # An entity-pair model gets each tweet's entity (the peers, text-only by design, do not).
+        # An entity-pair model gets each tweet's entity (and so do the peers that serve it).
         entities = [t.entity for t in tweets] if text_pair else None
         out.append(Workload("twitter-entity", [t.text for t in tweets], entities, source))
     if "semeval" in chosen:

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from service.asgi import MODEL_KEY, ObserveMiddleware, PredictFirst
+from service.asgi import MODEL_KEY, PREDICT, ObserveMiddleware, PredictFirst
 from service.backoff import RetryAfter
 from service.bundle import Bundle
 from service.docs import docs_routes
@@ -157,7 +157,7 @@ class Handlers:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/predict", self.predict, methods=["POST"]),
+            Route(PREDICT, self.predict, methods=["POST"]),
             Route("/health", self.health, methods=["GET"]),
             Route("/ready", self.ready, methods=["GET"]),
             Route("/metrics", self.metrics_route, methods=["GET"]),
@@ -303,9 +303,7 @@ def create_app(
     `bundles` (one per `settings.bundles`) when they were just verified with
     `registry.load_bundles`, so each model is hashed once."""
     state = ServiceState(settings, bundles, supervisor)
-    app = Service(state, Handlers(state))
-    app.state.service = state
-    return app
+    return Service(state, Handlers(state))
 
 
 class Service(Starlette):
@@ -318,12 +316,12 @@ class Service(Starlette):
             exception_handlers=EXCEPTION_HANDLERS,
             lifespan=lambda app: lifespan(state, app),
         )
-        self.service = state
+        self.state.service = state
         self.predict = handlers.predict
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = PredictFirst(super().build_middleware_stack(), self.predict)
-        state = self.service
+        state: ServiceState = self.state.service
         admin = state.api_key is not None
         return ObserveMiddleware(stack, state.metrics, state.settings.access_log, admin)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from service.asgi import PREDICT
 from service.schema import ModelDoc, Schema
 from service.settings import Settings
 
@@ -120,7 +121,7 @@ def _paths(settings: Settings, schema: Schema, auth: dict[str, Any]) -> dict[str
     info["get"].update(auth.get("security", {}))
     admin = {"/admin/reload": {"post": _reload(auth)}} if auth else {}
     return {
-        "/predict": {"post": _predict(settings, schema, auth)},
+        PREDICT: {"post": _predict(settings, schema, auth)},
         "/health": _get("health", "Liveness", _ok("Status", "Process is alive"), {}),
         "/ready": _get(
             "ready",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from service.asgi import PREDICT
 from service.errors import error_body
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from service.registry import Model
 
 STATE_KEY = "sentiment.refusal"  # where the lifespan hands it to the protocol (ASGI state)
-PATH = b"/predict"
+PATH = PREDICT.encode()
 REASON = "overloaded"
 MESSAGE = "server is at capacity, retry shortly"
 BODY = error_body(REASON, MESSAGE)
@@ -55,7 +56,7 @@ class Refusal:
     def __init__(self, state: ServiceState) -> None:
         self._state = state
         self.max_body_bytes = state.settings.max_body_bytes
-        self._requests = state.metrics.requests.labels("/predict", "POST", 503, "")
+        self._requests = state.metrics.requests.labels(PREDICT, "POST", 503, "")
 
     def response(self, keep_alive: bool) -> tuple[bytes, bool] | None:
         """The refusal and whether the connection stays open, or None to let the app answer
