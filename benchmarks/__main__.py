@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from benchmarks import floor
 from benchmarks.cli import parse_args
 from benchmarks.machine import busy_processes, describe, machine_info
 from benchmarks.results import compare, header, recompute, workload_info, write_reports
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_engine:
             again = functools.partial(plan_after, args, bundle, main_load, results["engine"])
         results["http"] = pinned(args, run_http, bundle, texts, entities, again)
+        results["floor"] = pinned(args, floor.measure, bundle, texts, entities)
     results["workloads"]["runs"] += [further_workload(args, bundle, w) for w in others]
     compare(results, args.reference)
     if not args.skip_engine:
@@ -80,6 +82,7 @@ def further_workload(args: argparse.Namespace, bundle: Any, workload: Workload) 
         run["http"] = pinned(args, run_ours, bundle, workload.texts, workload.entities)
         if not args.skip_engine:
             plan_after(args, bundle, workload, run["engine"])
+        run["floor"] = pinned(args, floor.measure, bundle, workload.texts, workload.entities)
     return run
 
 

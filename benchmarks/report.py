@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks import floor
 from benchmarks.stages import STAGES
 from benchmarks.targets import plan_readings
 
@@ -383,6 +384,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines.append("")
     lines += targets_section(results)
     lines += workloads_section(results)
+    lines += floor.section(results)
     lines += http_section(results)
     lines += limit_section(results)
     lines += engine_section(results.get("engine", {}))

@@ -62,8 +62,11 @@ SPECIFIC: tuple[Rule, ...] = (
     _rule(RESPONSE, "service/api.py", "render", "scores"),
     _rule(TOKENISATION, "service/preprocess.py"),
     _rule(TOKENISATION, "tokenizers/"),
-    _rule(RESPONSE, "service/app.py", "send_observed", "_json"),
-    _rule(METRICS, "service/app.py", "__call__", "_unlisted"),  # ObserveMiddleware's own lines
+    _rule(RESPONSE, "service/app.py", "_json"),
+    _rule(RESPONSE, "service/asgi.py", "send_observed"),
+    _rule(ACCESS_LOG, "service/asgi.py", "_log"),
+    _rule(ROUTING, "service/asgi.py", "PredictFirst.__call__"),  # the direct route to predict
+    _rule(METRICS, "service/asgi.py"),  # ObserveMiddleware's own lines: counting and timing
     _rule(TOKENISATION, "service/app.py", "_encode"),
     _rule(SCHEDULING, "service/app.py", "_infer", "_reject"),
     _rule(VALIDATION, "service/app.py", "predict", "authorize", "loaded"),  # predict's checks
@@ -113,16 +116,21 @@ ANONYMOUS = frozenset(
 
 
 def frame_parts(frame: str) -> tuple[str, str]:
-    """`Class.method.<locals>.<listcomp> (pkg/mod.py:12)` -> (`method`, `pkg/mod.py`)."""
+    """`Class.method.<locals>.<listcomp> (pkg/mod.py:12)` -> (`Class.method`, `pkg/mod.py`):
+    the function and the name that holds it, if any."""
     name, _, where = frame.partition(" (")
     named = [part for part in name.split(".") if part not in ANONYMOUS] or [name]
-    return named[-1], where.rsplit(":", 1)[0].rstrip(")")
+    return ".".join(named[-2:]), where.rsplit(":", 1)[0].rstrip(")")
 
 
 def _matches(rule: Rule, function: str, path: str) -> bool:
+    """A rule's functions name a function (`method`) or, where two classes in one file share
+    a method name, a class's (`Class.method`)."""
     _, where, functions = rule
     in_file = path.endswith(where) if where.endswith(".py") else where in path
-    return in_file and (functions is None or function in functions)
+    if not in_file or functions is None:
+        return in_file
+    return function in functions or function.rpartition(".")[2] in functions
 
 
 def _innermost(stack: list[str], rules: tuple[Rule, ...]) -> str | None:

@@ -132,6 +132,14 @@ def test_both_workloads_get_the_engine_alone_and_our_http(
         assert run["http_vs_engine"]["ratio"] > 0 and run["http_vs_engine"]["concurrency"] == 1
     text = json_path.with_suffix(".md").read_text()
     assert "## Workloads: HTTP ÷ engine alone" in text and "| semeval |" in text
+    for part in (results, semeval):  # the floor: ours without inference, and the bare app
+        runs = part["floor"]["runs"]
+        assert [run["name"] for run in runs] == [
+            "ours, inference taken out",
+            "bare ASGI app, same uvicorn",
+        ], part["floor"]["notes"]
+        assert all(run["errors"] == 0 and run["cpu_us_per_request"] > 0 for run in runs)
+    assert "## The floor under HTTP ÷ engine" in text
 
 
 def test_no_workload_to_measure_is_an_error(tiny_bundle: Path, tmp_path: Path) -> None:

@@ -19,18 +19,23 @@ MAIN = [
     "asyncio_run (uvicorn/_compat.py:30)",
     "Runner.run (asyncio/runners.py:118)",
 ]
+OBSERVE = "ObserveMiddleware.__call__ (service/asgi.py:87)"
+ROUTE = "PredictFirst.__call__ (service/asgi.py:52)"  # POST /predict, straight to its handler
 APP = [
     *MAIN,
     "RequestResponseCycle.run_asgi (uvicorn/protocols/http/httptools_impl.py:422)",
     "ProxyHeadersMiddleware.__call__ (uvicorn/middleware/proxy_headers.py:63)",
     "Starlette.__call__ (starlette/applications.py:96)",
+    OBSERVE,
+    ROUTE,
+]
+OTHER_ROUTE = [  # any other request: Starlette's own stack under PredictFirst
+    *APP,
     "ServerErrorMiddleware.__call__ (starlette/middleware/errors.py:164)",
-    "ObserveMiddleware.__call__ (service/app.py:303)",
     "ExceptionMiddleware.__call__ (starlette/middleware/exceptions.py:63)",
     "Router.__call__ (starlette/routing.py:683)",
-    "request_response.<locals>.app.<locals>.app (starlette/routing.py:62)",
 ]
-PREDICT = [*APP, "Handlers.predict (service/app.py:205)"]
+PREDICT = [*APP, "Handlers.predict (service/app.py:209)"]
 WORKER = [
     "Thread._bootstrap (threading.py:1002)",
     "Thread._bootstrap_inner (threading.py:1045)",
@@ -45,11 +50,9 @@ RUN = [
     "Scheduler._timed_infer (service/scheduler.py:267)",
 ]
 SEND = [
-    *PREDICT[:-1],
+    *APP,
     "Response.__call__ (starlette/responses.py:174)",
-    "wrap_app_handling_exceptions.<locals>.wrapped_app.<locals>.sender (starlette/_exception_handler.py:39)",
-    "ObserveMiddleware.__call__.<locals>.send_observed (service/app.py:298)",
-    "ServerErrorMiddleware.__call__.<locals>._send (starlette/middleware/errors.py:161)",
+    "ObserveMiddleware.__call__.<locals>.send_observed (service/asgi.py:82)",
     "RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:551)",
 ]
 LOG_THREAD = [
@@ -67,7 +70,9 @@ CASES = {
         [*MAIN, "HeaderTimeoutProtocol.on_headers_complete (service/protocol.py:120)"],
         stages.ACCEPT,
     ),
-    "router": ([*APP[:-1], "Route.matches (starlette/routing.py:255)"], stages.ROUTING),
+    "router": ([*OTHER_ROUTE, "Route.matches (starlette/routing.py:255)"], stages.ROUTING),
+    "the direct route's own lines": (APP, stages.ROUTING),
+    "send_observed's own lines": (SEND[:-1], stages.RESPONSE),
     "schema": ([*PREDICT, "Schema.parse (service/schema.py:218)"], stages.VALIDATION),
     "predict's own lines": (PREDICT, stages.VALIDATION),
     "read_body's timeout (asyncio under a stage)": (
@@ -123,13 +128,18 @@ CASES = {
         ],
         stages.METRICS,
     ),
-    "the middleware's own lines": (
-        APP[: APP.index("ObserveMiddleware.__call__ (service/app.py:303)") + 1],
+    "the middleware's own lines": (APP[: APP.index(OBSERVE) + 1], stages.METRICS),
+    "the middleware's counter": (
+        [*APP[: APP.index(OBSERVE) + 1], "ObserveMiddleware._count (service/asgi.py:104)"],
         stages.METRICS,
+    ),
+    "the middleware's access-log line": (
+        [*APP[: APP.index(OBSERVE) + 1], "ObserveMiddleware._log (service/asgi.py:113)"],
+        stages.ACCESS_LOG,
     ),
     "logging under the middleware": (
         [
-            *APP[: APP.index("ObserveMiddleware.__call__ (service/app.py:303)") + 1],
+            *APP[: APP.index(OBSERVE) + 1],
             "Logger.info (logging/__init__.py:1489)",
             "LogRecord.__init__ (logging/__init__.py:300)",
             "current_thread (threading.py:1453)",

@@ -1,0 +1,106 @@
+"""The floor under HTTP ÷ engine: the stub bundle, the bare app, the ceiling and its table."""
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+
+from benchmarks import floor
+from service.api import load
+from service.bundle import load_bundle
+
+
+def test_the_stub_keeps_the_bundles_contract_and_only_swaps_the_graph(
+    pair_bundle: Path, tmp_path: Path
+) -> None:
+    stub = floor.stub_bundle(load_bundle(pair_bundle), tmp_path / "stub")
+    for name in ("config.json", "tokenizer.json"):
+        assert (stub / name).read_bytes() == (pair_bundle / name).read_bytes()
+    ops = [node.op_type for node in onnx.load(stub / "model.onnx").graph.node]
+    assert ops == ["Gather", "ReduceMean"]
+    with load(stub) as model:  # verified against its manifest, served like any bundle
+        predictions = model.predict(["I love this game", "worst update"], ["Game", None])
+    assert len(predictions) == 2
+    for prediction in predictions:
+        assert prediction.label in model.labels
+        assert np.isclose(sum(prediction.scores.values()), 1.0, atol=1e-4)
+
+
+def _asgi(scope: dict[str, Any], incoming: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What the bare app sends for `scope`, given the messages it receives, in order."""
+    sent: list[dict[str, Any]] = []
+    queue = list(incoming)
+
+    async def receive() -> dict[str, Any]:
+        return queue.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(floor.bare_app(scope, receive, send))
+    assert not queue  # every message was read: the whole body, both lifespan events
+    return sent
+
+
+def test_the_bare_app_reads_the_whole_body_and_answers_its_fixed_json() -> None:
+    body = [
+        {"type": "http.request", "body": b'{"text":', "more_body": True},
+        {"type": "http.request", "body": b'"x"}', "more_body": False},
+    ]
+    start, answer = _asgi({"type": "http", "method": "POST", "path": "/predict"}, body)
+    assert start["status"] == 200
+    assert dict(start["headers"])[b"content-length"] == str(len(floor.BARE_BODY)).encode()
+    assert answer == {"type": "http.response.body", "body": floor.BARE_BODY}
+
+
+def test_the_bare_app_starts_and_stops_with_the_server() -> None:
+    events = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent = _asgi({"type": "lifespan"}, events)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_the_ceiling_is_the_engines_share_of_a_requests_core_time() -> None:
+    # 1,000 texts/s on 2 cores: 2,000 µs of core per text; 250 µs besides: 2000 / 2250
+    assert floor.ceiling(1000.0, 2, 250.0) == pytest.approx(0.889, abs=1e-3)
+    assert floor.ceiling(1000.0, 2, 0.0) == 1.0
+    assert floor.ceiling(2000.0, 2, 250.0) < floor.ceiling(1000.0, 2, 250.0)  # faster engine
+
+
+def test_the_section_puts_the_ceiling_beside_the_measured_ratio() -> None:
+    plan = [{"max_batch": 1, "sessions": 2, "threads": 1, "texts_per_s": 900.0}]
+    results = {
+        "engine": {"service_plan": plan, "service_plan_after": {**plan[0], "texts_per_s": 1100.0}},
+        "floor": {
+            "concurrency": 500,
+            "notes": [],
+            "runs": [
+                {
+                    "name": "ours, inference taken out",
+                    "rps": 3500.0,
+                    "errors": 0,
+                    "cpu_us_per_request": 250.0,
+                    "loop_cpu_us_per_request": 180.0,
+                },
+                {
+                    "name": "bare ASGI app, same uvicorn",
+                    "rps": 30000.0,
+                    "errors": 0,
+                    "cpu_us_per_request": 30.0,
+                    "loop_cpu_us_per_request": 30.0,
+                },
+            ],
+        },
+        "workloads": {"runs": [{"workload": "semeval", "http_vs_engine": {"ratio_to_plan": 0.7}}]},
+    }
+    lines = floor.section(results)
+    assert lines[0] == "## The floor under HTTP ÷ engine"
+    (row,) = [line for line in lines if line.startswith("| semeval")]
+    # mean plan 1,000 texts/s on 2 cores: 2,000 µs per text, ceiling 2000 / 2250
+    assert row == "| semeval | 500 | 3,500 | 250.0 | 180.0 | 30,000 | 30.0 | 2,000 | 0.889 | 0.7 |"
+
+
+def test_no_floor_measured_no_section() -> None:
+    assert floor.section({"workloads": {"runs": [{"workload": "semeval"}]}}) == []
