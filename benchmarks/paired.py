@@ -40,10 +40,13 @@ DEPTH_METRIC = "sentiment_queue_depth"
 
 @dataclass(frozen=True)
 class Config:
-    """One row: a name and the environment its server runs with."""
+    """One row: a name and the environment its server runs with; `argv` when it is another
+    server than the pair's (a peer), `observed` when it has our service's /metrics."""
 
     name: str
     env: dict[str, str]
+    argv: tuple[str, ...] | None = None
+    observed: bool = True
 
 
 def schedule(rounds: int) -> list[int]:
@@ -136,8 +139,10 @@ def bench_pair(
     """Both configurations at every level of `plan`, `rounds` turns each of `duration / rounds`
     seconds, in two halves with freshly started servers (a level's backlog cannot leak into
     the next)."""
+    argvs = [list(c.argv or argv) for c in configs]
     results: list[dict[str, Any]] = [
-        {"name": c.name, "argv": list(argv), "env": c.env, "levels": []} for c in configs
+        {"name": c.name, "argv": a, "env": c.env, "levels": []}
+        for c, a in zip(configs, argvs, strict=True)
     ]
     requests = [plan.requests(port) for port in ports]
     assert rounds % 2 == 0, "rounds come in two halves"
@@ -153,11 +158,11 @@ def bench_pair(
             with contextlib.ExitStack() as stack:
                 servers = {
                     i: stack.enter_context(
-                        Server(configs[i].name, argv, ports[i], configs[i].env, cpus=plan.cpus)
+                        Server(configs[i].name, argvs[i], ports[i], configs[i].env, cpus=plan.cpus)
                     )
                     for i in (half[0], 1 - half[0])
                 }
-                seen = {i: scrape(ports[i])[1] for i in servers}  # start-up runs, if any
+                seen = {i: _runs(configs[i], ports[i]) for i in servers}  # start-up runs
                 for slot, i in enumerate(half):
                     row = run_level(
                         "127.0.0.1",
@@ -170,7 +175,7 @@ def bench_pair(
                         servers[i].pid,
                         keep_latencies=True,
                     )
-                    runs = wait_drained(ports[i])
+                    runs = wait_drained(ports[i]) if configs[i].observed else Counter()
                     paths[i] += runs - seen[i]
                     seen[i] = runs
                     per_round[i].append(row)
@@ -189,3 +194,8 @@ def bench_pair(
             )
         log(f"  ours ÷ variant by round: {rows[1]['ours_vs_this_by_round']}")
     return results
+
+
+def _runs(config: Config, port: int) -> Counter[str]:
+    """Inference runs by path so far: our service's /metrics; nothing for a peer."""
+    return scrape(port)[1] if config.observed else Counter()

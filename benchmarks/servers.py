@@ -51,7 +51,9 @@ def run_http(
         after_ours()
     if not args.skip_peers:  # no API key; the entities go to the peers that serve our model
         peer_plan = replace(plan, headers=None)
-        servers += Peers(bundle, peer_plan, port, args.py_spy == "all", notes).run(args)
+        ours = paired.Config("ours", ours_env(args, bundle, free_port(avoid=port)))
+        peers = Peers(bundle, peer_plan, port, args.py_spy == "all", notes, (ours, plan))
+        servers += peers.run(args)
     for note in notes:
         print(f"  note: {note}")
     return {"servers": servers, "notes": notes}
@@ -138,6 +140,8 @@ class Peers:
     port: int
     profile: bool  # an extra py-spy run per peer (`--py-spy all`)
     notes: list[str]
+    # Ours (its config and plan), measured at one user in turns with the strongest peer.
+    ours: tuple[paired.Config, http.Plan] | None = None
 
     def run(self, args: argparse.Namespace) -> list[dict[str, Any]]:
         """seed-tf on `--checkpoint`, then the optimum peers on `--optimum-model`, else on the
@@ -228,12 +232,50 @@ class Peers:
             "optimum ORTOptimizer O3 + ORTQuantizer avx512_vnni dynamic int8 "
             f"(per-channel) of the same graph, ORTModel + pipeline; ops {recipe['ops']}"
         )
-        return [self.optimum_server("optimum-o3-int8", out, what)]
+        row = self.optimum_server("optimum-o3-int8", out, what)
+        return [row | self.one_user_in_turns("optimum-o3-int8", out)]
+
+    def one_user_in_turns(self, name: str, model_dir: Path) -> dict[str, Any]:
+        """Ours and this peer at one user, both up, in turns (benchmarks/paired.py): the VM's
+        speed drifts within minutes by more than the two differ, so their one-user rows,
+        measured minutes apart, mostly compare the drift."""
+        if self.ours is None or 1 not in self.plan.levels:
+            return {}
+        ours, plan = self.ours
+        peer = paired.Config(name, {}, argv=tuple(self.optimum_argv(model_dir)), observed=False)
+        ports = (int(ours.env["SENTIMENT_PORT"]), self.port)
+        print(f"http: ours and {name} at one user, in turns")
+        try:
+            ours_argv = python_module("service")
+            rows = paired.bench_pair(ours_argv, (ours, peer), ports, replace(plan, levels=[1]))
+        except ServerError as exc:
+            self.notes.append(f"ours beside {name} at one user skipped: {exc}")
+            return {}
+        (mine,), (theirs,) = rows[0]["levels"], rows[1]["levels"]
+        return {
+            "one_user_in_turns": {
+                "ours_p50_ms": mine["p50_ms"],
+                "p50_ms": theirs["p50_ms"],
+                "errors": mine["errors"] + theirs["errors"],
+                "rounds": len(theirs["rounds"]),
+                "ours_vs_this_by_round": theirs["ours_vs_this_by_round"],
+            }
+        }
 
     def optimum_server(self, name: str, model_dir: Path, what: str) -> dict[str, Any]:
         """One optimum peer (benchmarks.peers.optimum_ort) on `model_dir`, measured."""
+        reads = []  # the plan carries entities only for an entity-pair bundle (texts.py)
+        if self.bundle.preprocess:
+            reads.append(f"{self.bundle.preprocess} normalised")
+        if self.plan.entities:
+            reads.append("(entity, text) pairs")
+        what = f"{what}; reads {', '.join(reads) or 'the raw text'}"
+        return self.measure(name, self.optimum_argv(model_dir), what, self.plan)
+
+    def optimum_argv(self, model_dir: Path) -> list[str]:
+        """`python -m benchmarks.peers.optimum_ort` on `model_dir`, with the bundle's contract."""
         bundle = self.bundle
-        argv = python_module(
+        return python_module(
             "benchmarks.peers.optimum_ort",
             "--model-dir", str(model_dir),
             "--max-length", str(bundle.max_length),
@@ -241,13 +283,6 @@ class Peers:
             *(["--preprocess", bundle.preprocess] if bundle.preprocess else []),
             *(["--text-pair"] if bundle.text_pair else []),
         )  # fmt: skip
-        reads = []  # the plan carries entities only for an entity-pair bundle (texts.py)
-        if bundle.preprocess:
-            reads.append(f"{bundle.preprocess} normalised")
-        if self.plan.entities:
-            reads.append("(entity, text) pairs")
-        what = f"{what}; reads {', '.join(reads) or 'the raw text'}"
-        return self.measure(name, argv, what, self.plan)
 
     def measure(self, name: str, argv: list[str], what: str, plan: http.Plan) -> dict[str, Any]:
         """A peer's levels on `plan`, with what it is."""

@@ -155,6 +155,21 @@ def test_idle_path_targets_read_the_best_peer_at_one_user_and_the_pair_by_round(
     assert at_500["value"] == 0.95 and at_500["met"] is False
     peer["levels"][0]["p50_ms"] = 3.5
     assert targets(r, "ours")[6]["met"] is True
+    # measured beside ours in turns: those rounds decide, not the rows measured minutes apart
+    peer = next(s for s in r["http"]["servers"] if s["name"] == "optimum-o3")  # compare() copied it
+    peer["levels"][0]["p50_ms"] = 2.9  # faster than ours, measured apart
+    peer["one_user_in_turns"] = {
+        "ours_p50_ms": 2.6, "p50_ms": 2.8, "errors": 0, "rounds": 4,
+        "ours_vs_this_by_round": {"p50_median": 0.96, "p50_min": 0.74, "p50_max": 1.04},
+    }  # fmt: skip
+    in_turns = targets(r, "ours")[6]
+    assert in_turns["value"] == 2.6 and in_turns["target"] == "<= 2.8 (optimum-o3, in turns)"
+    assert in_turns["met"] is True and "median 0.96 [0.74–1.04]" in in_turns["detail"]
+    assert "measured apart: 3.0 vs 2.9" in in_turns["detail"]
+    peer["one_user_in_turns"]["ours_p50_ms"] = 2.9
+    assert targets(r, "ours")[6]["met"] is False
+    peer["one_user_in_turns"]["errors"] = 1  # a round with errors: the rows apart decide
+    assert targets(r, "ours")[6]["value"] == 3.0
 
 
 def plan_row(texts_per_s: float) -> dict[str, Any]:

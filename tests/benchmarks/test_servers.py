@@ -155,3 +155,39 @@ def test_the_trained_fp32_graph_is_preferred(
     assert servers.optimum_default(fused) is None
     rows, _ = peer_rows(tmp_path, "--optimum-model", str(tmp_path / "bundle" / "tokenizer.json"))
     assert rows[0]["built_from"].startswith("--optimum-model ")
+
+
+def test_the_strongest_peer_is_measured_beside_ours_at_one_user_in_turns(
+    tmp_path: Path, built: list[tuple[Path, bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def bench_pair(argv: list[str], configs: Any, ports: Any, plan: http.Plan) -> list[Any]:
+        calls.append({"argv": argv, "configs": configs, "ports": ports, "plan": plan})
+        ratio = {"p50_median": 0.97, "p50_min": 0.9, "p50_max": 1.1}
+        ours = {"p50_ms": 2.5, "errors": 0, "rounds": [{}] * 4}
+        return [
+            {"levels": [ours]},
+            {"levels": [{**ours, "p50_ms": 2.7, "ours_vs_this_by_round": ratio}]},
+        ]
+
+    monkeypatch.setattr(servers.paired, "bench_pair", bench_pair)
+    args = parse_args(["--bundle", str(tmp_path / "bundle"), "--checkpoint", str(tmp_path)])
+    ours = servers.paired.Config("ours", {"SENTIMENT_PORT": "8001"})
+    plan = http.Plan(["a"], [1, 500], 0.1, 0.1, 1.0, headers={"Authorization": "Bearer k"})
+    contract = {"preprocess": "tweet-1", "text_pair": True}
+    the_bundle = SimpleNamespace(**(vars(bundle(tmp_path)) | contract))
+    peers = servers.Peers(the_bundle, plan, 8000, False, [], (ours, plan))
+    plain, strongest = peers.run(args)
+    assert "one_user_in_turns" not in plain
+    assert strongest["one_user_in_turns"] == {
+        "ours_p50_ms": 2.5, "p50_ms": 2.7, "errors": 0, "rounds": 4,
+        "ours_vs_this_by_round": {"p50_median": 0.97, "p50_min": 0.9, "p50_max": 1.1},
+    }  # fmt: skip
+    (call,) = calls
+    assert call["argv"][-2:] == ["-m", "service"]  # ours runs as itself
+    mine, peer = call["configs"]
+    assert mine is ours and peer.observed is False and "benchmarks.peers.optimum_ort" in peer.argv
+    assert list(peer.argv[peer.argv.index("--preprocess") :][:2]) == ["--preprocess", "tweet-1"]
+    assert call["ports"] == (8001, 8000) and call["plan"].levels == [1]
+    assert call["plan"].headers == plan.headers  # ours' plan: an API key reaches ours
