@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from service.engine import Encoded, Probs
 from service.errors import ApiError
+from service.protocol import BODY_RECEIVED
 from service.schema import Parsed
 
 CLOSE = {"Connection": "close"}  # after a 408 the rest of the body may still be on its way
@@ -29,21 +30,27 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
     try:
+        if request.scope.get(BODY_RECEIVED):  # whole already (service/protocol.py): no timer
+            return await _read(request, limit)
         async with asyncio.timeout(timeout_s):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise ApiError(413, f"request body is larger than {limit} bytes")
-                chunks.append(chunk)
+            return await _read(request, limit)
     except ClientDisconnect:
         raise ApiError(400, "client disconnected before sending the whole body") from None
     except TimeoutError:
         raise ApiError(
             408, f"the request body did not arrive within {timeout_s:g} s", headers=CLOSE
         ) from None
+
+
+async def _read(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
     return b"".join(chunks)
 
 

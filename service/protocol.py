@@ -15,6 +15,10 @@ started a request, silently if it never sent a byte (HTTP/1.1 allows both).
 
 While the models are full, a `POST /predict` is refused here, once its headers are in, with the
 app's own 503 (service/refusal.py): no ASGI cycle, task or Starlette request for it.
+
+A request whose body is all in when the app reads it (a tweet's request is one packet) is marked
+in its scope (`BODY_RECEIVED`): the app then reads it without arming the body timeout, a timer
+per request that nothing could fire.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from service.errors import error_body
 from service.refusal import STATE_KEY, Refusal, is_predict
 
 BODY = error_body("request_timeout", "request headers not received in time")
+BODY_RECEIVED = "sentiment.body_received"  # scope key: the whole body is in the cycle's buffer
 REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
     b"content-length: " + str(len(BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + BODY
@@ -155,6 +160,12 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._started = False
         if not self._refused():
             super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle is not ANSWERED and not cycle.response_complete:
+            cycle.scope[BODY_RECEIVED] = True  # type: ignore[literal-required]
 
     def _refused(self) -> bool:
         """Answered a `/predict` with the overload refusal, if the models are full."""

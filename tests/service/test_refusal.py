@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from service import Settings, create_app
+from service import Settings, create_app, payload
 from service.protocol import HeaderTimeoutProtocol
 from service.refusal import STATE_KEY, Refusal, is_predict
 from tests.service.test_app import Gate
@@ -203,3 +203,35 @@ def test_only_a_post_to_predict_is_ever_refused_early(
     method: bytes, url: bytes, expected: bool
 ) -> None:
     assert is_predict(method, url) is expected
+
+
+def test_a_body_already_in_is_read_without_arming_the_body_timer(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that came in one packet is read without a timer (one per request that could
+    never fire); a body still on its way when the app reads it gets one, and its 408."""
+    armed: list[float] = []
+    timeout = asyncio.timeout
+
+    def recording(delay: float) -> Any:
+        armed.append(delay)
+        return timeout(delay)
+
+    monkeypatch.setattr(payload.asyncio, "timeout", recording)
+
+    async def go() -> tuple[bytes, list[float], bytes]:
+        async with served(make_settings(body_timeout_s=0.2)) as (server, _):
+            server.gate.open.set()  # the model answers at once
+            whole, whole_socket = server.connect()
+            whole.data_received(request(b"POST", b"/predict", BODY))
+            answered = await settle(whole, whole_socket, 1)
+            after_whole = list(armed)
+            split, split_socket = server.connect()
+            split.data_received(request(b"POST", b"/predict", BODY)[:-5])  # the rest never comes
+            return answered, after_whole, await settle(split, split_socket, 1)
+
+    whole, after_whole, split = asyncio.run(go())
+    assert whole.startswith(b"HTTP/1.1 200 ") and b'"label"' in whole
+    assert after_whole == []  # no timer for the whole body
+    assert armed == [0.2]  # one for the body still on its way
+    assert split.startswith(b"HTTP/1.1 408 ") and b"did not arrive" in split
