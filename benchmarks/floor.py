@@ -26,11 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import http, proctimes
+from benchmarks import http, proctimes, stages
 from benchmarks.ports import free_port
 from benchmarks.server_process import Server, ServerError, python_module
+from benchmarks.servers import ours_env
 from service.bundle import Bundle, load_bundle, write_manifest
 
+OURS = "ours, inference taken out"
+BARE = "bare ASGI app, same uvicorn"
 WARMUP_S = 2.0
 LONGEST_S = 10.0  # measured seconds per server, at most (the run's --duration if shorter)
 BARE_BODY = json.dumps(
@@ -101,8 +104,6 @@ def measure(
 ) -> dict[str, Any]:
     """Ours with the stub bundle, then the bare app, at the top level: RPS and CPU µs per
     request (every thread, and the event loop thread)."""
-    from benchmarks.servers import ours_env  # servers imports the peers: only when measuring
-
     level = max(args.levels)
     warmup, duration = min(args.warmup, WARMUP_S), min(args.duration, LONGEST_S)
     plan = http.Plan(
@@ -114,8 +115,8 @@ def measure(
         port = free_port()
         env = ours_env(args, stub, port)
         servers = [
-            ("ours, inference taken out", python_module("service"), env, port, "/ready"),
-            ("bare ASGI app, same uvicorn", _bare_argv(bare := free_port(port)), {}, bare, "/"),
+            (OURS, python_module("service"), env, port, "/ready"),
+            (BARE, _bare_argv(bare := free_port(port)), {}, bare, "/"),
         ]
         for name, argv, extra, at, ready in servers:
             print(f"floor: {name}")
@@ -138,16 +139,16 @@ def _run(name: str, server: Server, plan: http.Plan) -> dict[str, Any]:
         window = proctimes.Window()
         row = http.run_level(
             "127.0.0.1", server.port, plan.requests(server.port), plan.levels[0], plan.warmup,
-            plan.duration, plan.timeout, server_pid=server.pid,
+            plan.duration, plan.timeout,
             at_window_start=lambda: window.open(server.pid), at_window_end=window.close,
         )  # fmt: skip
-    answered = max(row["ok"] + row["errors"], 1)
+    per_request = stages.cross_check(window.cpu_s, None, row["ok"], window.loop_cpu_s)
     return {
         "name": name,
         "rps": row["rps"],
         "errors": row["errors"],
-        "cpu_us_per_request": round(window.cpu_s / answered * 1e6, 1),
-        "loop_cpu_us_per_request": round(window.loop_cpu_s / answered * 1e6, 1),
+        "cpu_us_per_request": per_request["cpu_us"],
+        "loop_cpu_us_per_request": per_request["loop_cpu_us"],
     }
 
 
@@ -160,36 +161,17 @@ def ceiling(plan_texts_per_s: float, cores: float, request_us: float) -> float:
 
 def section(results: dict[str, Any]) -> list[str]:
     """The report's table: per workload, ours without inference, the bare app, the engine's
-    core time per text, and the ceiling that puts on HTTP ÷ plan beside the measured ratio."""
-    from benchmarks.report import _table  # the report's own table writer
-    from benchmarks.targets import plan_readings
+    core time per text in the service's plan, and the ceiling that puts on HTTP ÷ plan beside
+    the measured ratio (`http_vs_engine`, stored by `results.compare`)."""
+    from benchmarks.report import _table  # the report's own table writer (it imports this)
 
     runs = results.get("workloads", {}).get("runs", [])
-    rows = []
-    for i, run in enumerate(runs):
-        part = results if i == 0 else run
-        floor = part.get("floor")
-        if not floor or not floor["runs"]:
-            continue
-        by_name = {r["name"]: r for r in floor["runs"]}
-        ours = next(iter(by_name.values()))
-        bare = by_name.get("bare ASGI app, same uvicorn")
-        readings = plan_readings(part.get("engine", {}))
-        single = [p for p in part.get("engine", {}).get("service_plan", []) if p["max_batch"] == 1]
-        cores = single[0]["sessions"] * single[0]["threads"] if single else None
-        mean = sum(readings) / len(readings) if readings else None
-        engine_us = round(cores / mean * 1e6, 1) if cores and mean else None
-        top = ceiling(mean, cores, ours["cpu_us_per_request"]) if cores and mean else None
-        measured = (run.get("http_vs_engine") or {}).get("ratio_to_plan")
-        rows.append([
-            run["workload"], floor["concurrency"], ours["rps"], ours["cpu_us_per_request"],
-            ours["loop_cpu_us_per_request"], bare and bare["rps"],
-            bare and bare["cpu_us_per_request"], engine_us, top, measured and round(measured, 3),
-        ])  # fmt: skip
+    parts = [(results if i == 0 else run, run) for i, run in enumerate(runs)]
+    floors = [(part, run, part["floor"]) for part, run in parts if part.get("floor")]
+    rows = [_row(part, run, floor) for part, run, floor in floors]
+    rows = [row for row in rows if row]
     if not rows:
         return []
-    notes = [f"- {n}" for i, run in enumerate(runs)
-             for n in ((results if i == 0 else run).get("floor") or {}).get("notes", [])]  # fmt: skip
     return [
         "## The floor under HTTP ÷ engine",
         "",
@@ -200,7 +182,7 @@ def section(results: dict[str, Any]) -> list[str]:
         " its CPU per request on top, HTTP ÷ plan cannot exceed the ceiling, however well the"
         " cores are used.",
         "",
-        *notes,
+        *(f"- {note}" for _, _, floor in floors for note in floor["notes"]),
         *_table(
             [
                 "workload",
@@ -217,3 +199,23 @@ def section(results: dict[str, Any]) -> list[str]:
             rows,
         ),
     ]
+
+
+def _row(part: dict[str, Any], run: dict[str, Any], floor: dict[str, Any]) -> list[Any] | None:
+    """One workload's cells; None when ours did not run without inference."""
+    by_name = {r["name"]: r for r in floor["runs"]}
+    ours, bare = by_name.get(OURS), by_name.get(BARE)
+    if ours is None:
+        return None
+    single = [p for p in part.get("engine", {}).get("service_plan", []) if p["max_batch"] == 1]
+    cores = single[0]["sessions"] * single[0]["threads"] if single else None
+    ratio = run.get("http_vs_engine") or {}
+    plan = ratio.get("plan_texts_per_s")  # the mean of the readings before and after HTTP
+    engine_us = round(cores / plan * 1e6, 1) if cores and plan else None
+    top = ceiling(plan, cores, ours["cpu_us_per_request"]) if cores and plan else None
+    measured = ratio.get("ratio_to_plan")
+    return [
+        run["workload"], floor["concurrency"], ours["rps"], ours["cpu_us_per_request"],
+        ours["loop_cpu_us_per_request"], bare and bare["rps"],
+        bare and bare["cpu_us_per_request"], engine_us, top, measured and round(measured, 3),
+    ]  # fmt: skip

@@ -162,7 +162,7 @@ def bench_pair(
                     )
                     for i in (half[0], 1 - half[0])
                 }
-                seen = {i: _runs(configs[i], ports[i]) for i in servers}  # start-up runs
+                seen = {i: _runs(configs[i], ports[i]) for i in servers}  # start-up runs, if any
                 for slot, i in enumerate(half):
                     row = run_level(
                         "127.0.0.1",
@@ -175,7 +175,7 @@ def bench_pair(
                         servers[i].pid,
                         keep_latencies=True,
                     )
-                    runs = wait_drained(ports[i]) if configs[i].observed else Counter()
+                    runs = _runs(configs[i], ports[i], drained=True)
                     paths[i] += runs - seen[i]
                     seen[i] = runs
                     per_round[i].append(row)
@@ -196,6 +196,9 @@ def bench_pair(
     return results
 
 
-def _runs(config: Config, port: int) -> Counter[str]:
-    """Inference runs by path so far: our service's /metrics; nothing for a peer."""
-    return scrape(port)[1] if config.observed else Counter()
+def _runs(config: Config, port: int, drained: bool = False) -> Counter[str]:
+    """Inference runs by path so far (`drained`: once nothing admitted is left), from our
+    service's /metrics; none for a peer, which has no such counter."""
+    if not config.observed:
+        return Counter()
+    return wait_drained(port) if drained else scrape(port)[1]

@@ -245,8 +245,8 @@ class Peers:
         peer = paired.Config(name, {}, argv=tuple(self.optimum_argv(model_dir)), observed=False)
         ports = (int(ours.env["SENTIMENT_PORT"]), self.port)
         print(f"http: ours and {name} at one user, in turns")
+        ours_argv = python_module("service")
         try:
-            ours_argv = python_module("service")
             rows = paired.bench_pair(ours_argv, (ours, peer), ports, replace(plan, levels=[1]))
         except ServerError as exc:
             self.notes.append(f"ours beside {name} at one user skipped: {exc}")

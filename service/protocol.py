@@ -163,9 +163,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        cycle = self.cycle
-        if cycle is not None and cycle is not ANSWERED and not cycle.response_complete:
-            cycle.scope[BODY_RECEIVED] = True  # type: ignore[literal-required]
+        if not self.cycle.response_complete:  # a request the app reads (not one refused here)
+            self.cycle.scope[BODY_RECEIVED] = True  # type: ignore[literal-required]
 
     def _refused(self) -> bool:
         """Answered a `/predict` with the overload refusal, if the models are full."""

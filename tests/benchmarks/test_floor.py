@@ -93,7 +93,14 @@ def test_the_section_puts_the_ceiling_beside_the_measured_ratio() -> None:
                 },
             ],
         },
-        "workloads": {"runs": [{"workload": "semeval", "http_vs_engine": {"ratio_to_plan": 0.7}}]},
+        "workloads": {
+            "runs": [
+                {
+                    "workload": "semeval",
+                    "http_vs_engine": {"ratio_to_plan": 0.7, "plan_texts_per_s": 1000.0},
+                }
+            ]
+        },
     }
     lines = floor.section(results)
     assert lines[0] == "## The floor under HTTP ÷ engine"
