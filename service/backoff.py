@@ -46,8 +46,8 @@ class RetryAfter:
         """Count one refusal; the header value to send with it."""
         self._revise()
         wait = self.seconds
-        if wait >= 3:  # +-1/3, mean unchanged
-            wait = self._rng.randint(wait - wait // 3, wait + wait // 3)
+        if wait >= 3:  # +-1/3, mean unchanged below the ceiling, which holds for the jitter too
+            wait = min(self._ceiling, self._rng.randint(wait - wait // 3, wait + wait // 3))
         back = int((self._clock() + wait) * 10)  # tenths of a second
         self._away[back] = self._away.get(back, 0) + 1
         return str(wait)

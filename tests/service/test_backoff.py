@@ -78,3 +78,16 @@ def test_nothing_answered_is_bounded_by_the_ceiling() -> None:
             clock.now = second + i / 500
             policy.refused()
     assert policy.seconds == CEILING_S
+
+
+def test_no_wait_handed_out_exceeds_the_ceiling_jitter_included() -> None:
+    clock = Clock()
+    policy = RetryAfter(clock=clock, rng=random.Random(0))
+    handed: list[int] = []
+    for second in range(8):
+        for i in range(500):  # nothing answered: the wait climbs to the ceiling
+            clock.now = second + i / 500
+            handed.append(int(policy.refused()))
+    assert policy.seconds == CEILING_S
+    assert max(handed) == CEILING_S  # reached, never passed (the jitter used to go on top of it)
+    assert min(handed[-500:]) == CEILING_S - CEILING_S // 3  # the jitter still spreads them
