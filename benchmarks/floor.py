@@ -1,13 +1,18 @@
-"""What a request costs our service with inference taken out, beside a bare ASGI app on the
-same server: the floor under issue #23's HTTP ÷ engine ratio.
+"""What a request costs our service with inference taken out, beside the least a Python server
+can do for the same answer and a bare ASGI app on the same server: the floor under issue #23's
+HTTP ÷ engine ratio.
 
 Ours runs with a *stub* of the bundle: its own tokenizer and config (so normalisation,
 tokenization, validation, scheduling and the thread hand-off, metrics, the access log and the
 response are the real ones) and, for the model, a table-lookup graph (Gather + ReduceMean: a few
 µs). The bare app answers a fixed JSON body from a few lines of ASGI on uvicorn with the
-service's event loop and parser (uvloop, httptools), no access log. Both at the run's top level,
-one after the other; CPU per answered request from the server's process tree, the event loop
-thread's from the OS.
+service's event loop and parser (uvloop, httptools), no access log. Between them, *the
+contract app*: the same engine (`service.engine.Engine`: normalisation, the pair tokenizer, one
+`session.run` per request in a pool of the service's size) behind a few lines of ASGI, with none
+of what the service adds (validation, admission, timeouts, metrics, the access log): run on the
+stub for its CPU per request, and on the real bundle for the HTTP ÷ plan a minimal Python
+server reaches on this stack. Each at the run's top level, one after the other; CPU per
+answered request from the server's process tree, the event loop thread's from the OS.
 
 If the engine costs E µs of core per text in the service's plan and ours costs S µs per request
 with inference taken out, HTTP ÷ plan cannot exceed E / (E + S), however well the cores are
@@ -18,9 +23,13 @@ shares the cores and caches with ONNX Runtime), so the measured ratio sits below
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +40,13 @@ from benchmarks.ports import free_port
 from benchmarks.server_process import Server, ServerError, python_module
 from benchmarks.servers import ours_env
 from service.bundle import Bundle, load_bundle, write_manifest
+from service.engine import Engine
 
 OURS = "ours, inference taken out"
+CONTRACT = "contract app, inference taken out"
+CONTRACT_MODEL = "contract app, the model"
 BARE = "bare ASGI app, same uvicorn"
+BUNDLE_ENV = "FLOOR_BUNDLE"  # the contract app's bundle folder
 WARMUP_S = 2.0
 LONGEST_S = 10.0  # measured seconds per server, at most (the run's --duration if shorter)
 BARE_BODY = json.dumps(
@@ -41,28 +54,86 @@ BARE_BODY = json.dumps(
      "Positive": 0.25}, "truncated": False, "model": "bare"},
     separators=(",", ":"),
 ).encode()  # fmt: skip
-BARE_START = {
-    "type": "http.response.start",
-    "status": 200,
-    "headers": [
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(BARE_BODY)),
-    ],
-}
+
+
+def _start(length: int) -> dict[str, Any]:
+    """A 200 with a JSON body of `length` bytes."""
+    return {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % length)],
+    }
+
+
+BARE_START = _start(len(BARE_BODY))
 
 
 async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The least an ASGI app can do per request: read the body, send a fixed answer."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await _lifespan(receive, send)
         return
-    more = True
-    while more:
-        more = (await receive()).get("more_body", False)
+    await _body(receive)
     await send(BARE_START)
     await send({"type": "http.response.body", "body": BARE_BODY})
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _body(receive: Any) -> bytes:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+class ContractApp:
+    """The least a Python server does for `POST /predict`'s answer with the service's engine:
+    parse the JSON, normalise and tokenize on the loop (as the service does for a tweet), one
+    `session.run` in a thread of a pool the service's size, the answer as JSON. Nothing else:
+    no validation beyond what a KeyError gives, no admission, timeouts, metrics or log."""
+
+    def __init__(self, bundle: Path, workers: int) -> None:
+        self.engine = Engine(load_bundle(bundle), threads=1)
+        self.engine.warmup(1, self.engine.max_length)
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="infer")
+        self.name = self.engine.bundle.model_name
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        body = await _body(receive)
+        answer = await self.answer(body) if scope["method"] == "POST" else b"{}"
+        await send(_start(len(answer)))
+        await send({"type": "http.response.body", "body": answer})
+
+    async def answer(self, body: bytes) -> bytes:
+        request = json.loads(body)
+        entity = request.get("entity")
+        engine = self.engine
+        (encoded,) = engine.encode([request["text"]], None if entity is None else [entity])
+        loop = asyncio.get_running_loop()
+        (probs,) = await loop.run_in_executor(self.pool, engine.infer, [encoded.ids])
+        best = int(probs.argmax())
+        scores = {label: round(float(p), 4) for label, p in zip(engine.labels, probs, strict=True)}
+        return json.dumps(
+            {"label": engine.labels[best], "score": scores[engine.labels[best]], "scores": scores,
+             "truncated": encoded.truncated, "model": self.name},
+            separators=(",", ":"),
+        ).encode()  # fmt: skip
+
+
+def contract_app() -> ContractApp:
+    """uvicorn's factory: the bundle from the environment, one pool thread per core (the
+    service's default plan: one single-threaded run per core)."""
+    return ContractApp(Path(os.environ[BUNDLE_ENV]), len(os.sched_getaffinity(0)))
 
 
 def stub_bundle(bundle: Bundle, folder: Path) -> Path:
@@ -102,8 +173,9 @@ def stub_bundle(bundle: Bundle, folder: Path) -> Path:
 def measure(
     args: argparse.Namespace, bundle: Bundle, texts: list[str], entities: list[str] | None
 ) -> dict[str, Any]:
-    """Ours with the stub bundle, then the bare app, at the top level: RPS and CPU µs per
-    request (every thread, and the event loop thread)."""
+    """Ours and the contract app with the stub bundle, the contract app with the model, then
+    the bare app, at the top level: RPS and CPU µs per request (every thread, and the event
+    loop thread)."""
     level = max(args.levels)
     warmup, duration = min(args.warmup, WARMUP_S), min(args.duration, LONGEST_S)
     plan = http.Plan(
@@ -112,25 +184,34 @@ def measure(
     out: dict[str, Any] = {"concurrency": level, "runs": [], "notes": []}
     with tempfile.TemporaryDirectory(prefix="bench-stub-") as tmp:
         stub = load_bundle(stub_bundle(bundle, Path(tmp) / bundle.path.name))
-        port = free_port()
-        env = ours_env(args, stub, port)
-        servers = [
-            (OURS, python_module("service"), env, port, "/ready"),
-            (BARE, _bare_argv(bare := free_port(port)), {}, bare, "/"),
-        ]
-        for name, argv, extra, at, ready in servers:
+        contract = _uvicorn("benchmarks.floor:contract_app", "--factory")
+        servers: dict[str, tuple[list[str], Callable[[int], dict[str, str]], str]] = {
+            # name -> argv, environment for a port, ready path (uvicorn's port goes on its argv)
+            OURS: (python_module("service"), lambda port: ours_env(args, stub, port), "/ready"),
+            CONTRACT: (contract, lambda _: {BUNDLE_ENV: str(stub.path)}, "/"),
+            CONTRACT_MODEL: (contract, lambda _: {BUNDLE_ENV: str(bundle.path)}, "/"),
+            BARE: (_uvicorn("benchmarks.floor:bare_app"), lambda _: {}, "/"),
+        }
+        for name, (argv, env, ready) in servers.items():
             print(f"floor: {name}")
+            port = free_port()
+            ports = [] if name == OURS else ["--port", str(port)]
+            server = Server(name, [*argv, *ports], port, env(port), ready)
             try:
-                out["runs"].append(_run(name, Server(name, argv, at, extra, ready), plan))
+                out["runs"].append(row := _run(name, server, plan))
             except ServerError as exc:
                 out["notes"].append(f"{name}: SKIPPED, {str(exc).splitlines()[0]}")
+                continue
+            if row["errors"]:
+                out["notes"].append(f"{name}: {row['errors']} errors")
     return out
 
 
-def _bare_argv(port: int) -> list[str]:
+def _uvicorn(app: str, *options: str) -> list[str]:
+    """uvicorn as the service runs it (uvloop, httptools), no access log; the port follows."""
     return python_module(
-        "uvicorn", "benchmarks.floor:bare_app", "--host", "127.0.0.1", "--port", str(port),
-        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+        "uvicorn", app, *options, "--host", "127.0.0.1", "--loop", "uvloop", "--http",
+        "httptools", "--no-access-log", "--log-level", "warning",
     )  # fmt: skip
 
 
@@ -160,62 +241,72 @@ def ceiling(plan_texts_per_s: float, cores: float, request_us: float) -> float:
 
 
 def section(results: dict[str, Any]) -> list[str]:
-    """The report's table: per workload, ours without inference, the bare app, the engine's
-    core time per text in the service's plan, and the ceiling that puts on HTTP ÷ plan beside
-    the measured ratio (`http_vs_engine`, stored by `results.compare`)."""
+    """The report's table: per workload, ours, the contract app and the bare app without
+    inference, the ceiling each one's CPU per request puts on HTTP ÷ plan, and the ratio ours
+    and the contract app reach with the model (ours: `http_vs_engine`, stored by
+    `results.compare`)."""
     from benchmarks.report import _table  # the report's own table writer (it imports this)
 
     runs = results.get("workloads", {}).get("runs", [])
     parts = [(results if i == 0 else run, run) for i, run in enumerate(runs)]
     floors = [(part, run, part["floor"]) for part, run in parts if part.get("floor")]
-    rows = [_row(part, run, floor) for part, run, floor in floors]
-    rows = [row for row in rows if row]
+    rows = [row for part, run, floor in floors for row in _rows(part, run, floor)]
     if not rows:
         return []
     return [
         "## The floor under HTTP ÷ engine",
         "",
-        "Ours with the bundle's tokenizer and config but a table-lookup graph (inference taken"
-        " out, everything else real), and a bare ASGI app on the same uvicorn, each at the top"
-        " level in a run of its own (benchmarks/floor.py). The engine's core time per text is"
-        " the service's plan (mean of the readings before and after HTTP); with ours costing"
-        " its CPU per request on top, HTTP ÷ plan cannot exceed the ceiling, however well the"
-        " cores are used.",
+        "Each server at the top level in a run of its own (benchmarks/floor.py), first with"
+        " inference taken out (the bundle's tokenizer and config, a table-lookup graph), then"
+        " the contract app with the model. *Ours*: the service with its defaults. *Contract"
+        " app*: the same engine (normalisation, tokenizer, one run per request in a pool of the"
+        " service's size) behind a few lines of ASGI, nothing else: the least a Python server"
+        " on this stack does for the answer. *Bare app*: fixed JSON. With a server's CPU per"
+        " request on top of the engine's core time per text (the service's plan, mean of the"
+        " readings before and after HTTP), HTTP ÷ plan cannot exceed the ceiling, however well"
+        " the cores are used.",
         "",
         *(f"- {note}" for _, _, floor in floors for note in floor["notes"]),
         *_table(
             [
                 "workload",
+                "server",
                 "concurrency",
-                "ours w/o inference RPS",
-                "its CPU µs/request",
-                "its loop thread µs/request",
-                "bare app RPS",
-                "bare app CPU µs/request",
-                "engine core µs/text (plan)",
+                "w/o inference: RPS",
+                "CPU µs/request",
+                "loop thread µs/request",
                 "ceiling on HTTP ÷ plan",
-                "HTTP ÷ plan measured",
+                "with the model: HTTP ÷ plan",
+                "engine core µs/text (plan)",
             ],
             rows,
         ),
     ]
 
 
-def _row(part: dict[str, Any], run: dict[str, Any], floor: dict[str, Any]) -> list[Any] | None:
-    """One workload's cells; None when ours did not run without inference."""
+def _rows(part: dict[str, Any], run: dict[str, Any], floor: dict[str, Any]) -> list[list[Any]]:
+    """One workload's rows; none when ours did not run without inference."""
     by_name = {r["name"]: r for r in floor["runs"]}
-    ours, bare = by_name.get(OURS), by_name.get(BARE)
-    if ours is None:
-        return None
+    if OURS not in by_name:
+        return []
     single = [p for p in part.get("engine", {}).get("service_plan", []) if p["max_batch"] == 1]
     cores = single[0]["sessions"] * single[0]["threads"] if single else None
     ratio = run.get("http_vs_engine") or {}
     plan = ratio.get("plan_texts_per_s")  # the mean of the readings before and after HTTP
     engine_us = round(cores / plan * 1e6, 1) if cores and plan else None
-    top = ceiling(plan, cores, ours["cpu_us_per_request"]) if cores and plan else None
-    measured = ratio.get("ratio_to_plan")
-    return [
-        run["workload"], floor["concurrency"], ours["rps"], ours["cpu_us_per_request"],
-        ours["loop_cpu_us_per_request"], bare and bare["rps"],
-        bare and bare["cpu_us_per_request"], engine_us, top, measured and round(measured, 3),
-    ]  # fmt: skip
+    model = by_name.get(CONTRACT_MODEL)
+    measured = {
+        OURS: ratio.get("ratio_to_plan"),
+        CONTRACT: model and plan and model["rps"] / plan,
+    }
+    rows = []
+    for name, label in ((OURS, "ours"), (CONTRACT, "contract app"), (BARE, "bare app")):
+        if (stub := by_name.get(name)) is None:
+            continue
+        top = ceiling(plan, cores, stub["cpu_us_per_request"]) if cores and plan else None
+        got = measured.get(name)
+        rows.append([
+            run["workload"], label, floor["concurrency"], stub["rps"], stub["cpu_us_per_request"],
+            stub["loop_cpu_us_per_request"], top, got and round(got, 3), engine_us,
+        ])  # fmt: skip
+    return rows

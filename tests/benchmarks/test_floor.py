@@ -1,6 +1,8 @@
-"""The floor under HTTP ÷ engine: the stub bundle, the bare app, the ceiling and its table."""
+"""The floor under HTTP ÷ engine: the stub bundle, the contract app, the bare app, the ceiling
+and its table."""
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +31,10 @@ def test_the_stub_keeps_the_bundles_contract_and_only_swaps_the_graph(
         assert np.isclose(sum(prediction.scores.values()), 1.0, atol=1e-4)
 
 
-def _asgi(scope: dict[str, Any], incoming: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """What the bare app sends for `scope`, given the messages it receives, in order."""
+def _asgi(
+    scope: dict[str, Any], incoming: list[dict[str, Any]], app: Any = floor.bare_app
+) -> list[dict[str, Any]]:
+    """What `app` sends for `scope`, given the messages it receives, in order."""
     sent: list[dict[str, Any]] = []
     queue = list(incoming)
 
@@ -40,7 +44,7 @@ def _asgi(scope: dict[str, Any], incoming: list[dict[str, Any]]) -> list[dict[st
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    asyncio.run(floor.bare_app(scope, receive, send))
+    asyncio.run(app(scope, receive, send))
     assert not queue  # every message was read: the whole body, both lifespan events
     return sent
 
@@ -62,6 +66,27 @@ def test_the_bare_app_starts_and_stops_with_the_server() -> None:
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
+def test_the_contract_app_answers_as_the_service_does(pair_bundle: Path) -> None:
+    """Same engine, same answer: its cost is the cost of the service's own work."""
+    app = floor.ContractApp(pair_bundle, workers=2)
+    scope = {"type": "http", "method": "POST", "path": "/predict"}
+    requests = [{"text": "so sad 😭💔 http://t.co/x", "entity": "Game"}, {"text": "I love it"}]
+    with load(pair_bundle) as model:
+        for request in requests:
+            chunks = json.dumps(request).encode()
+            body = [
+                {"type": "http.request", "body": chunks[:7], "more_body": True},
+                {"type": "http.request", "body": chunks[7:], "more_body": False},
+            ]
+            start, answer = _asgi(scope, body, app)
+            got = json.loads(answer["body"])
+            assert dict(start["headers"])[b"content-length"] == str(len(answer["body"])).encode()
+            (want,) = model.predict([request["text"]], [request.get("entity")])
+            assert got["label"] == want.label and got["model"] == model.name
+            assert got["scores"] == pytest.approx(want.scores, abs=1e-4)
+    app.pool.shutdown()
+
+
 def test_the_ceiling_is_the_engines_share_of_a_requests_core_time() -> None:
     # 1,000 texts/s on 2 cores: 2,000 µs of core per text; 250 µs besides: 2000 / 2250
     assert floor.ceiling(1000.0, 2, 250.0) == pytest.approx(0.889, abs=1e-3)
@@ -69,28 +94,28 @@ def test_the_ceiling_is_the_engines_share_of_a_requests_core_time() -> None:
     assert floor.ceiling(2000.0, 2, 250.0) < floor.ceiling(1000.0, 2, 250.0)  # faster engine
 
 
-def test_the_section_puts_the_ceiling_beside_the_measured_ratio() -> None:
+def _stub_run(name: str, rps: float, cpu: float, loop: float) -> dict[str, Any]:
+    return {
+        "name": name,
+        "rps": rps,
+        "errors": 0,
+        "cpu_us_per_request": cpu,
+        "loop_cpu_us_per_request": loop,
+    }
+
+
+def test_the_section_puts_each_servers_ceiling_beside_its_measured_ratio() -> None:
     plan = [{"max_batch": 1, "sessions": 2, "threads": 1, "texts_per_s": 900.0}]
     results = {
         "engine": {"service_plan": plan, "service_plan_after": {**plan[0], "texts_per_s": 1100.0}},
         "floor": {
             "concurrency": 500,
-            "notes": [],
+            "notes": ["contract app, the model: 3 errors"],
             "runs": [
-                {
-                    "name": "ours, inference taken out",
-                    "rps": 3500.0,
-                    "errors": 0,
-                    "cpu_us_per_request": 250.0,
-                    "loop_cpu_us_per_request": 180.0,
-                },
-                {
-                    "name": "bare ASGI app, same uvicorn",
-                    "rps": 30000.0,
-                    "errors": 0,
-                    "cpu_us_per_request": 30.0,
-                    "loop_cpu_us_per_request": 30.0,
-                },
+                _stub_run(floor.OURS, 3500.0, 250.0, 180.0),
+                _stub_run(floor.CONTRACT, 9000.0, 100.0, 70.0),
+                _stub_run(floor.CONTRACT_MODEL, 930.0, 2100.0, 90.0),
+                _stub_run(floor.BARE, 30000.0, 30.0, 30.0),
             ],
         },
         "workloads": {
@@ -104,9 +129,14 @@ def test_the_section_puts_the_ceiling_beside_the_measured_ratio() -> None:
     }
     lines = floor.section(results)
     assert lines[0] == "## The floor under HTTP ÷ engine"
-    (row,) = [line for line in lines if line.startswith("| semeval")]
-    # mean plan 1,000 texts/s on 2 cores: 2,000 µs per text, ceiling 2000 / 2250
-    assert row == "| semeval | 500 | 3,500 | 250.0 | 180.0 | 30,000 | 30.0 | 2,000 | 0.889 | 0.7 |"
+    assert "- contract app, the model: 3 errors" in lines
+    rows = [line for line in lines if line.startswith("| semeval")]
+    # mean plan 1,000 texts/s on 2 cores: 2,000 µs per text; ceilings 2000 / (2000 + CPU)
+    assert rows == [
+        "| semeval | ours | 500 | 3,500 | 250.0 | 180.0 | 0.889 | 0.7 | 2,000 |",
+        "| semeval | contract app | 500 | 9,000 | 100.0 | 70.0 | 0.952 | 0.93 | 2,000 |",
+        "| semeval | bare app | 500 | 30,000 | 30.0 | 30.0 | 0.985 | – | 2,000 |",
+    ]
 
 
 def test_no_floor_measured_no_section() -> None:

@@ -132,10 +132,12 @@ def test_both_workloads_get_the_engine_alone_and_our_http(
         assert run["http_vs_engine"]["ratio"] > 0 and run["http_vs_engine"]["concurrency"] == 1
     text = json_path.with_suffix(".md").read_text()
     assert "## Workloads: HTTP ÷ engine alone" in text and "| semeval |" in text
-    for part in (results, semeval):  # the floor: ours without inference, and the bare app
+    for part in (results, semeval):  # the floor: ours and the contract app, the bare app
         runs = part["floor"]["runs"]
         assert [run["name"] for run in runs] == [
             "ours, inference taken out",
+            "contract app, inference taken out",
+            "contract app, the model",
             "bare ASGI app, same uvicorn",
         ], part["floor"]["notes"]
         assert all(run["errors"] == 0 and run["cpu_us_per_request"] > 0 for run in runs)
