@@ -195,5 +195,17 @@ def convert_minilm(out: Path | None = None) -> Path:
 
 
 def resolve_base_model(name: str) -> str:
-    """`minilm` → the converted local checkpoint; anything else is a path or hub id as given."""
+    """`minilm` → the converted local checkpoint, `mpnet` → the distillation teacher's;
+    anything else is a path or hub id as given."""
+    from training import teacher
+
+    if name == teacher.NAME:
+        return str(teacher.convert_mpnet())
     return str(convert_minilm()) if name == DEFAULT_BASE else name
+
+
+def classifier_output(model: Any) -> Any:
+    """The head's last Dense layer, where a temperature or a prior shift is folded: DistilBERT's
+    `classifier`, MPNet's `classifier.out_proj`."""
+    head = model.classifier
+    return head if hasattr(head, "kernel") else head.out_proj

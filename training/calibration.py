@@ -51,8 +51,11 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def fold_temperature(model: Any, temperature: float) -> None:
-    """Divide the head's kernel and bias by T (TFDistilBertForSequenceClassification.classifier)."""
-    for weight in (model.classifier.kernel, model.classifier.bias):
+    """Divide the head's last kernel and bias by T."""
+    from training.base_model import classifier_output
+
+    head = classifier_output(model)
+    for weight in (head.kernel, head.bias):
         weight.assign(weight.numpy() / temperature)
 
 

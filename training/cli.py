@@ -17,11 +17,12 @@ from pathlib import Path
 
 from training.baseline import tfidf_svm
 from training.checkpoint import save_checkpoint
-from training.general import add_source_args, is_general, run_general
+from training.general import add_distill_args, add_source_args, is_general, run_general
 from training.protocol import build_splits
 from training.reader import DataError
 from training.report import LEAKY_NOTE, build_metrics, write_run
 from training.sources import SpecError
+from training.teacher import SOFT_LABELS, SoftLabelError
 from training.train import TrainConfig, evaluate_rows, fine_tune
 
 log = logging.getLogger("training")
@@ -38,6 +39,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "or a CSV/TSV/JSONL file (with --text-col, --label-col) or a data spec .toml",
     )
     add_source_args(p)
+    add_distill_args(p)
     p.add_argument(
         "--out", type=Path, required=True, help="run folder: model/, metrics.json, curve.png"
     )
@@ -50,7 +52,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--base-model",
         default=d.base_model,
-        help="'minilm' (offline, default), a DistilBERT checkpoint path or hub id",
+        help="'minilm' (offline, default), 'mpnet' (offline: a distillation teacher, not "
+        "exportable), a checkpoint path or hub id",
     )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--lr", type=float, default=d.learning_rate)
@@ -126,14 +129,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         soup=args.soup,
         preprocess=None if args.preprocess == "none" else args.preprocess,
         source_weights=args.source_weights,
+        teacher_labels=str(args.teacher / SOFT_LABELS) if args.teacher else None,
+        distill_weight=args.distill_weight,
     )
-    if config.source_weights and not general:
-        print("error: --source-weights needs --sources (or a data file)", file=sys.stderr)
+    if not 0.0 <= config.distill_weight <= 1.0:
+        print("error: --distill-weight must be in [0, 1]", file=sys.stderr)
         return 2
+    if config.teacher_labels and not Path(config.teacher_labels).is_file():
+        print(f"error: {config.teacher_labels}: no such file (a teacher run's "
+              "--write-soft-labels)", file=sys.stderr)  # fmt: skip
+        return 2
+    for flag, given in (("--source-weights", config.source_weights), ("--teacher", args.teacher),
+                        ("--write-soft-labels", args.write_soft_labels)):  # fmt: skip
+        if given and not general:
+            print(f"error: {flag} needs --sources (or a data file)", file=sys.stderr)
+            return 2
     if general:
         try:
             return run_general(args, config)
-        except (DataError, SpecError) as exc:
+        except (DataError, SpecError, SoftLabelError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     started = time.perf_counter()

@@ -44,6 +44,7 @@ from training.sources import (
     spec_from_toml,
     user_source,
 )
+from training.teacher import SOFT_LABELS, write_soft_labels
 from training.train import TrainConfig, fine_tune, logits_report
 
 log = logging.getLogger("training")
@@ -103,6 +104,27 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
         metavar="{auto,off,TAU}",
         help="auto: fold a dev-chosen logit shift for macro recall into the head (training.prior); "
         "a number: that tau, chosen elsewhere (the pooled dev's table is still recorded)",
+    )
+
+
+def add_distill_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("distillation (training.teacher)")
+    g.add_argument(
+        "--write-soft-labels",
+        action="store_true",
+        help="a teacher run: after calibration, keep its probabilities on the training rows in "
+        f"OUT/{SOFT_LABELS} for a student's --teacher",
+    )
+    g.add_argument(
+        "--teacher",
+        type=Path,
+        help=f"a teacher's run folder: learn from its {SOFT_LABELS} (same sources and split)",
+    )
+    g.add_argument(
+        "--distill-weight",
+        type=float,
+        default=TrainConfig.distill_weight,
+        help="the teacher's share of each training row's target, in [0, 1]",
     )
 
 
@@ -253,6 +275,8 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
             log.info("TEST %s: accuracy %.4f macro-F1 %.4f macro-recall %.4f (n=%d)",
                      name, report["accuracy"], report["macro_f1"], report["macro_recall"], report["n"])  # fmt: skip
         baseline = tfidf_svm_per_source(train, dev, tests, config.labels)
+    if args.write_soft_labels:
+        _soft_labels(model, tokenizer, train, config, args.out / SOFT_LABELS)
     save_checkpoint(model, tokenizer, config.checkpoint_info(), args.out / "model")
     metrics = build_metrics(
         config, history, test, dev_report, summary, None, time.perf_counter() - started
@@ -266,6 +290,21 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
     write_run(args.out, metrics, history, baseline)
     log.info("wrote %s", args.out)
     return 0
+
+
+def _soft_labels(
+    model: Any, tokenizer: Any, rows: Sequence[Row], config: TrainConfig, path: Path
+) -> None:
+    """The model's probabilities on the training rows, as it now computes them (calibrated)."""
+    data = encode(
+        tokenizer, rows, config.labels, config.max_length, config.text_pair, config.preprocess
+    )
+    probs = softmax(predict_logits(model, data, pad_id=tokenizer.pad_token_id or 0))
+    write_soft_labels(path, rows, probs, config.labels)
+    agree = float((probs.argmax(axis=1) == data.labels).mean())
+    log.info(
+        "soft labels: %d training rows, argmax agrees with the label on %.4f", len(rows), agree
+    )
 
 
 def _correct_prior(

@@ -71,6 +71,8 @@ def choose_shift(
 
 
 def fold_into_bias(model: Any, shift: np.ndarray) -> None:
-    """Add the shift to the classification head's bias (TFDistilBertForSequenceClassification)."""
-    bias = model.classifier.bias
+    """Add the shift to the classification head's last bias."""
+    from training.base_model import classifier_output
+
+    bias = classifier_output(model).bias
     bias.assign(bias.numpy() + shift)

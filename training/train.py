@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,10 @@ class TrainConfig:
     # Loss weight per source name (others 1), rescaled to mean 1 over the training rows so the
     # step size stays the unweighted recipe's: a source's share of the gradient, not of the time.
     source_weights: dict[str, float] = field(default_factory=dict)
+    # Distillation (training.teacher): a teacher run's soft labels for these training rows, and
+    # the share of each row's target they take (the rest is the row's own label).
+    teacher_labels: str | None = None
+    distill_weight: float = 0.5
 
     def checkpoint_info(self) -> CheckpointInfo:
         """How this config fed the model: the facts export and the service must not guess."""
@@ -76,13 +81,13 @@ def set_seed(seed: int) -> None:
 
 def load_model(base_model: str, labels: Sequence[str]) -> tuple[Any, Any]:
     """A classifier head on the base encoder (random head, seeded), and its tokenizer."""
-    from transformers import AutoTokenizer, TFDistilBertForSequenceClassification
+    from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
     from training.base_model import head_labels, resolve_base_model
 
     path = resolve_base_model(base_model)
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = TFDistilBertForSequenceClassification.from_pretrained(
+    model = TFAutoModelForSequenceClassification.from_pretrained(
         path, **head_labels(labels), ignore_mismatched_sizes=True
     )
     return model, tokenizer
@@ -127,6 +132,7 @@ def _fine_tune_one(
     dev = _encode(tokenizer, dev_rows, config)
     lengths = [len(x) for x in train.ids]
     weights = row_weights(train_rows, config.source_weights)
+    targets = _targets(config, train_rows, train.labels)
     train_step = _train_step(model, config, math.ceil(len(train) / config.batch_size))
     rng = np.random.default_rng(seed)
     history = History()
@@ -135,7 +141,7 @@ def _fine_tune_one(
     for epoch in range(1, config.epochs + 1):
         batches = batch_indices(lengths, config.batch_size, rng)
         desc = f"epoch {epoch}/{config.epochs}"
-        losses = _train_epoch(train_step, train, weights, batches, pad_id, desc, progress)
+        losses = _train_epoch(train_step, train, targets, weights, batches, pad_id, desc, progress)
         history.step_loss.extend(losses)
         report = evaluate_split(model, dev, config.labels, pad_id)
         history.epochs.append(_epoch_record(epoch, losses, report, started))
@@ -159,6 +165,16 @@ def row_weights(rows: Sequence[Row], source_weights: dict[str, float]) -> np.nda
     if len(weights) and weights.min() <= 0:
         raise ValueError("source weights must be positive")
     return weights / weights.mean() if len(weights) else weights
+
+
+def _targets(config: TrainConfig, rows: Sequence[Row], y: np.ndarray) -> np.ndarray:
+    """Each training row's target distribution: its label, or mixed with a teacher's."""
+    from training.teacher import distill_targets, read_soft_labels
+
+    soft = None
+    if config.teacher_labels:
+        soft = read_soft_labels(Path(config.teacher_labels), rows, config.labels)
+    return distill_targets(y, soft, config.distill_weight, len(config.labels))
 
 
 def _seeded_model(config: TrainConfig, seed: int) -> tuple[Any, Any]:
@@ -191,12 +207,12 @@ def _train_step(model: Any, config: TrainConfig, steps_per_epoch: int) -> Any:
         num_warmup_steps=int(total * config.warmup_ratio),
         weight_decay_rate=config.weight_decay,
     )
-    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    # Soft targets: a one-hot label gives exactly the sparse cross-entropy.
+    loss_fn = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
     spec = tf.TensorSpec([None, None], tf.int32)
+    targets = tf.TensorSpec([None, len(config.labels)], tf.float32)
 
-    rows = tf.TensorSpec([None], tf.int32)
-
-    @tf.function(input_signature=[spec, spec, rows, tf.TensorSpec([None], tf.float32)])
+    @tf.function(input_signature=[spec, spec, targets, tf.TensorSpec([None], tf.float32)])
     def train_step(input_ids: Any, mask: Any, y: Any, weight: Any) -> Any:
         with tf.GradientTape() as tape:
             logits = model(input_ids=input_ids, attention_mask=mask, training=True).logits
@@ -211,6 +227,7 @@ def _train_step(model: Any, config: TrainConfig, steps_per_epoch: int) -> Any:
 def _train_epoch(
     train_step: Any,
     train: Encoded,
+    targets: np.ndarray,
     weights: np.ndarray,
     batches: list[np.ndarray],
     pad_id: int,
@@ -225,7 +242,7 @@ def _train_epoch(
     losses: list[float] = []
     for idx in bar:
         input_ids, mask = pad([train.ids[i] for i in idx], pad_id)
-        losses.append(float(train_step(input_ids, mask, train.labels[idx], weights[idx])))
+        losses.append(float(train_step(input_ids, mask, targets[idx], weights[idx])))
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
     return losses
 

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import NEGATIVE, POSITIVE
@@ -139,3 +140,60 @@ def test_noncommercial_sources_need_the_opt_in(
         ["--data", str(tmp_path), "--sources", "gop_debate", "--out", str(tmp_path / "run")]
     )
     assert code == 2 and "--allow-noncommercial" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_student_learns_from_its_teachers_soft_labels(tmp_path: Path, tiny_base: Path) -> None:
+    root = write_source_root(tmp_path / "data")
+    common = ["--data", str(root), "--base-model", str(tiny_base), "--dev-only",
+              *TINY[:1], "2", *TINY[2:]]  # fmt: skip
+    teacher_run = tmp_path / "teacher"
+    args = [*common, "--sources", "semeval2017,apple", "--out", str(teacher_run)]
+    assert main([*args, "--write-soft-labels", "--prior-correction", "off"]) == 0
+    with np.load(teacher_run / "soft-labels.npz") as soft:
+        train_rows = json.loads((teacher_run / "metrics.json").read_text())["data"]["train"]
+        assert soft["probs"].shape == (train_rows["rows"], 3)
+        np.testing.assert_allclose(soft["probs"].sum(axis=1), 1.0, rtol=1e-5)
+
+    student = tmp_path / "student"
+    args = [*common, "--sources", "semeval2017,apple", "--out", str(student)]
+    assert main([*args, "--teacher", str(teacher_run), "--distill-weight", "0.7"]) == 0
+    config = json.loads((student / "metrics.json").read_text())["config"]
+    assert config["teacher_labels"] == str(teacher_run / "soft-labels.npz")
+    assert config["distill_weight"] == 0.7
+
+
+def test_a_teacher_from_another_split_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.data import Row
+    from training.teacher import write_soft_labels
+
+    root = write_source_root(tmp_path / "data")
+    teacher_run = tmp_path / "teacher"
+    teacher_run.mkdir()
+    other = [Row(1, "", "Neutral", "a tweet from elsewhere", "sanders")]
+    labels = ("Negative", "Neutral", "Positive")
+    write_soft_labels(teacher_run / "soft-labels.npz", other, np.full((1, 3), 1 / 3), labels)
+    args = ["--data", str(root), "--sources", "apple", "--out", str(tmp_path / "run"),
+            "--teacher", str(teacher_run), "--limit", "4"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "no soft label for 4 of 4 training rows" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--teacher", "nowhere"], "nowhere/soft-labels.npz: no such file"),
+        (["--distill-weight", "1.5"], "--distill-weight must be in [0, 1]"),
+    ],
+)
+def test_bad_distillation_flags_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code = main(
+        ["--data", str(tmp_path), "--sources", "apple", "--out", str(tmp_path / "r"), *args]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
