@@ -24,7 +24,7 @@ BUNDLES ?= $(subst $(space),$(comma),$(strip $(SERVED)))
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install install-serve test test-fast lint serve train export accuracy train-3class export-3class accuracy-sources bench reliability load docker wheels image-test clean
+.PHONY: install install-serve test test-fast lint serve train export accuracy train-3class teacher-3class export-3class accuracy-sources bench reliability load docker wheels image-test clean
 
 $(VENV)/.base:
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +78,11 @@ accuracy: $(VENV)/.all
 # (reports/experiments.md, twelfth and thirteenth sessions), the temperature on dev.
 train-3class: $(VENV)/.all
 	$(PY) -m training --data $(DATA_ROOT) --sources $(SOURCES) --out $(RUN_3CLASS) --epochs 1 --soup 2 --entity-pair --prior-correction 0.25 $(TRAIN_ARGS)
+
+# A distillation teacher on the same split (training/teacher.py; --dev-only: it reads no test split).
+TEACHER_RUN ?= runs/teacher-mpnet
+teacher-3class: $(VENV)/.all
+	$(PY) -m training --data $(DATA_ROOT) --sources $(SOURCES) --out $(TEACHER_RUN) --epochs 1 --soup 1 --entity-pair --base-model mpnet --lr 4e-5 --prior-correction off --dev-only --write-soft-labels $(TRAIN_ARGS)
 
 export-3class: $(VENV)/.all
 	$(PY) -m export --checkpoint $(RUN_3CLASS)/model --data $(DATA_ROOT) --sources $(SOURCES) --out $(BUNDLE_3CLASS) --keep-intermediate $(RUN_3CLASS)/onnx $(EXPORT_ARGS)
