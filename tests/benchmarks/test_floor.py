@@ -94,13 +94,14 @@ def test_the_ceiling_is_the_engines_share_of_a_requests_core_time() -> None:
     assert floor.ceiling(2000.0, 2, 250.0) < floor.ceiling(1000.0, 2, 250.0)  # faster engine
 
 
-def _stub_run(name: str, rps: float, cpu: float, loop: float) -> dict[str, Any]:
+def _stub_run(name: str, rps: float, cpu: float, loop: float, client: float) -> dict[str, Any]:
     return {
         "name": name,
         "rps": rps,
         "errors": 0,
         "cpu_us_per_request": cpu,
         "loop_cpu_us_per_request": loop,
+        "client_cpu_us_per_request": client,
     }
 
 
@@ -112,10 +113,10 @@ def test_the_section_puts_each_servers_ceiling_beside_its_measured_ratio() -> No
             "concurrency": 500,
             "notes": ["contract app, the model: 3 errors"],
             "runs": [
-                _stub_run(floor.OURS, 3500.0, 250.0, 180.0),
-                _stub_run(floor.CONTRACT, 9000.0, 100.0, 70.0),
-                _stub_run(floor.CONTRACT_MODEL, 930.0, 2100.0, 90.0),
-                _stub_run(floor.BARE, 30000.0, 30.0, 30.0),
+                _stub_run(floor.OURS, 3500.0, 250.0, 180.0, 50.0),
+                _stub_run(floor.CONTRACT, 9000.0, 100.0, 70.0, 50.0),
+                _stub_run(floor.CONTRACT_MODEL, 930.0, 2100.0, 90.0, 60.0),
+                _stub_run(floor.BARE, 30000.0, 30.0, 30.0, 40.0),
             ],
         },
         "workloads": {
@@ -131,12 +132,24 @@ def test_the_section_puts_each_servers_ceiling_beside_its_measured_ratio() -> No
     assert lines[0] == "## The floor under HTTP ÷ engine"
     assert "- contract app, the model: 3 errors" in lines
     rows = [line for line in lines if line.startswith("| semeval")]
-    # mean plan 1,000 texts/s on 2 cores: 2,000 µs per text; ceilings 2000 / (2000 + CPU)
+    # mean plan 1,000 texts/s on 2 cores: 2,000 µs per text; ceilings 2000 / (2000 + CPU), then
+    # 2000 / (2000 + CPU + the load generator's CPU)
     assert rows == [
-        "| semeval | ours | 500 | 3,500 | 250.0 | 180.0 | 0.889 | 0.7 | 2,000 |",
-        "| semeval | contract app | 500 | 9,000 | 100.0 | 70.0 | 0.952 | 0.93 | 2,000 |",
-        "| semeval | bare app | 500 | 30,000 | 30.0 | 30.0 | 0.985 | – | 2,000 |",
+        "| semeval | ours | 500 | 3,500 | 250.0 | 180.0 | 0.889 | 50.0 | 0.87 | 0.7 | 2,000 |",
+        "| semeval | contract app | 500 | 9,000 | 100.0 | 70.0 | 0.952 | 50.0 | 0.93 | 0.93 | 2,000 |",
+        "| semeval | bare app | 500 | 30,000 | 30.0 | 30.0 | 0.985 | 40.0 | 0.966 | – | 2,000 |",
     ]
+
+
+def test_a_floor_from_an_older_report_has_no_load_generator_ceiling() -> None:
+    old = _stub_run(floor.OURS, 1.0, 250.0, 1.0, 50.0)
+    del old["client_cpu_us_per_request"]  # reports before the load generator's column
+    rows = floor._rows(
+        {"engine": {"service_plan": [{"max_batch": 1, "sessions": 2, "threads": 1}]}},
+        {"workload": "te", "http_vs_engine": {"ratio_to_plan": 0.9, "plan_texts_per_s": 1000.0}},
+        {"concurrency": 500, "runs": [old]},
+    )
+    assert rows[0][6:9] == [0.889, None, None]
 
 
 def test_no_floor_measured_no_section() -> None:
