@@ -138,8 +138,10 @@ def contract_app() -> ContractApp:
     return ContractApp(Path(os.environ[BUNDLE_ENV]), len(os.sched_getaffinity(0)))
 
 
-def stub_bundle(bundle: Bundle, folder: Path) -> Path:
-    """`bundle` with its graph swapped for a table lookup of the same inputs and output."""
+def stub_bundle(bundle: Bundle, folder: Path, matmuls: int = 0) -> Path:
+    """`bundle` with its graph swapped for a table lookup of the same inputs and output;
+    `matmuls` products of 512 x 512 matrices per run (tied to the input, so none is folded
+    away, and adding 0 to the logits) make it a slow one (~3 ms of a core each)."""
     import onnx  # the export's dependency; a bench run has it
     from onnx import TensorProto, helper, numpy_helper
 
@@ -150,18 +152,28 @@ def stub_bundle(bundle: Bundle, folder: Path) -> Path:
     table = np.random.default_rng(0).normal(size=(vocab, len(bundle.labels)))
     inputs = json.loads((bundle.path / "config.json").read_text()).get("inputs", {})
     dtype = TensorProto.INT64 if inputs.get("input_ids") == "int64" else TensorProto.INT32
+    nodes = [
+        helper.make_node("Gather", ["table", "input_ids"], ["rows"], axis=0),
+        helper.make_node(
+            "ReduceMean", ["rows"], ["lookup" if matmuls else "logits"], axes=[1], keepdims=0
+        ),
+    ]
+    constants = [numpy_helper.from_array(table.astype(np.float32), "table")]
+    if matmuls:
+        nodes += _busy_work(matmuls)
+        constants += [
+            numpy_helper.from_array(np.eye(512, dtype=np.float32), "eye"),
+            numpy_helper.from_array(np.zeros((), np.float32), "zero"),
+        ]
     graph = helper.make_graph(
-        [
-            helper.make_node("Gather", ["table", "input_ids"], ["rows"], axis=0),
-            helper.make_node("ReduceMean", ["rows"], ["logits"], axes=[1], keepdims=0),
-        ],
+        nodes,
         "stub",
         [
             helper.make_tensor_value_info(n, dtype, ["b", "s"])
             for n in ("input_ids", "attention_mask")
         ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", len(bundle.labels)])],
-        [numpy_helper.from_array(table.astype(np.float32), "table")],
+        constants,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -170,6 +182,26 @@ def stub_bundle(bundle: Bundle, folder: Path) -> Path:
         folder, {"model_name": bundle.model_name, "stub": "a table lookup, for benchmarks"}
     )
     return folder
+
+
+def _busy_work(matmuls: int) -> list[Any]:
+    """`lookup` + 0 x the mean of the identity multiplied by itself `matmuls` times, starting
+    from a matrix scaled by the input ids' mean (so the chain waits for each run's input)."""
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["ids"], to=1),  # FLOAT
+        helper.make_node("ReduceMean", ["ids"], ["seed"], keepdims=0),
+        helper.make_node("Mul", ["eye", "seed"], ["m0"]),
+    ]
+    for i in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [f"m{i}", "eye"], [f"m{i + 1}"]))
+    return [
+        *nodes,
+        helper.make_node("ReduceMean", [f"m{matmuls}"], ["busy"], keepdims=0),
+        helper.make_node("Mul", ["busy", "zero"], ["nothing"]),
+        helper.make_node("Add", ["lookup", "nothing"], ["logits"]),
+    ]
 
 
 def measure(

@@ -5,7 +5,11 @@ Scenarios (each against a fresh server unless said otherwise):
 1. capacity: 200 connections, closed loop;
 2. overload: 2,000 and 5,000 connections whose clients honour `Retry-After`, and 2,000 that
    retry at once (wrk-style); goodput = 200 responses/s, beside the capacity, with the CPU the
-   server and the load generator (same cores) used, and the server CPU one rejection costs;
+   server and the load generator (same cores) used, and the server CPU one rejection costs
+   (a difference of two CPU figures: the immediate-retry run's beyond its answers);
+   refusal: the same 2,000 immediate-retry connections against a bundle whose run takes ~60
+   ms, so the queue is full throughout and nearly every request is refused: the event loop
+   thread's CPU per refusal, measured rather than inferred;
 3. slow clients: connections that send headers and part of a body (or half the headers), then
    nothing, while 8 normal clients measure their latency; how many the server closed (408) and
    when;
@@ -30,6 +34,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -38,10 +43,11 @@ from typing import Any
 
 import psutil
 
-from benchmarks import http
+from benchmarks import http, proctimes
 from benchmarks.balancer_report import markdown
 from benchmarks.balancer_stage import StageOptions, run_stage
 from benchmarks.client import build_requests
+from benchmarks.floor import stub_bundle
 from benchmarks.ports import free_port
 from benchmarks.server_process import Server, python_module
 from benchmarks.texts import load_tweets
@@ -65,13 +71,13 @@ BAD_BODIES: list[tuple[str, bytes, dict[str, str]]] = [
 ]
 
 
-def serve(args: argparse.Namespace, port: int, **env: str) -> Server:
+def serve(args: argparse.Namespace, port: int, bundle: Path | None = None, **env: str) -> Server:
     """A server with the service's defaults (started by `with`, or `.start()`)."""
     return Server(
         "reliability",
         python_module("service"),
         port,
-        {"SENTIMENT_BUNDLE": str(args.bundle), "SENTIMENT_PORT": str(port), **env},
+        {"SENTIMENT_BUNDLE": str(bundle or args.bundle), "SENTIMENT_PORT": str(port), **env},
     )
 
 
@@ -118,6 +124,37 @@ def overload(args: argparse.Namespace, requests: list[bytes], port: int) -> dict
         round(max(spare, 0.0) / imm["rejected_per_s"] * 1e6, 1) if imm["rejected_per_s"] else None
     )
     return out
+
+
+REFUSAL_MATMULS = 20  # the slow stub's run: ~60 ms of a core, so 2 cores answer ~30/s
+
+
+def refusal(args: argparse.Namespace, requests: list[bytes], port: int) -> dict[str, Any]:
+    """2,000 clients retrying at once against a service that is always full: the loop thread's
+    CPU per refusal (it also parses and admits the few answered requests, ~30/s: an upper
+    bound), beside the whole server's."""
+    with tempfile.TemporaryDirectory(prefix="reliability-slow-") as tmp:
+        slow = stub_bundle(load_bundle(args.bundle), Path(tmp) / "slow", REFUSAL_MATMULS)
+        # a queue of one full request (~2 s of runs): nothing waits long enough to time out
+        env = {"SENTIMENT_IDLE_THREADS": "1", "SENTIMENT_QUEUE_SIZE": "64"}
+        with serve(args, port, slow, **env) as server:
+            window = proctimes.Window()
+            row = http.run_level(
+                "127.0.0.1", port, requests, 2000, 3.0, args.seconds, 30.0, server.pid,
+                at_window_start=lambda: window.open(server.pid), at_window_end=window.close,
+            )  # fmt: skip
+    refused = row["error_kinds"].get("http_503", 0)
+    other = {k: v for k, v in row["error_kinds"].items() if k != "http_503"}
+    return {
+        "connections": 2000,
+        "answered_per_s": row["rps"],
+        "refused_per_s": round(refused / args.seconds, 1),
+        "other_errors": other,
+        "loop_cpu_us_per_refusal": round(window.loop_cpu_s / refused * 1e6, 1) if refused else None,
+        "loop_cpu_cores": round(window.loop_cpu_s / args.seconds, 2),
+        "server_cpu_cores": row["server_cpu_cores"],
+        "client_cpu_cores": row["client_cpu_cores"],
+    }
 
 
 # What a stalled client has sent: a whole head and the start of a body, or half a head.
@@ -336,6 +373,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 STEPS = (
     "overload",
+    "refusal",
     "slow_clients",
     "slow_headers",
     "bad_inputs",
@@ -361,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"bundle": str(args.bundle), "settings": "service defaults"}
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("overload", lambda: overload(args, requests, port)),
+        ("refusal", lambda: refusal(args, requests, port)),
         ("slow_clients", lambda: slow_clients(args, requests, port, "mid_body")),
         ("slow_headers", lambda: slow_clients(args, requests, port, "mid_headers")),
         ("bad_inputs", lambda: bad_inputs(args, port)),

@@ -31,6 +31,22 @@ def test_the_stub_keeps_the_bundles_contract_and_only_swaps_the_graph(
         assert np.isclose(sum(prediction.scores.values()), 1.0, atol=1e-4)
 
 
+def test_a_slow_stub_answers_as_the_stub_after_its_busy_work(
+    pair_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = load_bundle(pair_bundle)
+    quick = floor.stub_bundle(bundle, tmp_path / "quick")
+    slow = floor.stub_bundle(bundle, tmp_path / "slow", matmuls=3)
+    ops = [node.op_type for node in onnx.load(slow / "model.onnx").graph.node]
+    assert ops.count("MatMul") == 3
+    texts, entities = ["I love this game", "worst update"], ["Game", None]
+    with load(quick) as fast_model, load(slow) as slow_model:
+        want = fast_model.predict(texts, entities)
+        got = slow_model.predict(texts, entities)
+    for a, b in zip(got, want, strict=True):
+        assert a.scores == pytest.approx(b.scores, abs=1e-6)
+
+
 def _asgi(
     scope: dict[str, Any], incoming: list[dict[str, Any]], app: Any = floor.bare_app
 ) -> list[dict[str, Any]]:
