@@ -27,6 +27,7 @@ from service.bundle import BundleError
 from service.refusal import STATE_KEY, Refusal
 from service.registry import build_registry
 from service.reload import Reloader
+from service.scheduler import InferencePool
 from service.settings import Settings, available_cpus
 
 if TYPE_CHECKING:  # app.py imports this module for its lifespan
@@ -97,7 +98,7 @@ async def lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[dict[st
     protocol its overload refusal (service/refusal.py)."""
     settings = state.settings
     state.draining = False  # an app may be started again after a shutdown (tests do)
-    executor = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="sentiment-infer")
+    executor = InferencePool(settings.pool_size, settings.overload_spare)
     try:  # held by the state alone: a reload replaces it, and the old models must be freed
         state.load(await build_registry(settings, state.verified, executor, state.metrics))
     except BaseException as exc:
@@ -134,7 +135,7 @@ async def lifespan(state: ServiceState, app: Starlette) -> AsyncIterator[dict[st
             state.supervisor.exit(EXIT_FAILED)
 
 
-def _lower_loop_priority(executor: ThreadPoolExecutor, settings: Settings) -> None:
+def _lower_loop_priority(executor: InferencePool, settings: Settings) -> None:
     """Give the event loop thread a lower priority than the inference threads (nice + N).
 
     With every core running a session.run, the loop's thread is one more runnable thread, and
@@ -146,8 +147,8 @@ def _lower_loop_priority(executor: ThreadPoolExecutor, settings: Settings) -> No
     """
     if settings.loop_nice == 0:
         return
-    started = threading.Barrier(settings.pool_size)
-    for future in [executor.submit(started.wait, 10.0) for _ in range(settings.pool_size)]:
+    started = threading.Barrier(executor.threads)
+    for future in [executor.submit(started.wait, 10.0) for _ in range(executor.threads)]:
         future.result()
     inference = executor.submit(os.getpriority, os.PRIO_PROCESS, 0).result()  # 0: this thread
     try:

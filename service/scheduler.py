@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from time import perf_counter
 from typing import Protocol
 
@@ -47,6 +48,45 @@ class QueueTimeout(Exception):
 
 class Closed(Exception):
     """The scheduler is shutting down and takes no new work."""
+
+
+class InferencePool(ThreadPoolExecutor):
+    """The inference threads: `runs` session.run calls at once (one per core), and `spare`
+    more for a scheduler that is full. A full scheduler is refusing requests; a retry storm
+    then keeps the event loop busy refusing, and the loop's thread takes cores from the runs.
+    A spare run on top takes them back (the loop, at a lower priority, gets less of them);
+    under ordinary load it would cost the loop the cores it needs, so it waits until then.
+    Off by default (`SENTIMENT_OVERLOAD_SPARE`; reports/experiments.md, eighteenth session)."""
+
+    def __init__(self, runs: int, spare: int = 0) -> None:
+        super().__init__(runs + spare, thread_name_prefix="sentiment-infer")
+        self.runs, self.spare = runs, spare
+        self._busy = 0
+        self._turn = threading.Condition()
+
+    @property
+    def threads(self) -> int:
+        return self.runs + self.spare
+
+    @contextmanager
+    def run_slot(self, full: Callable[[], bool]) -> Iterator[None]:
+        """Wait for a run's turn: one of `runs`, or a spare one while `full()`."""
+        with self._turn:
+            while self._busy >= self.runs + (self.spare if full() else 0):
+                self._turn.wait()
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._busy -= 1
+                self._turn.notify()
+
+    def became_full(self) -> None:
+        """A scheduler filled up: a thread waiting for a spare run may take it now."""
+        if self.spare:
+            with self._turn:
+                self._turn.notify()
 
 
 class Observer(Protocol):
@@ -131,6 +171,8 @@ class Scheduler:
         self._idle.set()
         self._lock = threading.Lock()  # started/cancelled hand-over between worker and timer
         self._running: dict[int, float] = {}  # worker thread -> start of its session.run
+        # the run gate only where there is a spare run to gate (no lock per run otherwise)
+        self._pool = executor if isinstance(executor, InferencePool) and executor.spare else None
 
     @property
     def depth(self) -> int:
@@ -163,6 +205,8 @@ class Scheduler:
         self._admitted += count
         self._idle.clear()
         self._observer.queue_depth(self._admitted)
+        if self._pool is not None and self._full():
+            self._pool.became_full()
         try:
             if await self._alone_after_a_turn(rows):
                 job.started = True
@@ -204,14 +248,19 @@ class Scheduler:
     def _submit(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         self._executor.submit(self._execute, job, loop)
 
+    def _full(self) -> bool:
+        """Every place in the queue taken: the next request is refused."""
+        return self._admitted >= self._queue_size
+
     def _execute(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._claim(job):
-            return
-        try:
-            probs = self._run_rows(job.rows)
-        except Exception as exc:  # the request's 500 handler logs it, once
-            loop.call_soon_threadsafe(self._fail, job, exc)
-            return
+        with nullcontext() if self._pool is None else self._pool.run_slot(self._full):
+            if not self._claim(job):
+                return
+            try:
+                probs = self._run_rows(job.rows)
+            except Exception as exc:  # the request's 500 handler logs it, once
+                loop.call_soon_threadsafe(self._fail, job, exc)
+                return
         loop.call_soon_threadsafe(self._finish, job, probs)
 
     @staticmethod

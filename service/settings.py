@@ -51,6 +51,9 @@ class Settings:
     workers: int = 1
     threads: int = 0  # intra-op threads per session.run; 0 = automatic (1)
     pool_size: int = 0  # concurrent session.run calls per worker; 0 = cores // workers // threads
+    # Runs on top of pool_size while a model's queue is full (refusing): clients that retry at
+    # once then take fewer cores from the answers; waits under ordinary load (0 = none).
+    overload_spare: int = 0
     spin: bool = False  # let ORT's idle intra-op threads spin-wait (faster only on idle cores)
     # Threads for a run that has the machine to itself (nothing else running or queued):
     # 0 = auto (the worker's cores, kept only if a start-up measurement shows it is faster
@@ -129,6 +132,7 @@ class Settings:
             (self.idle_threads >= 0, "SENTIMENT_IDLE_THREADS must be >= 0 (0 = auto)"),
             (0 <= self.loop_nice <= 19, "SENTIMENT_LOOP_NICE must be in 0..19"),
             (self.pool_size >= 1, "SENTIMENT_POOL_SIZE must be >= 1"),
+            (self.overload_spare >= 0, "SENTIMENT_OVERLOAD_SPARE must be >= 0"),
             (self.max_batch >= 1, "SENTIMENT_MAX_BATCH must be >= 1"),
             (self.max_tokens >= 1, "SENTIMENT_MAX_TOKENS must be >= 1"),
             (self.batch_tolerance >= 0, "SENTIMENT_BATCH_TOLERANCE must be >= 0"),
@@ -252,6 +256,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "idle_threads": _int,
     "loop_nice": _int,
     "pool_size": _int,
+    "overload_spare": _int,
     "spin": _bool,
     "max_batch": _int,
     "max_tokens": _int,

@@ -477,6 +477,16 @@ async def gated(app: Any) -> AsyncIterator[tuple[Any, Gate, httpx.AsyncClient]]:
             yield scheduler, gate, client
 
 
+def test_a_spare_run_is_configured_and_the_service_answers_with_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    with TestClient(create_app(make_settings(overload_spare=1, pool_size=1))) as client:
+        pool = client.app.state.service.registry.default.scheduler._pool  # type: ignore[attr-defined]
+        assert (pool.runs, pool.spare, pool.threads) == (1, 1, 2)
+        answer = client.post("/predict", json={"text": "good"})
+    assert answer.status_code == 200 and answer.json()["label"]
+
+
 def test_full_queue_and_timeouts_are_fast_503s(make_settings: Callable[..., Settings]) -> None:
     app = create_app(
         make_settings(queue_size=2, max_texts=2, request_timeout_s=0.3, max_batch=1, pool_size=1)

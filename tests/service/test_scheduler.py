@@ -17,7 +17,14 @@ from hypothesis import strategies as st
 
 from service.bundle import load_bundle
 from service.engine import Engine, Probs
-from service.scheduler import Closed, Overloaded, QueueTimeout, Scheduler, plan
+from service.scheduler import (
+    Closed,
+    InferencePool,
+    Overloaded,
+    QueueTimeout,
+    Scheduler,
+    plan,
+)
 
 T = TypeVar("T")
 pytestmark = pytest.mark.timeout(30)
@@ -187,6 +194,64 @@ def test_full_queue_rejects_at_once() -> None:
         await scheduler.predict([[1], [2], [3]])  # room again
         await scheduler.aclose()
         executor.shutdown()
+
+    run(go)
+
+
+class CountingInfer(GatedInfer):
+    """GatedInfer that also counts the runs inside it at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = 0
+        self.most = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, rows: Sequence[Sequence[int]]) -> Probs:
+        with self._lock:
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+        try:
+            return super().__call__(rows)
+        finally:
+            with self._lock:
+                self.inside -= 1
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not met within 5 s")
+
+
+@pytest.mark.parametrize("spare", [0, 1])
+def test_a_spare_run_starts_only_once_the_queue_is_full(spare: int) -> None:
+    infer = CountingInfer()
+    infer.gate.clear()
+
+    async def go() -> None:
+        pool = InferencePool(1, spare)
+        common = {"max_batch": 4, "max_tokens": 1000, "timeout_s": 10.0, "observer": Recorder()}
+        scheduler = Scheduler(infer, pool, queue_size=3, **common)
+        first = asyncio.ensure_future(scheduler.predict([[1]]))
+        await _until(lambda: infer.inside == 1)
+        second = asyncio.ensure_future(scheduler.predict([[2]]))
+        await asyncio.sleep(0.1)
+        assert infer.inside == 1  # room left in the queue: one run per core, the spare waits
+        third = asyncio.ensure_future(scheduler.predict([[3]]))  # the queue is now full
+        if spare:
+            await _until(lambda: infer.inside == 2)
+        else:
+            await asyncio.sleep(0.1)
+            assert infer.inside == 1
+        infer.gate.set()
+        results = await asyncio.gather(first, second, third)
+        assert [r[0][0] for r in results] == [1, 2, 3]
+        assert infer.most == 1 + spare
+        await scheduler.aclose()
+        pool.shutdown()
 
     run(go)
 

@@ -105,6 +105,7 @@ def test_cores_are_split_across_workers_runs_and_threads(eight_cores: None) -> N
         ({"SENTIMENT_PORT": "70000"}, "SENTIMENT_PORT must be in 0..65535"),
         ({"SENTIMENT_LOG_LEVEL": "loud"}, "expected one of"),
         ({"SENTIMENT_WORKERS": "0"}, "SENTIMENT_WORKERS must be >= 1"),
+        ({"SENTIMENT_OVERLOAD_SPARE": "-1"}, "SENTIMENT_OVERLOAD_SPARE must be >= 0"),
         ({"SENTIMENT_REQUEST_TIMEOUT_S": "nan"}, "finite"),
         ({"SENTIMENT_ACCESS_LOG": "maybe"}, "true/false"),
         ({"SENTIMENT_QUEUE_SIZE": "8"}, "SENTIMENT_QUEUE_SIZE must be >= SENTIMENT_MAX_TEXTS"),
