@@ -83,10 +83,10 @@ class InferencePool(ThreadPoolExecutor):
                 self._turn.notify()
 
     def became_full(self) -> None:
-        """A scheduler filled up: a thread waiting for a spare run may take it now."""
+        """A scheduler filled up: threads waiting for a spare run may take one now."""
         if self.spare:
             with self._turn:
-                self._turn.notify()
+                self._turn.notify(self.spare)
 
 
 class Observer(Protocol):
