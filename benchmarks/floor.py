@@ -141,7 +141,7 @@ def contract_app() -> ContractApp:
 def stub_bundle(bundle: Bundle, folder: Path, matmuls: int = 0) -> Path:
     """`bundle` with its graph swapped for a table lookup of the same inputs and output;
     `matmuls` products of 512 x 512 matrices per run (tied to the input, so none is folded
-    away, and adding 0 to the logits) make it a slow one (~3 ms of a core each)."""
+    away, and adding 0 to the logits) make it a slow one (20 of them: 29 ms on one idle core)."""
     import onnx  # the export's dependency; a bench run has it
     from onnx import TensorProto, helper, numpy_helper
 

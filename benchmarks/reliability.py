@@ -7,7 +7,7 @@ Scenarios (each against a fresh server unless said otherwise):
    retry at once (wrk-style); goodput = 200 responses/s, beside the capacity, with the CPU the
    server and the load generator (same cores) used, and the server CPU one rejection costs
    (a difference of two CPU figures: the immediate-retry run's beyond its answers);
-   refusal: the same 2,000 immediate-retry connections against a bundle whose run takes ~60
+   refusal: the same 2,000 immediate-retry connections against a bundle whose run takes ~30
    ms, so the queue is full throughout and nearly every request is refused: the event loop
    thread's CPU per refusal, measured rather than inferred;
 3. slow clients: connections that send headers and part of a body (or half the headers), then
@@ -126,34 +126,28 @@ def overload(args: argparse.Namespace, requests: list[bytes], port: int) -> dict
     return out
 
 
-REFUSAL_MATMULS = 20  # the slow stub's run: ~60 ms of a core, so 2 cores answer ~30/s
+REFUSAL_MATMULS = 20  # the slow stub's run: 29 ms on one idle core (43-47 answers/s on 2 busy)
 
 
 def refusal(args: argparse.Namespace, requests: list[bytes], port: int) -> dict[str, Any]:
     """2,000 clients retrying at once against a service that is always full: the loop thread's
-    CPU per refusal (it also parses and admits the few answered requests, ~30/s: an upper
-    bound), beside the whole server's."""
+    CPU per refusal (it also parses and admits the few answered requests: an upper bound),
+    beside the whole server's."""
     with tempfile.TemporaryDirectory(prefix="reliability-slow-") as tmp:
         slow = stub_bundle(load_bundle(args.bundle), Path(tmp) / "slow", REFUSAL_MATMULS)
-        # a queue of one full request (~2 s of runs): nothing waits long enough to time out
+        # a queue of one full request (~1.5 s of runs): nothing waits long enough to time out
         env = {"SENTIMENT_IDLE_THREADS": "1", "SENTIMENT_QUEUE_SIZE": "64"}
         with serve(args, port, slow, **env) as server:
             window = proctimes.Window()
-            row = http.run_level(
-                "127.0.0.1", port, requests, 2000, 3.0, args.seconds, 30.0, server.pid,
+            out = level(
+                server, requests, 2000, args.seconds,
                 at_window_start=lambda: window.open(server.pid), at_window_end=window.close,
             )  # fmt: skip
-    refused = row["error_kinds"].get("http_503", 0)
-    other = {k: v for k, v in row["error_kinds"].items() if k != "http_503"}
-    return {
-        "connections": 2000,
-        "answered_per_s": row["rps"],
-        "refused_per_s": round(refused / args.seconds, 1),
-        "other_errors": other,
-        "loop_cpu_us_per_refusal": round(window.loop_cpu_s / refused * 1e6, 1) if refused else None,
+    refused = out["rejected_per_s"] * args.seconds
+    loop_us = round(window.loop_cpu_s / refused * 1e6, 1) if refused else None
+    return out | {
+        "loop_cpu_us_per_refusal": loop_us,
         "loop_cpu_cores": round(window.loop_cpu_s / args.seconds, 2),
-        "server_cpu_cores": row["server_cpu_cores"],
-        "client_cpu_cores": row["client_cpu_cores"],
     }
 
 

@@ -84,9 +84,8 @@ class InferencePool(ThreadPoolExecutor):
 
     def became_full(self) -> None:
         """A scheduler filled up: threads waiting for a spare run may take one now."""
-        if self.spare:
-            with self._turn:
-                self._turn.notify(self.spare)
+        with self._turn:
+            self._turn.notify(self.spare)
 
 
 class Observer(Protocol):
@@ -249,8 +248,8 @@ class Scheduler:
         self._executor.submit(self._execute, job, loop)
 
     def _full(self) -> bool:
-        """Every place in the queue taken: the next request is refused."""
-        return self._admitted >= self._queue_size
+        """Every place in the queue taken: the next request is refused (as `Registry.full`)."""
+        return not self.has_room(1)
 
     def _execute(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         with nullcontext() if self._pool is None else self._pool.run_slot(self._full):

