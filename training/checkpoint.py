@@ -42,3 +42,20 @@ def save_checkpoint(model: Any, tokenizer: Any, info: CheckpointInfo, folder: Pa
     tokenizer.save_pretrained(folder)
     info.save(folder)
     return folder
+
+
+def load_checkpoint(folder: Path, expected: CheckpointInfo) -> tuple[Any, Any]:
+    """A checkpoint to train further (`--init-from`): its model and tokenizer, refused when it
+    was fed otherwise than this run feeds it (labels, length, pairing, normalisation)."""
+    from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
+
+    folder = Path(folder)
+    if not (folder / SENTIMENT_FILE).is_file():
+        raise ValueError(f"{folder}: not a checkpoint (no {SENTIMENT_FILE})")
+    info = CheckpointInfo.load(folder)
+    if info != expected:
+        raise ValueError(
+            f"{folder / SENTIMENT_FILE}: {asdict(info)} differs from this run's {asdict(expected)}"
+        )
+    model = TFAutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True)
+    return model, AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -17,7 +17,13 @@ from pathlib import Path
 
 from training.baseline import tfidf_svm
 from training.checkpoint import save_checkpoint
-from training.general import add_distill_args, add_source_args, is_general, run_general
+from training.general import (
+    add_distill_args,
+    add_qat_args,
+    add_source_args,
+    is_general,
+    run_general,
+)
 from training.protocol import build_splits
 from training.reader import DataError
 from training.report import LEAKY_NOTE, build_metrics, write_run
@@ -40,6 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add_source_args(p)
     add_distill_args(p)
+    add_qat_args(p)
     p.add_argument(
         "--out", type=Path, required=True, help="run folder: model/, metrics.json, curve.png"
     )
@@ -139,8 +146,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {config.teacher_labels}: no such file (a teacher run's "
               "--write-soft-labels)", file=sys.stderr)  # fmt: skip
         return 2
+    if args.qat_steps < 0 or args.qat_lr <= 0:
+        print("error: --qat-steps must be >= 0 and --qat-lr > 0", file=sys.stderr)
+        return 2
     for flag, given in (("--source-weights", config.source_weights), ("--teacher", args.teacher),
-                        ("--write-soft-labels", args.write_soft_labels)):  # fmt: skip
+                        ("--write-soft-labels", args.write_soft_labels),
+                        ("--init-from", args.init_from), ("--qat-steps", args.qat_steps)):  # fmt: skip
         if given and not general:
             print(f"error: {flag} needs --sources (or a data file)", file=sys.stderr)
             return 2

@@ -28,11 +28,12 @@ from training.calibration import (
     fold_temperature,
     softmax,
 )
-from training.checkpoint import save_checkpoint
+from training.checkpoint import load_checkpoint, save_checkpoint
 from training.corpus import Corpus, build_corpus
 from training.data import Row
 from training.evaluate import predict_logits
 from training.prior import choose_shift, class_prior, fold_into_bias
+from training.qat import quantization_aware
 from training.report import build_metrics, write_run
 from training.sources import (
     DEFAULT_SOURCES,
@@ -45,7 +46,7 @@ from training.sources import (
     user_source,
 )
 from training.teacher import SOFT_LABELS, write_soft_labels
-from training.train import TrainConfig, fine_tune, logits_report
+from training.train import History, TrainConfig, fine_tune, logits_report
 
 log = logging.getLogger("training")
 
@@ -104,6 +105,27 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
         metavar="{auto,off,TAU}",
         help="auto: fold a dev-chosen logit shift for macro recall into the head (training.prior); "
         "a number: that tau, chosen elsewhere (the pooled dev's table is still recorded)",
+    )
+
+
+def add_qat_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("quantization-aware fine-tuning (training.qat)")
+    g.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="start from this run's model folder instead of fine-tuning from the base model "
+        "(its labels, length, pairing and normalisation must be this run's); the prior "
+        "correction and temperature are chosen again on dev, on top of the ones it holds",
+    )
+    g.add_argument(
+        "--qat-steps",
+        type=int,
+        default=0,
+        help="after fine-tuning (or --init-from), this many batches under static int8's rounding",
+    )
+    g.add_argument(
+        "--qat-lr", type=float, default=1e-5, help="their peak learning rate (decays to 0)"
     )
 
 
@@ -237,7 +259,12 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
     for name, part in summary["per_source"].items():
         log.info("source %s: %s", name, json.dumps(part))
     train, dev, tests = _limited(args.limit, corpus)
-    model, tokenizer, history = fine_tune(config, train, dev, progress=not args.no_progress)
+    model, tokenizer, history = _model(args, config, train, dev)
+    qat = None
+    if args.qat_steps > 0:
+        qat = quantization_aware(
+            model, tokenizer, config, train, args.qat_steps, args.qat_lr, not args.no_progress
+        )
     dev_data = encode(
         tokenizer, dev, config.labels, config.max_length, config.text_pair, config.preprocess
     )
@@ -286,10 +313,26 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
         prior_correction=prior,
         calibration=calibration,
         sources=names,
+        init_from=str(args.init_from) if args.init_from else None,
+        quantization_aware=qat,
     )
     write_run(args.out, metrics, history, baseline)
     log.info("wrote %s", args.out)
     return 0
+
+
+def _model(
+    args: argparse.Namespace, config: TrainConfig, train: list[Row], dev: list[Row]
+) -> tuple[Any, Any, History]:
+    """Fine-tuned from the base model, or a finished run's model taken as it is."""
+    if args.init_from is None:
+        return fine_tune(config, train, dev, progress=not args.no_progress)
+    try:
+        model, tokenizer = load_checkpoint(args.init_from, config.checkpoint_info())
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"--init-from: {exc}") from exc
+    log.info("model: %s as it is (no fine-tuning from the base model)", args.init_from)
+    return model, tokenizer, History()
 
 
 def _soft_labels(

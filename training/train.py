@@ -98,7 +98,7 @@ def fine_tune(
     config: TrainConfig, train_rows: Sequence[Row], dev_rows: Sequence[Row], progress: bool = True
 ) -> tuple[Any, Any, History]:
     """One fine-tuned model, or the uniform weight average of `config.soup` runs."""
-    soft = _teacher_probs(config, train_rows)  # read once for every member
+    soft = teacher_probs(config, train_rows)  # read once for every member
     if config.soup <= 1:
         return _fine_tune_one(config, config.seed, train_rows, dev_rows, progress, soft)
     started = time.perf_counter()
@@ -133,12 +133,12 @@ def _fine_tune_one(
     best epoch by dev macro-F1 is kept, and `config.patience` epochs without a better one end it."""
     model, tokenizer = _seeded_model(config, seed)
     pad_id = tokenizer.pad_token_id or 0
-    train = _encode(tokenizer, train_rows, config)
-    dev = _encode(tokenizer, dev_rows, config)
+    train = encode_rows(tokenizer, train_rows, config)
+    dev = encode_rows(tokenizer, dev_rows, config)
     lengths = [len(x) for x in train.ids]
     weights = row_weights(train_rows, config.source_weights)
     targets = distill_targets(train.labels, soft, config.distill_weight, len(config.labels))
-    train_step = _train_step(model, config, math.ceil(len(train) / config.batch_size))
+    train_step = make_train_step(model, config, math.ceil(len(train) / config.batch_size))
     rng = np.random.default_rng(seed)
     history = History()
     best_f1, best_weights, stale = -1.0, None, 0
@@ -146,7 +146,7 @@ def _fine_tune_one(
     for epoch in range(1, config.epochs + 1):
         batches = batch_indices(lengths, config.batch_size, rng)
         desc = f"epoch {epoch}/{config.epochs}"
-        losses = _train_epoch(train_step, train, targets, weights, batches, pad_id, desc, progress)
+        losses = train_batches(train_step, train, targets, weights, batches, pad_id, desc, progress)
         history.step_loss.extend(losses)
         report = evaluate_split(model, dev, config.labels, pad_id)
         history.epochs.append(_epoch_record(epoch, losses, report, started))
@@ -172,7 +172,7 @@ def row_weights(rows: Sequence[Row], source_weights: dict[str, float]) -> np.nda
     return weights / weights.mean() if len(weights) else weights
 
 
-def _teacher_probs(config: TrainConfig, rows: Sequence[Row]) -> np.ndarray | None:
+def teacher_probs(config: TrainConfig, rows: Sequence[Row]) -> np.ndarray | None:
     """The teacher's probabilities for the training rows, when the config names a teacher."""
     if not config.teacher_labels:
         return None
@@ -189,14 +189,14 @@ def _seeded_model(config: TrainConfig, seed: int) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _encode(tokenizer: Any, rows: Sequence[Row], config: TrainConfig) -> Encoded:
+def encode_rows(tokenizer: Any, rows: Sequence[Row], config: TrainConfig) -> Encoded:
     """Token ids as the config feeds the model: its length, entity pairing and normalisation."""
     return encode(
         tokenizer, rows, config.labels, config.max_length, config.text_pair, config.preprocess
     )
 
 
-def _train_step(model: Any, config: TrainConfig, steps_per_epoch: int) -> Any:
+def make_train_step(model: Any, config: TrainConfig, steps_per_epoch: int) -> Any:
     """One traced AdamW step for every batch shape, on a warmup-then-linear-decay schedule that
     reaches 0 at the end of `config.epochs`."""
     import tensorflow as tf
@@ -226,7 +226,7 @@ def _train_step(model: Any, config: TrainConfig, steps_per_epoch: int) -> Any:
     return train_step
 
 
-def _train_epoch(
+def train_batches(
     train_step: Any,
     train: Encoded,
     targets: np.ndarray,
@@ -285,5 +285,5 @@ def logits_report(logits: np.ndarray, y: np.ndarray, labels: Sequence[str]) -> d
 def evaluate_rows(
     model: Any, tokenizer: Any, rows: Sequence[Row], config: TrainConfig
 ) -> dict[str, Any]:
-    data = _encode(tokenizer, rows, config)
+    data = encode_rows(tokenizer, rows, config)
     return evaluate_split(model, data, config.labels, tokenizer.pad_token_id or 0)
