@@ -69,7 +69,8 @@ def _patched(model: Any, make_call: Any) -> Iterator[dict[str, Any]]:
 def _dense(layer: Any, x: Any, kernel: Any) -> Any:
     import tensorflow as tf
 
-    y = tf.einsum("...i,io->...o", x, kernel)
+    # as Dense computes it: an "...i,io->...o" einsum took 45 s and 15 GB a step here
+    y = tf.tensordot(x, kernel, [[x.shape.rank - 1], [0]])
     if layer.use_bias:
         y = y + layer.bias
     return layer.activation(y) if layer.activation is not None else y
