@@ -147,9 +147,7 @@ def _lower_loop_priority(executor: InferencePool, settings: Settings) -> None:
     """
     if settings.loop_nice == 0:
         return
-    started = threading.Barrier(executor.threads)
-    for future in [executor.submit(started.wait, 10.0) for _ in range(executor.threads)]:
-        future.result()
+    executor.start_threads(10.0)
     inference = executor.submit(os.getpriority, os.PRIO_PROCESS, 0).result()  # 0: this thread
     try:
         os.setpriority(os.PRIO_PROCESS, 0, min(19, inference + settings.loop_nice))

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
 from time import perf_counter
 from typing import Protocol
 
@@ -52,40 +52,38 @@ class Closed(Exception):
 
 class InferencePool(ThreadPoolExecutor):
     """The inference threads: `runs` session.run calls at once (one per core), and `spare`
-    more for a scheduler that is full. A full scheduler is refusing requests; a retry storm
-    then keeps the event loop busy refusing, and the loop's thread takes cores from the runs.
-    A spare run on top takes them back (the loop, at a lower priority, gets less of them);
-    under ordinary load it would cost the loop the cores it needs, so it waits until then.
-    Off by default (`SENTIMENT_OVERLOAD_SPARE`; reports/experiments.md, eighteenth session)."""
+    threads that run only for a scheduler that is full. A full scheduler is refusing requests;
+    a retry storm then keeps the event loop busy refusing, and the loop's thread takes cores
+    from the runs. A spare run on top takes them back; under ordinary load it would cost the
+    loop the cores it needs, so the spare threads never see a job until a scheduler is full
+    (they take the oldest waiting jobs from it, not from a gate the runs pass through: a gate
+    made every run wait on one lock, and a waiting job could be overtaken until it timed out).
+    Off by default (`SENTIMENT_OVERLOAD_SPARE`; reports/experiments.md)."""
 
     def __init__(self, runs: int, spare: int = 0) -> None:
-        super().__init__(runs + spare, thread_name_prefix="sentiment-infer")
+        super().__init__(runs, thread_name_prefix="sentiment-infer")
         self.runs, self.spare = runs, spare
-        self._busy = 0
-        self._turn = threading.Condition()
+        self.overflow = (
+            ThreadPoolExecutor(spare, thread_name_prefix="sentiment-spare") if spare else None
+        )
 
     @property
     def threads(self) -> int:
         return self.runs + self.spare
 
-    @contextmanager
-    def run_slot(self, full: Callable[[], bool]) -> Iterator[None]:
-        """Wait for a run's turn: one of `runs`, or a spare one while `full()`."""
-        with self._turn:
-            while self._busy >= self.runs + (self.spare if full() else 0):
-                self._turn.wait()
-            self._busy += 1
-        try:
-            yield
-        finally:
-            with self._turn:
-                self._busy -= 1
-                self._turn.notify()
+    def start_threads(self, timeout_s: float) -> None:
+        """Start every thread now (a thread takes the priority of the thread that starts it)."""
+        for pool, count in ((self, self.runs), (self.overflow, self.spare)):
+            if pool is None:
+                continue
+            started = threading.Barrier(count)
+            for future in [pool.submit(started.wait, timeout_s) for _ in range(count)]:
+                future.result()
 
-    def became_full(self) -> None:
-        """A scheduler filled up: threads waiting for a spare run may take one now."""
-        with self._turn:
-            self._turn.notify(self.spare)
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self.overflow is not None:
+            self.overflow.shutdown(wait, cancel_futures=cancel_futures)
+        super().shutdown(wait, cancel_futures=cancel_futures)
 
 
 class Observer(Protocol):
@@ -170,8 +168,10 @@ class Scheduler:
         self._idle.set()
         self._lock = threading.Lock()  # started/cancelled hand-over between worker and timer
         self._running: dict[int, float] = {}  # worker thread -> start of its session.run
-        # the run gate only where there is a spare run to gate (no lock per run otherwise)
-        self._pool = executor if isinstance(executor, InferencePool) and executor.spare else None
+        # jobs in arrival order: an inference thread takes the oldest (a spare one too, when full)
+        self._jobs: deque[tuple[_Job, asyncio.AbstractEventLoop]] = deque()
+        self._overflow = executor.overflow if isinstance(executor, InferencePool) else None
+        self._spare_asked = False  # a spare turn is submitted and has not started yet
 
     @property
     def depth(self) -> int:
@@ -204,8 +204,9 @@ class Scheduler:
         self._admitted += count
         self._idle.clear()
         self._observer.queue_depth(self._admitted)
-        if self._pool is not None and self._full():
-            self._pool.became_full()
+        if self._overflow is not None and not self._spare_asked and self._full():
+            self._spare_asked = True
+            self._overflow.submit(self._spare_turn)
         try:
             if await self._alone_after_a_turn(rows):
                 job.started = True
@@ -245,21 +246,36 @@ class Scheduler:
         await self._idle.wait()
 
     def _submit(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
-        self._executor.submit(self._execute, job, loop)
+        self._jobs.append((job, loop))
+        self._executor.submit(self._take)
+
+    def _take(self) -> bool:
+        """Run the oldest waiting job (any inference thread); False if a spare thread took it."""
+        try:
+            job, loop = self._jobs.popleft()
+        except IndexError:
+            return False
+        self._execute(job, loop)
+        return True
+
+    def _spare_turn(self) -> None:
+        """A spare thread: take the oldest jobs while the queue stays full."""
+        self._spare_asked = False
+        while self._full() and self._take():
+            pass
 
     def _full(self) -> bool:
         """Every place in the queue taken: the next request is refused (as `Registry.full`)."""
         return not self.has_room(1)
 
     def _execute(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
-        with nullcontext() if self._pool is None else self._pool.run_slot(self._full):
-            if not self._claim(job):
-                return
-            try:
-                probs = self._run_rows(job.rows)
-            except Exception as exc:  # the request's 500 handler logs it, once
-                loop.call_soon_threadsafe(self._fail, job, exc)
-                return
+        if not self._claim(job):
+            return
+        try:
+            probs = self._run_rows(job.rows)
+        except Exception as exc:  # the request's 500 handler logs it, once
+            loop.call_soon_threadsafe(self._fail, job, exc)
+            return
         loop.call_soon_threadsafe(self._finish, job, probs)
 
     @staticmethod

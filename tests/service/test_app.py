@@ -481,8 +481,8 @@ def test_a_spare_run_is_configured_and_the_service_answers_with_it(
     make_settings: Callable[..., Settings],
 ) -> None:
     with TestClient(create_app(make_settings(overload_spare=1, pool_size=1))) as client:
-        pool = client.app.state.service.registry.default.scheduler._pool  # type: ignore[attr-defined]
-        assert (pool.runs, pool.spare, pool.threads) == (1, 1, 2)
+        pool = client.app.state.service.registry.default.scheduler._executor  # type: ignore[attr-defined]
+        assert (pool.runs, pool.spare, pool.threads) == (1, 1, 2) and pool.overflow is not None
         answer = client.post("/predict", json={"text": "good"})
     assert answer.status_code == 200 and answer.json()["label"]
 

@@ -205,10 +205,12 @@ class CountingInfer(GatedInfer):
         super().__init__()
         self.inside = 0
         self.most = 0
+        self.threads: list[str] = []  # the thread of each run, in order
         self._lock = threading.Lock()
 
     def __call__(self, rows: Sequence[Sequence[int]]) -> Probs:
         with self._lock:
+            self.threads.append(threading.current_thread().name)
             self.inside += 1
             self.most = max(self.most, self.inside)
         try:
@@ -254,6 +256,25 @@ def test_a_spare_run_starts_only_once_the_queue_is_full(spare: int) -> None:
         pool.shutdown()
 
     run(go)
+    spares = [name.startswith("sentiment-spare") for name in infer.threads]
+    assert spares == [False, bool(spare), False]  # the spare took the oldest waiting job, once
+
+
+def test_spare_threads_stay_out_of_a_queue_with_room() -> None:
+    infer = CountingInfer()
+
+    async def go() -> None:
+        pool = InferencePool(1, 1)
+        common = {"max_batch": 4, "max_tokens": 1000, "timeout_s": 10.0, "observer": Recorder()}
+        scheduler = Scheduler(infer, pool, queue_size=64, **common)
+        for _ in range(5):  # bursts of 20 against 64 places: waiting, never full
+            await asyncio.gather(*(scheduler.predict([[i]]) for i in range(20)))
+        await scheduler.aclose()
+        pool.shutdown()
+
+    run(go)
+    assert len(infer.threads) == 100 and infer.most == 1
+    assert not any(name.startswith("sentiment-spare") for name in infer.threads)
 
 
 def test_requests_that_wait_too_long_time_out_and_never_run() -> None:
