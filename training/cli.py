@@ -146,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {config.teacher_labels}: no such file (a teacher run's "
               "--write-soft-labels)", file=sys.stderr)  # fmt: skip
         return 2
-    if args.qat_steps < 0 or args.qat_lr <= 0:
-        print("error: --qat-steps must be >= 0 and --qat-lr > 0", file=sys.stderr)
+    if args.qat_steps < 0 or args.qat_lr <= 0 or args.qat_agreement < 0:
+        print("error: --qat-steps and --qat-agreement must be >= 0, --qat-lr > 0", file=sys.stderr)
         return 2
     for flag, given in (("--source-weights", config.source_weights), ("--teacher", args.teacher),
                         ("--write-soft-labels", args.write_soft_labels),

@@ -127,6 +127,14 @@ def add_qat_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--qat-lr", type=float, default=1e-5, help="their peak learning rate (decays to 0)"
     )
+    g.add_argument(
+        "--qat-agreement",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="add W x KL(fp32 || rounded) to their loss: the int8 graph held to the fp32 one "
+        "(two forward passes a step)",
+    )
 
 
 def add_distill_args(p: argparse.ArgumentParser) -> None:
@@ -263,8 +271,9 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
     qat = None
     if args.qat_steps > 0:
         qat = quantization_aware(
-            model, tokenizer, config, train, args.qat_steps, args.qat_lr, not args.no_progress
-        )
+            model, tokenizer, config, train, args.qat_steps, args.qat_lr,
+            not args.no_progress, args.qat_agreement,
+        )  # fmt: skip
     dev_data = encode(
         tokenizer, dev, config.labels, config.max_length, config.text_pair, config.preprocess
     )

@@ -121,6 +121,30 @@ def fake_quantized(model: Any, ranges: Ranges) -> Iterator[None]:
         yield
 
 
+def agreement_loss(model: Any, ranges: Ranges, weight: float) -> Any:
+    """The loss of one step that holds the rounded forward pass to the fp32 one: cross-entropy
+    of the rounded logits against the targets, plus `weight` x KL(fp32 || rounded). Plain
+    quantization-aware steps leave the two apart (the rounded pass becomes the better one),
+    and the export's gate compares int8 with fp32 (reports/experiments.md, nineteenth
+    session)."""
+    import tensorflow as tf
+
+    cross_entropy = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
+
+    def loss_of(input_ids: Any, mask: Any, y: Any, row_weight: Any) -> Any:
+        with fake_quantized(model, ranges):  # patched while this part is traced
+            rounded = model(input_ids=input_ids, attention_mask=mask, training=True).logits
+        loss = cross_entropy(y, rounded, sample_weight=row_weight)
+        if weight:
+            fp32 = model(input_ids=input_ids, attention_mask=mask, training=True).logits
+            p = tf.nn.softmax(fp32)
+            kl = tf.reduce_sum(p * (tf.nn.log_softmax(fp32) - tf.nn.log_softmax(rounded)), -1)
+            loss += weight * tf.reduce_sum(kl * row_weight) / tf.reduce_sum(row_weight)
+        return loss
+
+    return loss_of
+
+
 def quantization_aware(
     model: Any,
     tokenizer: Any,
@@ -129,10 +153,12 @@ def quantization_aware(
     steps: int,
     learning_rate: float,
     progress: bool = True,
+    agreement: float = 0.0,
 ) -> dict[str, Any]:
     """Fine-tune `model` in place for `steps` batches of its training rows (their labels, and
     the teacher's share when the config names one) under static int8's rounding, from ranges
-    calibrated on the model as it comes in; returns the record for metrics.json."""
+    calibrated on the model as it comes in, and with `agreement` > 0 held to its fp32 pass
+    (`agreement_loss`); returns the record for metrics.json."""
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     train = encode_rows(tokenizer, train_rows, config)
@@ -144,14 +170,15 @@ def quantization_aware(
     batches = batch_indices([len(x) for x in train.ids], config.batch_size, rng)[:steps]
     schedule = dataclasses.replace(config, learning_rate=learning_rate, epochs=1, warmup_ratio=0.0)
     pad_id = tokenizer.pad_token_id or 0
-    with fake_quantized(model, ranges):
-        step = make_train_step(model, schedule, len(batches))
-        losses = train_batches(
-            step, train, targets, weights, batches, pad_id, "quantization-aware", progress
-        )
+    loss_of = agreement_loss(model, ranges, agreement)
+    step = make_train_step(model, schedule, len(batches), loss_of)
+    losses = train_batches(
+        step, train, targets, weights, batches, pad_id, "quantization-aware", progress
+    )
     record = {
         "steps": len(batches),
         "learning_rate": learning_rate,
+        "agreement_weight": agreement,
         "calibration_texts": len(pick),
         "layers": len(ranges),
         "train_loss": round(float(np.mean(losses)), 5) if losses else None,

@@ -196,9 +196,12 @@ def encode_rows(tokenizer: Any, rows: Sequence[Row], config: TrainConfig) -> Enc
     )
 
 
-def make_train_step(model: Any, config: TrainConfig, steps_per_epoch: int) -> Any:
+def make_train_step(
+    model: Any, config: TrainConfig, steps_per_epoch: int, loss_of: Any = None
+) -> Any:
     """One traced AdamW step for every batch shape, on a warmup-then-linear-decay schedule that
-    reaches 0 at the end of `config.epochs`."""
+    reaches 0 at the end of `config.epochs`; `loss_of(ids, mask, y, weight)` replaces the
+    cross-entropy of one forward pass (training.qat)."""
     import tensorflow as tf
     from transformers import create_optimizer
 
@@ -217,8 +220,11 @@ def make_train_step(model: Any, config: TrainConfig, steps_per_epoch: int) -> An
     @tf.function(input_signature=[spec, spec, targets, tf.TensorSpec([None], tf.float32)])
     def train_step(input_ids: Any, mask: Any, y: Any, weight: Any) -> Any:
         with tf.GradientTape() as tape:
-            logits = model(input_ids=input_ids, attention_mask=mask, training=True).logits
-            loss = loss_fn(y, logits, sample_weight=weight)
+            if loss_of is not None:
+                loss = loss_of(input_ids, mask, y, weight)
+            else:
+                logits = model(input_ids=input_ids, attention_mask=mask, training=True).logits
+                loss = loss_fn(y, logits, sample_weight=weight)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss

@@ -71,6 +71,29 @@ def test_calibration_reads_every_dense_input_with_zero_inside(tiny_checkpoint: P
     np.testing.assert_array_equal(before, after)  # the layers are themselves again
 
 
+def test_the_agreement_term_is_the_kl_from_fp32_to_the_rounded_pass(tiny_checkpoint: Path) -> None:
+    import tensorflow as tf
+    from transformers import TFAutoModelForSequenceClassification
+
+    from training.qat import agreement_loss
+
+    model = TFAutoModelForSequenceClassification.from_pretrained(tiny_checkpoint)
+    rows = [np.array([2, 7, 9, 11, 3]), np.array([2, 5, 6, 8, 3])]
+    ranges = {k: (lo / 4, hi / 4) for k, (lo, hi) in calibrate(model, rows).items()}  # coarse
+    ids = tf.constant(np.stack(rows).astype(np.int32))
+    mask, y, w = tf.ones_like(ids), tf.constant(np.eye(2, dtype=np.float32)), tf.ones(2)
+    tf.random.set_seed(0)
+    plain = float(agreement_loss(model, ranges, 0.0)(ids, mask, y, w))
+    tf.random.set_seed(0)
+    held = float(agreement_loss(model, ranges, 1.0)(ids, mask, y, w))
+    assert held > plain  # the same rounded pass (same dropout draw), plus a positive KL
+    fp32 = model(input_ids=ids, attention_mask=mask, training=False).logits.numpy()
+    with fake_quantized(model, ranges):
+        rounded = model(input_ids=ids, attention_mask=mask, training=False).logits.numpy()
+    assert np.abs(fp32 - rounded).max() > 1e-3  # the clipped ranges do round
+    np.testing.assert_array_equal(fp32, model(input_ids=ids, attention_mask=mask).logits.numpy())
+
+
 @pytest.mark.slow
 def test_a_finished_run_fine_tunes_under_int8_rounding(tmp_path: Path, tiny_base: Path) -> None:
     root = write_source_root(tmp_path / "data")
@@ -80,11 +103,12 @@ def test_a_finished_run_fine_tunes_under_int8_rounding(tmp_path: Path, tiny_base
     assert main([*common, "--out", str(first)]) == 0
     second = tmp_path / "second"
     code = main([*common, "--out", str(second), "--init-from", str(first / "model"),
-                 "--qat-steps", "3", "--qat-lr", "1e-3"])  # fmt: skip
+                 "--qat-steps", "3", "--qat-lr", "1e-3", "--qat-agreement", "1"])  # fmt: skip
     assert code == 0
     metrics = json.loads((second / "metrics.json").read_text())
     record = metrics["quantization_aware"]
     assert record["steps"] == 3 and record["layers"] == 14 and record["train_loss"] > 0
+    assert record["agreement_weight"] == 1.0
     assert metrics["init_from"] == str(first / "model") and metrics["epochs"] == []
     import h5py
 
@@ -117,4 +141,4 @@ def test_qat_flags_need_sources_and_sane_values(
     assert "--qat-steps needs --sources" in capsys.readouterr().err
     assert main(["--data", str(tmp_path), "--sources", "apple", "--out", out,
                  "--qat-steps", "-1"]) == 2  # fmt: skip
-    assert "--qat-steps must be >= 0" in capsys.readouterr().err
+    assert "--qat-steps and --qat-agreement must be >= 0" in capsys.readouterr().err
