@@ -58,4 +58,5 @@ def load_checkpoint(folder: Path, expected: CheckpointInfo) -> tuple[Any, Any]:
             f"{folder / SENTIMENT_FILE}: {asdict(info)} differs from this run's {asdict(expected)}"
         )
     model = TFAutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True)
-    return model, AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)  # type: ignore[no-untyped-call]
+    return model, tokenizer
