@@ -149,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.qat_steps < 0 or args.qat_lr <= 0 or args.qat_agreement < 0:
         print("error: --qat-steps and --qat-agreement must be >= 0, --qat-lr > 0", file=sys.stderr)
         return 2
+    if args.qat_smoothing is not None and not 0.0 < args.qat_smoothing <= 1.0:
+        print("error: --qat-smoothing must be in (0, 1]", file=sys.stderr)
+        return 2
     for flag, given in (("--source-weights", config.source_weights), ("--teacher", args.teacher),
                         ("--write-soft-labels", args.write_soft_labels),
                         ("--init-from", args.init_from), ("--qat-steps", args.qat_steps)):  # fmt: skip

@@ -135,6 +135,13 @@ def add_qat_args(p: argparse.ArgumentParser) -> None:
         help="add W x KL(fp32 || rounded) to their loss: the int8 graph held to the fp32 one "
         "(two forward passes a step)",
     )
+    g.add_argument(
+        "--qat-smoothing",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="simulate the export's smoothed static rung (SmoothQuant alpha; the export uses 0.85)",
+    )
 
 
 def add_distill_args(p: argparse.ArgumentParser) -> None:
@@ -272,7 +279,7 @@ def run_general(args: argparse.Namespace, config: TrainConfig) -> int:
     if args.qat_steps > 0:
         qat = quantization_aware(
             model, tokenizer, config, train, args.qat_steps, args.qat_lr,
-            not args.no_progress, args.qat_agreement,
+            not args.no_progress, args.qat_agreement, args.qat_smoothing,
         )  # fmt: skip
     dev_data = encode(
         tokenizer, dev, config.labels, config.max_length, config.text_pair, config.preprocess

@@ -41,6 +41,8 @@ log = logging.getLogger("training")
 
 CALIBRATION_TEXTS = 512  # as the export's static calibration: one text per run, min/max
 Ranges = dict[str, tuple[float, float]]  # a `dense_layers` key -> its input's [min, max]
+Channels = dict[str, tuple[np.ndarray, np.ndarray]]  # the same, per input channel
+Divisors = dict[str, np.ndarray]  # per input channel: what smoothing divides the input by
 
 
 def dense_layers(model: Any) -> dict[str, Any]:
@@ -76,17 +78,21 @@ def _dense(layer: Any, x: Any, kernel: Any) -> Any:
     return layer.activation(y) if layer.activation is not None else y
 
 
-def calibrate(model: Any, rows: Sequence[np.ndarray]) -> Ranges:
-    """Each Dense input's [min, max] over `rows` of token ids, one text per run (no padding),
-    widened to include 0: the ranges the export's static calibration takes."""
+def channel_ranges(model: Any, rows: Sequence[np.ndarray]) -> Channels:
+    """Each Dense input's per-channel [min, max] over `rows` of token ids, one text per run (no
+    padding), widened to include 0: what the export's static calibration reads."""
     import tensorflow as tf
 
-    ranges: dict[str, list[float]] = {}
+    seen: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def observe(name: str, layer: Any) -> Any:
         def call(x: Any) -> Any:
-            low, high = ranges.setdefault(name, [0.0, 0.0])
-            ranges[name] = [min(low, float(tf.reduce_min(x))), max(high, float(tf.reduce_max(x)))]
+            flat = tf.reshape(x, [-1, x.shape[-1]])
+            low, high = seen.get(name, (0.0, 0.0))
+            seen[name] = (
+                np.minimum(low, tf.reduce_min(flat, axis=0).numpy()),
+                np.maximum(high, tf.reduce_max(flat, axis=0).numpy()),
+            )
             return _dense(layer, x, layer.kernel)
 
         return call
@@ -95,23 +101,63 @@ def calibrate(model: Any, rows: Sequence[np.ndarray]) -> Ranges:
         for ids in rows:
             x = np.asarray(ids, np.int32)[None, :]
             model(input_ids=x, attention_mask=np.ones_like(x), training=False)
-    return {name: (low, high) for name, (low, high) in ranges.items()}
+    return seen
+
+
+def per_tensor(channels: Channels) -> Ranges:
+    """One [min, max] per input tensor: the plain static rung's ranges."""
+    return {k: (float(lo.min()), float(hi.max())) for k, (lo, hi) in channels.items()}
+
+
+def calibrate(model: Any, rows: Sequence[np.ndarray]) -> Ranges:
+    """Each Dense input's [min, max] over `rows` (`channel_ranges`, one per tensor)."""
+    return per_tensor(channel_ranges(model, rows))
+
+
+def smoothing(model: Any, channels: Channels, alpha: float) -> tuple[Ranges, Divisors]:
+    """The export's smoothed static rung (export.static.smoothing): per input channel j,
+    s_j = peak|x_j|^alpha / peak|W_j|^(1 - alpha), with one divisor for the Dense layers that
+    read one tensor (q, k, v: the export's fused Attention), and the per-tensor range of x / s."""
+    layers = dense_layers(model)
+    groups: dict[bytes, list[str]] = {}
+    for name, (low, high) in channels.items():  # one input tensor: the same ranges
+        groups.setdefault(low.tobytes() + high.tobytes(), []).append(name)
+    ranges: Ranges = {}
+    divisors: Divisors = {}
+    for names in groups.values():
+        low, high = channels[names[0]]
+        w_peak = np.max([np.abs(layers[n].kernel.numpy()).max(axis=1) for n in names], axis=0)
+        x_peak = np.maximum(np.abs(low), np.abs(high))
+        s = (np.maximum(x_peak, 1e-5) ** alpha / np.maximum(w_peak, 1e-5) ** (1 - alpha)).astype(
+            np.float32
+        )
+        for n in names:
+            divisors[n] = s
+            ranges[n] = (min(0.0, float((low / s).min())), max(0.0, float((high / s).max())))
+    return ranges, divisors
 
 
 @contextlib.contextmanager
-def fake_quantized(model: Any, ranges: Ranges) -> Iterator[None]:
+def fake_quantized(model: Any, ranges: Ranges, divisors: Divisors | None = None) -> Iterator[None]:
     """Every Dense layer computes with its input rounded to uint8 codes over its range and its
-    kernel to symmetric int8 codes per column (straight-through gradients)."""
+    kernel to symmetric int8 codes per column (straight-through gradients); with `divisors`
+    (`smoothing`), the input divided and the kernel's rows multiplied by them first."""
     import tensorflow as tf
+
+    divisors = divisors or {}
 
     def quantized(name: str, layer: Any) -> Any:
         low, high = ranges[name]
+        s = divisors.get(name)
 
         def call(x: Any) -> Any:
+            kernel = layer.kernel if s is None else layer.kernel * s[:, None]
+            if s is not None:
+                x = x / s
             xq = tf.quantization.fake_quant_with_min_max_args(x, min=low, max=high, num_bits=8)
-            peak = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(layer.kernel), axis=0), 1e-8))
+            peak = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(kernel), axis=0), 1e-8))
             wq = tf.quantization.fake_quant_with_min_max_vars_per_channel(
-                layer.kernel, -peak, peak, num_bits=8, narrow_range=True
+                kernel, -peak, peak, num_bits=8, narrow_range=True
             )
             return _dense(layer, xq, wq)
 
@@ -121,7 +167,9 @@ def fake_quantized(model: Any, ranges: Ranges) -> Iterator[None]:
         yield
 
 
-def agreement_loss(model: Any, ranges: Ranges, weight: float) -> Any:
+def agreement_loss(
+    model: Any, ranges: Ranges, weight: float, divisors: Divisors | None = None
+) -> Any:
     """The loss of one step that holds the rounded forward pass to the fp32 one: cross-entropy
     of the rounded logits against the targets, plus `weight` x KL(fp32 || rounded). Plain
     quantization-aware steps leave the two apart (the rounded pass becomes the better one),
@@ -132,7 +180,7 @@ def agreement_loss(model: Any, ranges: Ranges, weight: float) -> Any:
     cross_entropy = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
 
     def loss_of(input_ids: Any, mask: Any, y: Any, row_weight: Any) -> Any:
-        with fake_quantized(model, ranges):  # patched while this part is traced
+        with fake_quantized(model, ranges, divisors):  # patched while this part is traced
             rounded = model(input_ids=input_ids, attention_mask=mask, training=True).logits
         loss = cross_entropy(y, rounded, sample_weight=row_weight)
         if weight:
@@ -154,23 +202,28 @@ def quantization_aware(
     learning_rate: float,
     progress: bool = True,
     agreement: float = 0.0,
+    smoothing_alpha: float | None = None,
 ) -> dict[str, Any]:
     """Fine-tune `model` in place for `steps` batches of its training rows (their labels, and
     the teacher's share when the config names one) under static int8's rounding, from ranges
     calibrated on the model as it comes in, and with `agreement` > 0 held to its fp32 pass
-    (`agreement_loss`); returns the record for metrics.json."""
+    (`agreement_loss`), and with `smoothing_alpha` the export's smoothed rung simulated;
+    returns the record for metrics.json."""
     started = time.perf_counter()
     rng = np.random.default_rng(config.seed)
     train = encode_rows(tokenizer, train_rows, config)
     pick = rng.choice(len(train), size=min(CALIBRATION_TEXTS, len(train)), replace=False)
-    ranges = calibrate(model, [train.ids[i] for i in pick])
+    channels = channel_ranges(model, [train.ids[i] for i in pick])
+    ranges, divisors = per_tensor(channels), None
+    if smoothing_alpha is not None:
+        ranges, divisors = smoothing(model, channels, smoothing_alpha)
     soft = teacher_probs(config, train_rows)
     targets = distill_targets(train.labels, soft, config.distill_weight, len(config.labels))
     weights = row_weights(train_rows, config.source_weights)
     batches = batch_indices([len(x) for x in train.ids], config.batch_size, rng)[:steps]
     schedule = dataclasses.replace(config, learning_rate=learning_rate, epochs=1, warmup_ratio=0.0)
     pad_id = tokenizer.pad_token_id or 0
-    loss_of = agreement_loss(model, ranges, agreement)
+    loss_of = agreement_loss(model, ranges, agreement, divisors)
     step = make_train_step(model, schedule, len(batches), loss_of)
     losses = train_batches(
         step, train, targets, weights, batches, pad_id, "quantization-aware", progress
@@ -179,6 +232,7 @@ def quantization_aware(
         "steps": len(batches),
         "learning_rate": learning_rate,
         "agreement_weight": agreement,
+        "smoothing_alpha": smoothing_alpha,
         "calibration_texts": len(pick),
         "layers": len(ranges),
         "train_loss": round(float(np.mean(losses)), 5) if losses else None,

@@ -11,7 +11,14 @@ import pytest
 from tests.training.source_fixtures import write_source_root
 from tests.training.test_general import TINY
 from training.cli import main
-from training.qat import calibrate, dense_layers, fake_quantized
+from training.qat import (
+    calibrate,
+    channel_ranges,
+    dense_layers,
+    fake_quantized,
+    per_tensor,
+    smoothing,
+)
 
 
 def one_dense(seed: int = 0) -> tuple[object, np.ndarray, np.ndarray]:
@@ -45,6 +52,34 @@ def test_the_forward_pass_rounds_as_static_int8_does() -> None:
     np.testing.assert_allclose(np.asarray(model(x)), np.maximum(x @ kernel + bias, 0), atol=1e-5)
 
 
+def test_the_smoothed_rung_divides_inputs_and_multiplies_weight_rows() -> None:
+    model, kernel, bias = one_dense()
+    x = np.random.default_rng(2).uniform(-1.0, 3.0, (50, 6)).astype(np.float32)
+    x[:, 2] *= 20  # an outlier channel: what smoothing is for
+    (name,) = dense_layers(model)
+    channels = {name: (np.minimum(0, x.min(axis=0)), np.maximum(0, x.max(axis=0)))}
+    ranges, divisors = smoothing(model, channels, 0.85)
+    s = divisors[name]
+    want_s = np.abs(x).max(axis=0) ** 0.85 / np.abs(kernel).max(axis=1) ** 0.15
+    np.testing.assert_allclose(s, want_s, rtol=1e-5)
+    with fake_quantized(model, ranges, divisors):
+        got = np.asarray(model(x))
+    low, high = ranges[name]
+    scale = (high - low) / 255
+    zero = round(-low / scale)
+    xs = x / s
+    xq = (np.clip(np.round(xs / scale) + zero, 0, 255) - zero) * scale
+    ws = kernel * s[:, None]
+    w_scale = np.abs(ws).max(axis=0) / 127
+    want = np.maximum(xq @ (np.round(ws / w_scale) * w_scale) + bias, 0.0)
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    plain = per_tensor(channels)
+    with fake_quantized(model, plain):
+        unsmoothed = np.asarray(model(x))
+    exact = np.maximum(x @ kernel + bias, 0.0)
+    assert np.abs(got - exact).mean() < np.abs(unsmoothed - exact).mean()  # it helps here
+
+
 def test_gradients_pass_straight_through_the_rounding() -> None:
     import tensorflow as tf
 
@@ -69,6 +104,13 @@ def test_calibration_reads_every_dense_input_with_zero_inside(tiny_checkpoint: P
     assert all(low <= 0.0 <= high and high > low for low, high in ranges.values())
     after = model(input_ids=rows[0][None], training=False).logits.numpy()
     np.testing.assert_array_equal(before, after)  # the layers are themselves again
+    _, divisors = smoothing(model, channel_ranges(model, rows), 0.85)
+    by_name: dict[str, list[np.ndarray]] = {}
+    for key, divisor in divisors.items():
+        by_name.setdefault(key.split("/")[1], []).append(divisor)
+    for q, k, v in zip(by_name["q_lin"], by_name["k_lin"], by_name["v_lin"], strict=True):
+        assert np.array_equal(q, k) and np.array_equal(q, v)  # one tensor: one divisor (Attention)
+    assert not np.array_equal(by_name["lin1"][0], by_name["lin2"][0])
 
 
 def test_the_agreement_term_is_the_kl_from_fp32_to_the_rounded_pass(tiny_checkpoint: Path) -> None:
@@ -103,12 +145,13 @@ def test_a_finished_run_fine_tunes_under_int8_rounding(tmp_path: Path, tiny_base
     assert main([*common, "--out", str(first)]) == 0
     second = tmp_path / "second"
     code = main([*common, "--out", str(second), "--init-from", str(first / "model"),
-                 "--qat-steps", "3", "--qat-lr", "1e-3", "--qat-agreement", "1"])  # fmt: skip
+                 "--qat-steps", "3", "--qat-lr", "1e-3", "--qat-agreement", "1",
+                 "--qat-smoothing", "0.85"])  # fmt: skip
     assert code == 0
     metrics = json.loads((second / "metrics.json").read_text())
     record = metrics["quantization_aware"]
     assert record["steps"] == 3 and record["layers"] == 14 and record["train_loss"] > 0
-    assert record["agreement_weight"] == 1.0
+    assert record["agreement_weight"] == 1.0 and record["smoothing_alpha"] == 0.85
     assert metrics["init_from"] == str(first / "model") and metrics["epochs"] == []
     import h5py
 
