@@ -104,13 +104,17 @@ def smoothing(model: onnx.ModelProto, channels: Channels, alpha: float) -> Divis
         w = np.abs(numpy_helper.to_array(weights[node.input[1]])).max(axis=1)
         x = node.input[0]
         peak_w[x] = np.maximum(peak_w.get(x, 0.0), w)
-    out = {}
-    for x, w_peak in peak_w.items():
-        low, high = channels[x]
-        x_peak = np.maximum(np.abs(low), np.abs(high))
-        s = np.maximum(x_peak, 1e-5) ** alpha / np.maximum(w_peak, 1e-5) ** (1 - alpha)
-        out[x] = s.astype(np.float32)
-    return out
+    return {x: channel_divisors(*channels[x], w_peak, alpha) for x, w_peak in peak_w.items()}
+
+
+def channel_divisors(
+    low: np.ndarray, high: np.ndarray, w_peak: np.ndarray, alpha: float
+) -> np.ndarray:
+    """s_j = peak|x_j|^alpha / peak|W_j|^(1 - alpha) from an input's per-channel [min, max] and
+    the largest |weight| of each channel's row (training.qat simulates the same)."""
+    x_peak = np.maximum(np.abs(low), np.abs(high))
+    s: np.ndarray = np.maximum(x_peak, 1e-5) ** alpha / np.maximum(w_peak, 1e-5) ** (1 - alpha)
+    return s.astype(np.float32)
 
 
 def tensor_ranges(channels: Channels, divisors: Divisors | None = None) -> Ranges:

@@ -51,8 +51,8 @@ class Settings:
     workers: int = 1
     threads: int = 0  # intra-op threads per session.run; 0 = automatic (1)
     pool_size: int = 0  # concurrent session.run calls per worker; 0 = cores // workers // threads
-    # Runs on top of pool_size while a model's queue is full (refusing): clients that retry at
-    # once then take fewer cores from the answers; waits under ordinary load (0 = none).
+    # Threads that run only while a model's queue is full (refusing): clients that retry at
+    # once then take fewer cores from the answers; idle under ordinary load (0 = none).
     overload_spare: int = 0
     spin: bool = False  # let ORT's idle intra-op threads spin-wait (faster only on idle cores)
     # Threads for a run that has the machine to itself (nothing else running or queued):

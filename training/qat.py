@@ -9,9 +9,10 @@ forward pass of every Dense layer, with straight-through gradients (Jacob et al.
 et al., "Q8BERT", 2019), and the model is fine-tuned briefly on its own training rows and
 targets, so that it moves to weights whose int8 graph answers as its fp32 graph does.
 
-Not simulated (smaller than the rounding itself, reports/experiments.md, tenth session): the
-export's pair-budgeted weight codes (weight-only agreement equal to plain 8-bit codes), the
-smoothing of its second rung, and the tanh GELU of the static graph.
+With a smoothing alpha the export's smoothed rung is rounded instead: its per-channel divisors
+and per-tensor ranges, computed by the export's own functions (export.static). Not simulated
+(smaller than the rounding itself, reports/experiments.md, tenth session): the pair-budgeted
+weight codes (weight-only agreement equal to plain 8-bit codes) and the static graph's tanh GELU.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from export.int8_choice import STATIC_TEXTS
+from export.static import channel_divisors, tensor_ranges
 from training.batching import batch_indices
 from training.data import Row
 from training.teacher import distill_targets
@@ -39,7 +42,7 @@ from training.train import (
 
 log = logging.getLogger("training")
 
-CALIBRATION_TEXTS = 512  # as the export's static calibration: one text per run, min/max
+CALIBRATION_TEXTS = STATIC_TEXTS // 2  # the export calibrates on half, checks on the other
 Ranges = dict[str, tuple[float, float]]  # a `dense_layers` key -> its input's [min, max]
 Channels = dict[str, tuple[np.ndarray, np.ndarray]]  # the same, per input channel
 Divisors = dict[str, np.ndarray]  # per input channel: what smoothing divides the input by
@@ -104,14 +107,9 @@ def channel_ranges(model: Any, rows: Sequence[np.ndarray]) -> Channels:
     return seen
 
 
-def per_tensor(channels: Channels) -> Ranges:
-    """One [min, max] per input tensor: the plain static rung's ranges."""
-    return {k: (float(lo.min()), float(hi.max())) for k, (lo, hi) in channels.items()}
-
-
 def calibrate(model: Any, rows: Sequence[np.ndarray]) -> Ranges:
     """Each Dense input's [min, max] over `rows` (`channel_ranges`, one per tensor)."""
-    return per_tensor(channel_ranges(model, rows))
+    return tensor_ranges(channel_ranges(model, rows))
 
 
 def smoothing(model: Any, channels: Channels, alpha: float) -> tuple[Ranges, Divisors]:
@@ -122,19 +120,12 @@ def smoothing(model: Any, channels: Channels, alpha: float) -> tuple[Ranges, Div
     groups: dict[bytes, list[str]] = {}
     for name, (low, high) in channels.items():  # one input tensor: the same ranges
         groups.setdefault(low.tobytes() + high.tobytes(), []).append(name)
-    ranges: Ranges = {}
     divisors: Divisors = {}
     for names in groups.values():
-        low, high = channels[names[0]]
         w_peak = np.max([np.abs(layers[n].kernel.numpy()).max(axis=1) for n in names], axis=0)
-        x_peak = np.maximum(np.abs(low), np.abs(high))
-        s = (np.maximum(x_peak, 1e-5) ** alpha / np.maximum(w_peak, 1e-5) ** (1 - alpha)).astype(
-            np.float32
-        )
-        for n in names:
-            divisors[n] = s
-            ranges[n] = (min(0.0, float((low / s).min())), max(0.0, float((high / s).max())))
-    return ranges, divisors
+        s = channel_divisors(*channels[names[0]], w_peak, alpha)
+        divisors |= dict.fromkeys(names, s)
+    return tensor_ranges(channels, divisors), divisors
 
 
 @contextlib.contextmanager
@@ -214,7 +205,7 @@ def quantization_aware(
     train = encode_rows(tokenizer, train_rows, config)
     pick = rng.choice(len(train), size=min(CALIBRATION_TEXTS, len(train)), replace=False)
     channels = channel_ranges(model, [train.ids[i] for i in pick])
-    ranges, divisors = per_tensor(channels), None
+    ranges, divisors = tensor_ranges(channels), None
     if smoothing_alpha is not None:
         ranges, divisors = smoothing(model, channels, smoothing_alpha)
     soft = teacher_probs(config, train_rows)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from export.static import tensor_ranges
 from tests.training.source_fixtures import write_source_root
 from tests.training.test_general import TINY
 from training.cli import main
@@ -16,7 +17,6 @@ from training.qat import (
     channel_ranges,
     dense_layers,
     fake_quantized,
-    per_tensor,
     smoothing,
 )
 
@@ -73,7 +73,7 @@ def test_the_smoothed_rung_divides_inputs_and_multiplies_weight_rows() -> None:
     w_scale = np.abs(ws).max(axis=0) / 127
     want = np.maximum(xq @ (np.round(ws / w_scale) * w_scale) + bias, 0.0)
     np.testing.assert_allclose(got, want, atol=1e-3)
-    plain = per_tensor(channels)
+    plain = tensor_ranges(channels)
     with fake_quantized(model, plain):
         unsmoothed = np.asarray(model(x))
     exact = np.maximum(x @ kernel + bias, 0.0)
