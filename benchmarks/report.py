@@ -258,7 +258,8 @@ def pair_section(servers: list[dict[str, Any]]) -> list[str]:
 
     def paths(lvl: dict[str, Any]) -> str:
         runs = lvl.get("runs_by_path", {})
-        return f"{runs.get('alone', 0)} / {runs.get('loaded', 0)}"
+        spare = f" / {runs['spare']}" if runs.get("spare") else ""
+        return f"{runs.get('alone', 0)} / {runs.get('loaded', 0)}{spare}"
 
     rows = []
     for lvl in variant["levels"]:
@@ -276,7 +277,8 @@ def pair_section(servers: list[dict[str, Any]]) -> list[str]:
     lines = [
         f"Ours beside **{variant['name']}**, both servers up and measured in turns ({rounds} "
         "rounds each per level, A B B A B A A B ...): ours ÷ it round by round, median [min–max]; "
-        "inference runs by path (alone: the idle session / loaded: one thread) in those rounds.",
+        "inference runs by path (alone: the idle session / loaded: one thread / spare: a spare "
+        "thread, when any) in those rounds.",
         "",
     ]
     return lines + _table(

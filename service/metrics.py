@@ -34,6 +34,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series: noise
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+RUN_PATHS = ("alone", "loaded", "spare")  # the scheduler's names for how a session.run was taken
 TOKEN_BUCKETS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 GaugeMode = Literal["livesum", "livemax"]
 
@@ -106,7 +107,8 @@ class Metrics:
         self.runs = self._counter(
             "sentiment_inference_runs",
             "session.run calls by path: 'alone' (nothing else running or queued: the idle "
-            "session's threads) or 'loaded' (one thread per run).",
+            "session's threads), 'loaded' (one thread per run) or 'spare' (a spare thread's run "
+            "for a full queue, SENTIMENT_OVERLOAD_SPARE).",
             ["model", "path"],
         )
 
@@ -183,8 +185,7 @@ class ModelMetrics:
         self._inference = metrics.inference.labels(name)
         self._rows = metrics.batch_rows.labels(name)
         self._tokens = metrics.batch_tokens.labels(name)
-        self._alone = metrics.runs.labels(name, "alone")
-        self._loaded = metrics.runs.labels(name, "loaded")
+        self._runs = {path: metrics.runs.labels(name, path) for path in RUN_PATHS}
         self._truncated = metrics.texts.labels(name, "true")
         self._whole = metrics.texts.labels(name, "false")
 
@@ -217,8 +218,8 @@ class ModelMetrics:
     def queue_wait(self, seconds: float) -> None:
         self._wait.observe(seconds)
 
-    def batch(self, rows: int, tokens: int, seconds: float, alone: bool = False) -> None:
-        (self._alone if alone else self._loaded).inc()
+    def batch(self, rows: int, tokens: int, seconds: float, path: str = "loaded") -> None:
+        self._runs[path].inc()
         self._inference.observe(seconds)
         self._rows.observe(rows)
         self._tokens.observe(tokens)

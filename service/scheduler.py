@@ -36,6 +36,7 @@ MAX_PAD_WASTE = 0.10
 # A lone request with one text of at most this many tokens may run on the event loop (one
 # tweet of the shipped models, max_length 128: a run of a few ms).
 INLINE_TOKENS = 128
+SPARE_THREADS = "sentiment-spare"  # the overflow pool's thread names (and the runs' path label)
 
 
 class Overloaded(Exception):
@@ -64,7 +65,7 @@ class InferencePool(ThreadPoolExecutor):
         super().__init__(runs, thread_name_prefix="sentiment-infer")
         self.runs, self.spare = runs, spare
         self.overflow = (
-            ThreadPoolExecutor(spare, thread_name_prefix="sentiment-spare") if spare else None
+            ThreadPoolExecutor(spare, thread_name_prefix=SPARE_THREADS) if spare else None
         )
 
     @property
@@ -91,7 +92,7 @@ class Observer(Protocol):
 
     def queue_depth(self, texts: int) -> None: ...
     def queue_wait(self, seconds: float) -> None: ...
-    def batch(self, rows: int, tokens: int, seconds: float, alone: bool = False) -> None: ...
+    def batch(self, rows: int, tokens: int, seconds: float, path: str = "loaded") -> None: ...
 
 
 def plan(
@@ -337,5 +338,13 @@ class Scheduler:
         finally:
             del self._running[worker]
         width = max(len(row) for row in rows)
-        self._observer.batch(len(rows), len(rows) * width, perf_counter() - start, alone)
+        path = "alone" if alone else self._loaded_path()
+        self._observer.batch(len(rows), len(rows) * width, perf_counter() - start, path)
         return probs
+
+    def _loaded_path(self) -> str:
+        """'spare' for a run on a spare thread (so /metrics shows when the spare acted), else
+        'loaded'; the thread's name is read only when there are spare threads."""
+        if self._overflow is not None and threading.current_thread().name.startswith(SPARE_THREADS):
+            return "spare"
+        return "loaded"

@@ -48,7 +48,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.batches: list[tuple[int, int]] = []
-        self.alone: list[bool] = []
+        self.paths: list[str] = []
         self.waits: list[float] = []
         self.depths: list[int] = []
 
@@ -58,9 +58,9 @@ class Recorder:
     def queue_wait(self, seconds: float) -> None:
         self.waits.append(seconds)
 
-    def batch(self, rows: int, tokens: int, seconds: float, alone: bool = False) -> None:
+    def batch(self, rows: int, tokens: int, seconds: float, path: str = "loaded") -> None:
         self.batches.append((rows, tokens))
-        self.alone.append(alone)
+        self.paths.append(path)
 
 
 class GatedInfer:
@@ -230,12 +230,12 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 @pytest.mark.parametrize("spare", [0, 1])
 def test_a_spare_run_starts_only_once_the_queue_is_full(spare: int) -> None:
-    infer = CountingInfer()
+    infer, recorder = CountingInfer(), Recorder()
     infer.gate.clear()
 
     async def go() -> None:
         pool = InferencePool(1, spare)
-        common = {"max_batch": 4, "max_tokens": 1000, "timeout_s": 10.0, "observer": Recorder()}
+        common = {"max_batch": 4, "max_tokens": 1000, "timeout_s": 10.0, "observer": recorder}
         scheduler = Scheduler(infer, pool, queue_size=3, **common)
         first = asyncio.ensure_future(scheduler.predict([[1]]))
         await _until(lambda: infer.inside == 1)
@@ -260,14 +260,16 @@ def test_a_spare_run_starts_only_once_the_queue_is_full(spare: int) -> None:
     # the spare took the oldest waiting job; the third went to whichever thread was free first
     # while the queue still counted as full (answers leave it on the loop's next turn)
     assert spares[:2] == [False, bool(spare)] and (spare or not any(spares))
+    # /metrics counts the spare's runs apart from the loaded ones
+    assert sorted(recorder.paths) == sorted("spare" if s else "loaded" for s in spares)
 
 
 def test_spare_threads_stay_out_of_a_queue_with_room() -> None:
-    infer = CountingInfer()
+    infer, recorder = CountingInfer(), Recorder()
 
     async def go() -> None:
         pool = InferencePool(1, 1)
-        common = {"max_batch": 4, "max_tokens": 1000, "timeout_s": 10.0, "observer": Recorder()}
+        common = {"max_batch": 4, "max_tokens": 1000, "timeout_s": 10.0, "observer": recorder}
         scheduler = Scheduler(infer, pool, queue_size=64, **common)
         for _ in range(5):  # bursts of 20 against 64 places: waiting, never full
             await asyncio.gather(*(scheduler.predict([[i]]) for i in range(20)))
@@ -277,6 +279,7 @@ def test_spare_threads_stay_out_of_a_queue_with_room() -> None:
     run(go)
     assert len(infer.threads) == 100 and infer.most == 1
     assert not any(name.startswith("sentiment-spare") for name in infer.threads)
+    assert set(recorder.paths) == {"loaded"}
 
 
 def test_requests_that_wait_too_long_time_out_and_never_run() -> None:
@@ -410,7 +413,7 @@ def test_a_lone_request_takes_the_idle_path_and_a_backlog_the_loaded_one() -> No
     assert paths[2:5] == ["loaded"] * 3 and paths[5] in ("loaded", "alone")
     assert len(paths) == 7
     # what the metric counts (reported as runs finish, so compare counts)
-    assert sorted(recorder.alone) == sorted(p == "alone" for p in paths)
+    assert sorted(recorder.paths) == sorted(paths)
 
 
 class ThreadInfer:
@@ -461,4 +464,4 @@ def test_without_an_idle_session_every_run_takes_infer() -> None:
         executor.shutdown()
 
     run(go)
-    assert infer.calls == [[[1]]] and recorder.alone == [False]
+    assert infer.calls == [[[1]]] and recorder.paths == ["loaded"]
