@@ -16,6 +16,11 @@ started a request, silently if it never sent a byte (HTTP/1.1 allows both).
 While the models are full, a `POST /predict` is refused here, once its headers are in, with the
 app's own 503 (service/refusal.py): no ASGI cycle, task or Starlette request for it.
 
+uvicorn's graceful shutdown closes an idle keep-alive connection at once, so a request already on
+its way there is lost, and the client cannot tell whether it ran (a POST is not retried). Here an
+idle connection stays open for `IDLE_GRACE_S`: a request that arrives is answered with
+`connection: close`, and a connection that sends nothing is closed after the grace.
+
 A request whose body is all in when the app reads it (a tweet's request is one packet) is marked
 in its scope (`BODY_RECEIVED`): the app then reads it without arming the body timeout, a timer
 per request that nothing could fire.
@@ -35,6 +40,7 @@ from service.refusal import STATE_KEY, Refusal, is_predict
 
 BODY = error_body("request_timeout", "request headers not received in time")
 BODY_RECEIVED = "sentiment.body_received"  # scope key: the whole body is in the cycle's buffer
+IDLE_GRACE_S = 0.5  # at shutdown, for a request on its way on an idle connection (> one RTT)
 REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
     b"content-length: " + str(len(BODY)).encode() + b"\r\nconnection: close\r\n\r\n" + BODY
@@ -142,6 +148,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._started = False  # a request has begun on this connection, its headers not in
         self._refusal: Refusal | None = None
+        self._closing = False  # the server is shutting down: answer, then close
+        self._grace: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # flow control keeps the socket's own transport
@@ -160,6 +168,21 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._started = False
         if not self._refused():
             super().on_headers_complete()
+            if self._closing and self.cycle is not None:
+                self.cycle.keep_alive = False
+
+    def shutdown(self) -> None:
+        """uvicorn's, but an idle connection is closed only after `IDLE_GRACE_S`."""
+        self._closing = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        elif self._grace is None and not self.transport.is_closing():
+            self._grace = self.loop.call_later(IDLE_GRACE_S, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        self._grace = None
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.close()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -174,7 +197,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             return False  # pipelined behind a request being answered: answers keep their order
         keep_alive = (
-            self.parser.should_keep_alive()
+            not self._closing
+            and self.parser.should_keep_alive()
             and not self.expect_100_continue
             and _body_fits(self.headers, refusal.max_body_bytes)
         )
@@ -192,6 +216,8 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._grace is not None:
+            self._grace.cancel()
         super().connection_lost(exc)
 
     def _arm(self) -> None:
