@@ -1,5 +1,6 @@
 """The protocol at shutdown: a request on its way on an idle keep-alive connection is answered
-(with `connection: close`), not dropped with the connection."""
+(with `connection: close`), not dropped with the connection (a refusal at shutdown:
+test_refusal.py)."""
 
 from __future__ import annotations
 
@@ -51,23 +52,3 @@ def test_an_idle_connection_that_sends_nothing_is_closed_after_the_grace(
             return early, socket.closed
 
     assert asyncio.run(go()) == (False, True)
-
-
-def test_a_refusal_during_shutdown_closes_the_connection(
-    make_settings: Callable[..., Settings],
-) -> None:
-    async def go() -> tuple[bytes, bool]:
-        settings = make_settings(queue_size=1, max_texts=1, max_batch=1, pool_size=1)
-        async with served(settings) as (server, client):
-            running = await server.fill(client)
-            conn, socket = server.connect()
-            conn.shutdown()
-            conn.data_received(request(b"POST", b"/predict", b'{"text": "sad"}'))
-            await asyncio.sleep(0)
-            sent, closed = b"".join(socket.sends), socket.closed
-            server.gate.open.set()
-            await running
-        return sent, closed
-
-    sent, closed = asyncio.run(go())
-    assert sent.startswith(b"HTTP/1.1 503 ") and b"connection: close" in sent and closed

@@ -123,8 +123,9 @@ def socket_closed(sent: bytes) -> bool:
         (b"connection: close", BODY),
         (b"expect: 100-continue", BODY),
         (b"x-pad: 1", b"x" * 200),  # over max_body_bytes: read only to be dropped
+        (b"", BODY),  # an ordinary request, but the server is shutting down
     ],
-    ids=["client-closes", "expect-100", "oversized"],
+    ids=["client-closes", "expect-100", "oversized", "server-shutting-down"],
 )
 def test_the_connection_closes_after_a_refusal_it_cannot_cheaply_keep(
     make_settings: Callable[..., Settings], extra: bytes, body: bytes
@@ -133,7 +134,9 @@ def test_the_connection_closes_after_a_refusal_it_cannot_cheaply_keep(
         async with served(one_slot(make_settings, max_body_bytes=100)) as (server, client):
             running = await server.fill(client)
             protocol, socket = server.connect()
-            raw = request(b"POST", b"/predict", body, extra)
+            if not extra:
+                protocol.shutdown()
+            raw = request(b"POST", b"/predict", body, *([extra] if extra else []))
             protocol.data_received(raw.split(b"\r\n\r\n")[0] + b"\r\n\r\n")  # headers only
             await asyncio.sleep(0)
             sent, closed = b"".join(socket.sends), socket.closed
