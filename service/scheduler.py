@@ -36,7 +36,7 @@ MAX_PAD_WASTE = 0.10
 # A lone request with one text of at most this many tokens may run on the event loop (one
 # tweet of the shipped models, max_length 128: a run of a few ms).
 INLINE_TOKENS = 128
-SPARE_THREADS = "sentiment-spare"  # the overflow pool's thread names (and the runs' path label)
+SPARE_THREADS = "sentiment-spare"  # the overflow pool's thread names
 
 
 class Overloaded(Exception):
@@ -250,30 +250,31 @@ class Scheduler:
         self._jobs.append((job, loop))
         self._executor.submit(self._take)
 
-    def _take(self) -> bool:
-        """Run the oldest waiting job (any inference thread); False if a spare thread took it."""
+    def _take(self, path: str = "loaded") -> bool:
+        """Run the oldest waiting job (any inference thread; `path` names which, for /metrics);
+        False if a spare thread took it."""
         try:
             job, loop = self._jobs.popleft()
         except IndexError:
             return False
-        self._execute(job, loop)
+        self._execute(job, loop, path)
         return True
 
     def _spare_turn(self) -> None:
         """A spare thread: take the oldest jobs while the queue stays full."""
         self._spare_asked = False
-        while self._full() and self._take():
+        while self._full() and self._take("spare"):
             pass
 
     def _full(self) -> bool:
         """Every place in the queue taken: the next request is refused (as `Registry.full`)."""
         return not self.has_room(1)
 
-    def _execute(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
+    def _execute(self, job: _Job, loop: asyncio.AbstractEventLoop, path: str) -> None:
         if not self._claim(job):
             return
         try:
-            probs = self._run_rows(job.rows)
+            probs = self._run_rows(job.rows, path)
         except Exception as exc:  # the request's 500 handler logs it, once
             loop.call_soon_threadsafe(self._fail, job, exc)
             return
@@ -314,18 +315,18 @@ class Scheduler:
         if not job.future.done():
             job.future.set_exception(exc)
 
-    def _run_rows(self, rows: Sequence[Sequence[int]]) -> Probs:
+    def _run_rows(self, rows: Sequence[Sequence[int]], path: str = "loaded") -> Probs:
         """Inference for rows, as batches of similar length (worker thread, or the loop)."""
         out: Probs | None = None
         for group in plan([len(row) for row in rows], self._max_batch, self._max_tokens):
-            probs = self._timed_infer([rows[i] for i in group])
+            probs = self._timed_infer([rows[i] for i in group], path)
             if out is None:
                 out = np.empty((len(rows), probs.shape[1]), dtype=np.float32)
             out[group] = probs
         assert out is not None
         return out
 
-    def _timed_infer(self, rows: Sequence[Sequence[int]]) -> Probs:
+    def _timed_infer(self, rows: Sequence[Sequence[int]], path: str) -> Probs:
         start = perf_counter()
         worker = threading.get_ident()
         # Nothing else running or admitted (no one waits behind it): the idle session.
@@ -338,13 +339,6 @@ class Scheduler:
         finally:
             del self._running[worker]
         width = max(len(row) for row in rows)
-        path = "alone" if alone else self._loaded_path()
+        path = "alone" if alone else path
         self._observer.batch(len(rows), len(rows) * width, perf_counter() - start, path)
         return probs
-
-    def _loaded_path(self) -> str:
-        """'spare' for a run on a spare thread (so /metrics shows when the spare acted), else
-        'loaded'; the thread's name is read only when there are spare threads."""
-        if self._overflow is not None and threading.current_thread().name.startswith(SPARE_THREADS):
-            return "spare"
-        return "loaded"

@@ -107,11 +107,6 @@ def channel_ranges(model: Any, rows: Sequence[np.ndarray]) -> Channels:
     return seen
 
 
-def calibrate(model: Any, rows: Sequence[np.ndarray]) -> Ranges:
-    """Each Dense input's [min, max] over `rows` (`channel_ranges`, one per tensor)."""
-    return tensor_ranges(channel_ranges(model, rows))
-
-
 def smoothing(model: Any, channels: Channels, alpha: float) -> tuple[Ranges, Divisors]:
     """The export's smoothed static rung (export.static.smoothing): per input channel j,
     s_j = peak|x_j|^alpha / peak|W_j|^(1 - alpha), with one divisor for the Dense layers that

@@ -13,7 +13,6 @@ from tests.training.source_fixtures import write_source_root
 from tests.training.test_general import TINY
 from training.cli import main
 from training.qat import (
-    calibrate,
     channel_ranges,
     dense_layers,
     fake_quantized,
@@ -98,7 +97,7 @@ def test_calibration_reads_every_dense_input_with_zero_inside(tiny_checkpoint: P
     model = TFAutoModelForSequenceClassification.from_pretrained(tiny_checkpoint)
     rows = [np.array([2, 7, 9, 11, 3]), np.array([2, 5, 3])]
     before = model(input_ids=rows[0][None], training=False).logits.numpy()
-    ranges = calibrate(model, rows)
+    ranges = tensor_ranges(channel_ranges(model, rows))
     # 2 blocks x (q, k, v, out, lin1, lin2) + the head's two
     assert len(ranges) == len(dense_layers(model)) == 14
     assert all(low <= 0.0 <= high and high > low for low, high in ranges.values())
@@ -121,7 +120,8 @@ def test_the_agreement_term_is_the_kl_from_fp32_to_the_rounded_pass(tiny_checkpo
 
     model = TFAutoModelForSequenceClassification.from_pretrained(tiny_checkpoint)
     rows = [np.array([2, 7, 9, 11, 3]), np.array([2, 5, 6, 8, 3])]
-    ranges = {k: (lo / 4, hi / 4) for k, (lo, hi) in calibrate(model, rows).items()}  # coarse
+    exact = tensor_ranges(channel_ranges(model, rows))
+    ranges = {k: (lo / 4, hi / 4) for k, (lo, hi) in exact.items()}  # coarse
     ids = tf.constant(np.stack(rows).astype(np.int32))
     mask, y, w = tf.ones_like(ids), tf.constant(np.eye(2, dtype=np.float32)), tf.ones(2)
     tf.random.set_seed(0)
